@@ -1,0 +1,92 @@
+"""Celery settings of meetingtasks, derived from the MEETINGTASKS_* environment.
+
+Every choice that matters for reliability is explained where it is made. Values come
+from ``meetingtasks.settings`` (one documented default each); Celery's own settings
+not listed here keep Celery's defaults.
+"""
+
+from kombu import Queue
+
+from meetingtasks.keys import PRIORITY_SEP, get_keys
+from meetingtasks.priority import PRIORITY_STEPS, Priority
+from meetingtasks.routing import DEFAULT_QUEUE, get_route_table
+from meetingtasks.settings import get_settings
+
+_settings = get_settings()
+_keys = get_keys()
+_routes = get_route_table()
+
+# -- Broker and results: one Redis -------------------------------------------------------
+broker_url = _settings.redis_url
+result_backend = _settings.redis_url
+broker_connection_retry_on_startup = True
+broker_transport_options = {
+    # Four real priority levels: one Redis list per kombu step inside each queue,
+    # popped in step order. Priority.CRITICAL..LOW are exactly these steps.
+    "priority_steps": PRIORITY_STEPS,
+    "sep": PRIORITY_SEP,
+    # A message taken by a worker that dies before acknowledging it is delivered again
+    # after this many seconds. It must exceed the longest task timeout, or a task still
+    # running would be handed to a second worker (checked in meetingtasks.app).
+    "visibility_timeout": _settings.visibility_timeout,
+    # Every kombu key carries the deployment namespace (see meetingtasks/keys.py).
+    "global_keyprefix": _keys.prefix,
+}
+result_backend_transport_options = {"global_keyprefix": _keys.prefix}
+result_expires = 24 * 3600
+
+# -- JSON only: a pickled message is refused by the worker, never run ----------------------
+task_serializer = "json"
+result_serializer = "json"
+event_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+
+# -- At-least-once delivery ------------------------------------------------------------------
+# Acknowledge after the task ran, not when it was received: a worker killed mid-task
+# leaves the message unacknowledged and it runs again elsewhere.
+task_acks_late = True
+# With late ack, a task whose worker *process* died (kill -9, OOM) is requeued, not failed.
+task_reject_on_worker_lost = True
+# A task that failed for good is acknowledged: it goes to the dead-letter queue instead
+# of being redelivered forever.
+task_acks_on_failure = True
+task_acks_on_timeout = True
+# Each worker process reserves one message at a time, so priorities stay strict (no
+# prefetched LOW task waits in a worker while a CRITICAL one arrives) and a dying worker
+# holds at most one message per process.
+worker_prefetch_multiplier = 1
+# A message redelivered after a crash whose task already succeeded is skipped.
+worker_deduplicate_successful_tasks = True
+# On Redis an ack is a plain command, valid after a reconnect: let running tasks finish
+# when the broker connection drops instead of cancelling them (which would run them twice).
+worker_cancel_long_running_tasks_on_connection_loss = False
+
+# -- Priorities -----------------------------------------------------------------------------
+# Kombu puts a message without priority in the highest list; ours default to NORMAL.
+task_default_priority = int(Priority.NORMAL)
+# A child task takes the priority of its route, not of the task that sent it.
+task_inherit_parent_priority = False
+
+# -- Routing: the service queues of routes/ ----------------------------------------------------
+task_queues = [Queue(name, routing_key=name) for name in _routes.queues]
+task_default_queue = DEFAULT_QUEUE
+task_create_missing_queues = False
+task_routes = ("meetingtasks.app.route_task",)
+
+# -- Events, so Flower and `celery events` show our tasks ---------------------------------
+worker_send_task_events = True
+task_send_sent_event = True
+task_track_started = True
+
+# -- Worker ----------------------------------------------------------------------------------
+worker_concurrency = _settings.worker_concurrency
+# We use no Celery rate limits; skipping their bookkeeping speeds every message up.
+worker_disable_rate_limits = True
+include = [
+    "meetingtasks.tasks.meeting",
+    "meetingtasks.tasks.media",
+    "meetingtasks.tasks.signaling",
+    "meetingtasks.tasks.user",
+    "meetingtasks.tasks.maintenance",
+]

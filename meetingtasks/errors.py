@@ -1,0 +1,73 @@
+"""Every error meetingtasks raises, under one root.
+
+    MeetingTasksError
+    ├── ConfigurationError        settings or routes/ data that cannot work
+    ├── ValidationError           bad input at an entry point; nothing was queued
+    │   ├── InvalidPriority
+    │   ├── UnknownTaskType
+    │   ├── InvalidPayload
+    │   ├── InvalidOption
+    │   └── InvalidEvent          an event or channel name the event buses refuse
+    └── TaskFailure               raised by a task handler
+        ├── Retryable             transient: retried with backoff up to max_retries
+        │   └── NodeUnavailable   no inference node answered in time
+        └── Permanent             business error: fails at once, never retried
+            └── InferenceError    an inference node refused the request or answered garbage
+
+Validation errors are also ``ValueError`` so generic callers can catch them as such.
+Each message says what was wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class MeetingTasksError(Exception):
+    """Root of every meetingtasks error."""
+
+
+class ConfigurationError(MeetingTasksError):
+    """A setting, environment variable or routes/ entry cannot work as given."""
+
+
+class ValidationError(MeetingTasksError, ValueError):
+    """Input refused at an entry point before anything was queued."""
+
+
+class InvalidPriority(ValidationError):
+    """A priority that is not one of critical, high, normal, low."""
+
+
+class UnknownTaskType(ValidationError):
+    """A task type that no route in routes/ (or register_route) names."""
+
+
+class InvalidPayload(ValidationError):
+    """A payload that is not a JSON object, is too large, or does not fit the task."""
+
+
+class InvalidOption(ValidationError):
+    """A submission option (timeout, retries, delay, expiry) out of its range."""
+
+
+class InvalidEvent(ValidationError):
+    """An event envelope, event type or channel name that is not valid."""
+
+
+class TaskFailure(MeetingTasksError):
+    """Raised by a task handler to say how its failure should be treated."""
+
+
+class Retryable(TaskFailure):
+    """A transient failure (a dependency is down, a node timed out): retry later."""
+
+
+class Permanent(TaskFailure):
+    """A failure that retrying cannot fix (bad data, a business rule): fail now."""
+
+
+class NodeUnavailable(Retryable):
+    """No inference node answered in time (dead, overloaded or unreachable)."""
+
+
+class InferenceError(Permanent):
+    """An inference node refused the request (an error code) or answered garbage."""

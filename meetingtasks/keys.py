@@ -1,0 +1,86 @@
+"""Every Redis key and channel name of meetingtasks, in one place.
+
+All names start with the deployment namespace (``MEETINGTASKS_NAMESPACE``, default
+``mt``) followed by ``:``; nothing else in the code builds a key. Kombu and Celery's
+result backend get the same prefix through their ``global_keyprefix`` option, so a
+queue's Redis lists are ``{ns}:{queue}`` and ``{ns}:{queue}:{step}``.
+
+Lua scripts receive their keys from here; they never build one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from meetingtasks.priority import Priority
+
+#: Separator kombu puts between a queue name and its priority step.
+PRIORITY_SEP = ":"
+
+#: Names our own key families and kombu's bookkeeping use; no queue may take one.
+RESERVED_NAMES = frozenset({"unacked", "unacked_index", "unacked_mutex", "celery", "celeryev"})
+
+
+@dataclass(frozen=True)
+class Keys:
+    namespace: str
+
+    @property
+    def prefix(self) -> str:
+        """What kombu and the result backend put in front of their own keys."""
+        return f"{self.namespace}:"
+
+    # -- kombu's queue lists ------------------------------------------------------------
+
+    def queue(self, queue: str, priority: Priority | int = Priority.CRITICAL) -> str:
+        """LIST: the messages of one queue at one priority step (LPUSH in, BRPOP out)."""
+        step = int(priority)
+        suffix = f"{PRIORITY_SEP}{step}" if step else ""
+        return f"{self.prefix}{queue}{suffix}"
+
+    def unacked(self) -> str:
+        """HASH: delivery tag -> message taken by a worker and not yet acknowledged."""
+        return f"{self.prefix}unacked"
+
+    def unacked_index(self) -> str:
+        """ZSET: delivery tag scored by the time a worker took it."""
+        return f"{self.prefix}unacked_index"
+
+    def result(self, task_id: str) -> str:
+        """STRING: Celery's result of a task (the result backend's own key)."""
+        return f"{self.prefix}celery-task-meta-{task_id}"
+
+    # -- meeting state kept by the service tasks ----------------------------------------
+
+    def participants(self, meeting_id: str) -> str:
+        """SET: user ids currently in a meeting."""
+        return f"{self.prefix}meeting:{meeting_id}:participants"
+
+    def streams(self, meeting_id: str) -> str:
+        """HASH: stream id -> JSON description of each live media stream of a meeting."""
+        return f"{self.prefix}meeting:{meeting_id}:streams"
+
+    def presence(self, user_id: str) -> str:
+        """STRING with TTL: a user's presence status."""
+        return f"{self.prefix}presence:{user_id}"
+
+    # -- events (meetingtasks.events) ---------------------------------------------------
+
+    def event_channel(self, channel: str) -> str:
+        """PUBSUB channel (or PSUBSCRIBE pattern): fire-and-forget events of one channel."""
+        return f"{self.prefix}events:{channel}"
+
+    def event_stream(self, channel: str) -> str:
+        """STREAM: durable events of one channel, read by consumer groups."""
+        return f"{self.prefix}stream:{channel}"
+
+    def user_channel(self, user_id: str) -> str:
+        """PUBSUB channel: signaling messages addressed to one user."""
+        return f"{self.prefix}user:{user_id}"
+
+
+def get_keys() -> Keys:
+    """The key names of this process's deployment namespace."""
+    from meetingtasks.settings import get_settings
+
+    return Keys(get_settings().namespace)

@@ -1,0 +1,54 @@
+"""The four priority levels, as the numbers kombu's Redis transport understands.
+
+Kombu keeps one Redis list per priority step inside each queue and a worker pops
+the lists in step order (``BRPOP q q:3 q:6 q:9``), so step 0 is served first.
+The enum's values *are* those steps, so ``task.apply_async(priority=Priority.HIGH)``
+works on any task of the app with no conversion.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from meetingtasks.errors import InvalidPriority
+
+
+class Priority(IntEnum):
+    """Task priority; a lower value is served first."""
+
+    CRITICAL = 0
+    HIGH = 3
+    NORMAL = 6
+    LOW = 9
+
+    @classmethod
+    def parse(cls, value: object) -> Priority:
+        """Accept a Priority, its name in any case (``"high"``) or its exact step number."""
+        if isinstance(value, Priority):
+            return value
+        if isinstance(value, str):
+            member = cls.__members__.get(value.strip().upper())
+            if member is not None:
+                return member
+        elif isinstance(value, int) and not isinstance(value, bool):
+            try:
+                return cls(value)
+            except ValueError:
+                pass
+        raise InvalidPriority(
+            f"bad priority {value!r}: use one of {', '.join(cls.names())}"
+            f" (or their steps {', '.join(str(int(p)) for p in cls)})"
+        )
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [p.name.lower() for p in cls]
+
+    def higher(self) -> Priority:
+        """The next level up (CRITICAL stays CRITICAL); used by priority aging."""
+        members = list(Priority)
+        return members[max(members.index(self) - 1, 0)]
+
+
+#: The kombu priority steps, highest first, one Redis list each.
+PRIORITY_STEPS: list[int] = [int(p) for p in Priority]

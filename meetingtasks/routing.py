@@ -1,0 +1,157 @@
+"""The routing table: which service queue runs each task type, and its defaults.
+
+The table is data: ``routes/<queue>.toml``, one file per service queue, each listing
+the task types that queue's workers run with their default priority, timeout, retries
+and expiry. Routes can also be added at run time (``TaskDispatcher.register_route``).
+
+A task type no route names is refused at dispatch: sending it to some queue nobody
+reads would lose it silently.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import tomllib
+from collections.abc import Iterator
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from meetingtasks.errors import ConfigurationError, UnknownTaskType
+from meetingtasks.keys import RESERVED_NAMES
+from meetingtasks.priority import Priority
+
+QUEUE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+TASK_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
+DEFAULT_QUEUE = "default"
+
+
+class Route(BaseModel):
+    """Where one task type runs and the defaults a submission may override."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: str = Field(pattern=TASK_TYPE.pattern, description='e.g. "ai.llm_chat"')
+    queue: str = Field(pattern=QUEUE_NAME.pattern)
+    priority: Priority = Priority.NORMAL
+    timeout: float = Field(60.0, gt=0, description="seconds a run may take (soft limit)")
+    max_retries: int = Field(3, ge=0, le=100)
+    expires: float | None = Field(
+        None, gt=0, description="seconds after submission a task that has not started is dropped"
+    )
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _parse_priority(cls, value: object) -> Priority:
+        return Priority.parse(value)
+
+
+class RouteTable:
+    """Task type -> Route, over a fixed set of declared queues."""
+
+    def __init__(self, queues: list[str], routes: list[Route] = ()) -> None:  # type: ignore[assignment]
+        for queue in queues:
+            _check_queue_name(queue)
+        if DEFAULT_QUEUE not in queues:
+            raise ConfigurationError(f"the {DEFAULT_QUEUE!r} queue must be declared")
+        self.queues: tuple[str, ...] = tuple(queues)
+        self._routes: dict[str, Route] = {}
+        self._lock = threading.Lock()
+        for route in routes:
+            self.register(route)
+
+    @classmethod
+    def load(cls, directory: Path) -> RouteTable:
+        """Read every ``<queue>.toml`` of ``directory``; the file name is the queue."""
+        files = sorted(Path(directory).glob("*.toml"))
+        if not files:
+            raise ConfigurationError(
+                f"no routes found in {directory}: it needs one <queue>.toml per service queue "
+                "(set MEETINGTASKS_ROUTES_DIR to the routes/ folder)"
+            )
+        queues = [path.stem for path in files]
+        routes: list[Route] = []
+        seen: dict[str, Path] = {}
+        for path in files:
+            for route in _read_route_file(path):
+                if route.type in seen:
+                    raise ConfigurationError(
+                        f"task type {route.type!r} is routed twice: in {seen[route.type]} "
+                        f"and in {path}; keep it in one file"
+                    )
+                seen[route.type] = path
+                routes.append(route)
+        return cls(queues, routes)
+
+    def register(self, route: Route) -> None:
+        """Add or replace the route of one task type (its queue must be declared)."""
+        if route.queue not in self.queues:
+            raise ConfigurationError(
+                f"route {route.type!r} names queue {route.queue!r}, which is not declared; "
+                f"declared queues: {', '.join(self.queues)}"
+            )
+        with self._lock:
+            self._routes[route.type] = route
+
+    def find(self, task_type: str) -> Route | None:
+        return self._routes.get(task_type)
+
+    def get(self, task_type: str) -> Route:
+        """The route of ``task_type``, or UnknownTaskType naming what exists."""
+        route = self._routes.get(task_type)
+        if route is None:
+            raise UnknownTaskType(
+                f"unknown task type {task_type!r}: no route in routes/ names it. "
+                f"Known types: {', '.join(sorted(self._routes))}. "
+                "Add it to routes/<queue>.toml or call register_route()."
+            )
+        return route
+
+    def __iter__(self) -> Iterator[Route]:
+        return iter(list(self._routes.values()))
+
+    def __len__(self) -> int:
+        return len(self._routes)
+
+    def __contains__(self, task_type: object) -> bool:
+        return task_type in self._routes
+
+
+def _check_queue_name(queue: str) -> None:
+    if not QUEUE_NAME.match(queue) or queue in RESERVED_NAMES:
+        raise ConfigurationError(
+            f"bad queue name {queue!r}: use lowercase letters, digits and _ "
+            f"(starting with a letter), and none of {', '.join(sorted(RESERVED_NAMES))}"
+        )
+
+
+def _read_route_file(path: Path) -> list[Route]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"cannot read routes file {path}: {exc}") from exc
+    unknown = set(data) - {"defaults", "tasks"}
+    if unknown:
+        raise ConfigurationError(
+            f"{path}: unknown table(s) {', '.join(sorted(unknown))}; "
+            'a routes file has [defaults] and [tasks."<type>"] tables'
+        )
+    defaults: dict[str, Any] = data.get("defaults", {})
+    routes = []
+    for task_type, fields in data.get("tasks", {}).items():
+        try:
+            routes.append(Route(**{**defaults, **fields, "type": task_type, "queue": path.stem}))
+        except ValidationError as exc:
+            raise ConfigurationError(f"{path}: bad route {task_type!r}: {exc}") from exc
+    return routes
+
+
+@lru_cache(maxsize=1)
+def get_route_table() -> RouteTable:
+    """The process-wide table, loaded once from ``MEETINGTASKS_ROUTES_DIR``."""
+    from meetingtasks.settings import get_settings
+
+    return RouteTable.load(get_settings().routes_dir)

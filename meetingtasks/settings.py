@@ -1,0 +1,83 @@
+"""Every setting of meetingtasks, one documented default each, overridable by environment.
+
+Each field reads ``MEETINGTASKS_<NAME>`` (``MEETINGTASKS_REDIS_URL`` …). Celery's own
+settings live in ``celeryconfig.py`` and are derived from these.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from meetingtasks.errors import ConfigurationError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MEETINGTASKS_", frozen=True)
+
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Broker, result backend and events. redis://, rediss:// (TLS) or "
+        "sentinel:// URLs; a password or ACL user goes in the URL.",
+    )
+    namespace: str = Field(
+        "mt",
+        pattern=r"^[A-Za-z0-9_.-]{1,32}$",
+        description="Prefix of every Redis key and channel of this deployment, so several "
+        "deployments can share one Redis without seeing each other's tasks or events.",
+    )
+    routes_dir: Path = Field(
+        REPO_ROOT / "routes",
+        description="Folder of the routing table: one <queue>.toml file per service queue.",
+    )
+    visibility_timeout: int = Field(
+        3600,
+        gt=0,
+        description="Seconds before a message taken by a worker that died unacknowledged is "
+        "delivered again. Must exceed the longest task timeout (checked at start).",
+    )
+    timeout_grace: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds between a task's soft time limit (an exception inside the task) "
+        "and its hard limit (the worker process running it is killed).",
+    )
+    retry_backoff_base: float = Field(
+        1.0, gt=0, description="Seconds of the first retry delay; each retry doubles it."
+    )
+    retry_backoff_max: float = Field(
+        600.0, gt=0, description="Upper bound of one retry delay, in seconds."
+    )
+    priority_aging: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds a queued task may wait at one priority level before it is moved "
+        "up one level, so LOW work is never starved by constant CRITICAL load. 0 turns aging "
+        "off (strict priority).",
+    )
+    worker_concurrency: int | None = Field(
+        None, ge=1, description="Worker processes per worker; default: one per CPU."
+    )
+
+    @model_validator(mode="after")
+    def _backoff_bounds(self) -> Settings:
+        if self.retry_backoff_max < self.retry_backoff_base:
+            raise ValueError("retry_backoff_max must not be smaller than retry_backoff_base")
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigurationError(
+            f"bad MEETINGTASKS_* environment setting: {exc}. "
+            "See the configuration table in README.md."
+        ) from exc

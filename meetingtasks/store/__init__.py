@@ -1,0 +1,25 @@
+"""The one place that talks to Redis for meetingtasks' own structures.
+
+Kombu owns the queue lists and Celery the result keys; everything else (meeting
+state, and later the delay store, dead letters, status, sessions) goes through the
+client and Lua scripts here, with names from ``meetingtasks.keys``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import redis
+
+from meetingtasks.settings import get_settings
+
+
+@lru_cache(maxsize=1)
+def get_redis() -> redis.Redis:
+    """This process's client (redis-py's pool reconnects after fork and restarts)."""
+    return redis.Redis.from_url(
+        get_settings().redis_url,
+        decode_responses=True,
+        health_check_interval=30,
+        retry_on_error=[redis.exceptions.ConnectionError],
+    )

@@ -1,0 +1,76 @@
+"""MeetingTask: the base class of every task of the app (``@app.task`` included).
+
+It carries two policies Celery does not give us as we want them:
+- the defaults of the task's route in routes/ (timeout, retries, expiry) become the
+  task's own Celery options, so ``.delay()`` and ``send_task`` honour them;
+- retryable failures are retried with growing, jittered backoff (``retry.py``),
+  everything else fails at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+
+from meetingtasks.retry import RETRYABLE_ERRORS, backoff_delay
+from meetingtasks.routing import Route, get_route_table
+from meetingtasks.settings import get_settings
+
+#: Message header carrying a per-message ``max_retries`` (it survives retries).
+MAX_RETRIES_HEADER = "mt_max_retries"
+
+DEFAULT_MAX_RETRIES = 3
+
+
+class MeetingTask(Task):  # type: ignore[misc]
+    @property
+    def route(self) -> Route | None:
+        return get_route_table().find(self.name)
+
+    @property
+    def priority(self) -> int | None:  # type: ignore[override]
+        route = self.route
+        return int(route.priority) if route else self.app.conf.task_default_priority
+
+    @property
+    def soft_time_limit(self) -> float | None:  # type: ignore[override]
+        route = self.route
+        return route.timeout if route else None
+
+    @property
+    def time_limit(self) -> float | None:  # type: ignore[override]
+        route = self.route
+        return route.timeout + get_settings().timeout_grace if route else None
+
+    @property
+    def max_retries(self) -> int:  # type: ignore[override]
+        route = self.route
+        return route.max_retries if route else DEFAULT_MAX_RETRIES
+
+    @property
+    def expires(self) -> float | None:  # type: ignore[override]
+        route = self.route
+        return route.expires if route else None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except RETRYABLE_ERRORS as exc:
+            if self.request.called_directly:
+                raise
+            settings = get_settings()
+            delay = backoff_delay(
+                self.request.retries, settings.retry_backoff_base, settings.retry_backoff_max
+            )
+            # expires=None: the expiry guards a task that could not *start* in time;
+            # a task that started and failed must not be dropped on its retry.
+            raise self.retry(
+                exc=exc, countdown=delay, max_retries=self.request_max_retries(), expires=None
+            ) from exc
+
+    def request_max_retries(self) -> int:
+        """This message's retry budget: its own header, else the route's default."""
+        headers = getattr(self.request, "headers", None) or {}
+        value = headers.get(MAX_RETRIES_HEADER, getattr(self.request, MAX_RETRIES_HEADER, None))
+        return self.max_retries if value is None else int(value)

@@ -1,0 +1,70 @@
+"""Priority: parsing, and real order of execution on Redis."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+from meetingtasks.errors import InvalidPriority
+from meetingtasks.keys import get_keys
+from meetingtasks.priority import Priority
+from tests.worker_tasks import read_journal, record
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("critical", Priority.CRITICAL),
+        ("HIGH", Priority.HIGH),
+        (" normal ", Priority.NORMAL),
+        ("low", Priority.LOW),
+        (Priority.HIGH, Priority.HIGH),
+        (0, Priority.CRITICAL),
+        (9, Priority.LOW),
+    ],
+)
+def test_parse_accepts_names_and_steps(given: object, expected: Priority) -> None:
+    assert Priority.parse(given) is expected
+
+
+@pytest.mark.parametrize("given", ["urgent", "", 5, -1, 10, None, True, 3.0, ["high"]])
+def test_parse_refuses_anything_else_with_the_valid_choices(given: object) -> None:
+    with pytest.raises(InvalidPriority, match="critical, high, normal, low"):
+        Priority.parse(given)
+
+
+def test_higher_moves_one_level_up_and_stops_at_critical() -> None:
+    assert Priority.LOW.higher() is Priority.NORMAL
+    assert Priority.NORMAL.higher() is Priority.HIGH
+    assert Priority.CRITICAL.higher() is Priority.CRITICAL
+
+
+def wait_for_journal(name: str, count: int, timeout: float = 120.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        entries = read_journal(name)
+        if len(entries) >= count:
+            return entries
+        time.sleep(0.1)
+    raise AssertionError(f"only {len(read_journal(name))} of {count} tasks ran in {timeout}s")
+
+
+def test_backlog_runs_in_priority_order(app, redis, start_worker) -> None:  # type: ignore[no-untyped-def]
+    counts = {Priority.LOW: 200, Priority.NORMAL: 200, Priority.HIGH: 200, Priority.CRITICAL: 20}
+    batch = [p for p, n in counts.items() for _ in range(n)]
+    random.Random(7).shuffle(batch)
+    for i, priority in enumerate(batch):
+        record.apply_async((f"{priority.name}-{i}",), queue="media", priority=priority)
+
+    keys = get_keys()
+    for priority, n in counts.items():
+        assert redis.llen(keys.queue("media", priority)) == n
+
+    start_worker(["media"], concurrency=1)
+    order = [Priority(entry["priority"]) for entry in wait_for_journal("order", len(batch))]
+
+    assert len(order) == len(batch)
+    assert order == sorted(order), "a lower-priority task ran before a higher one"
+    assert [order.count(p) for p in counts] == list(counts.values())

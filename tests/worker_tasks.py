@@ -1,0 +1,70 @@
+"""Tasks that exist only for the tests; workers load them with ``-I tests.worker_tasks``.
+
+They write what happened (order, attempts, limits hit) to Redis lists under the test
+namespace, where the test process reads it back.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from celery.exceptions import SoftTimeLimitExceeded
+
+from meetingtasks.app import app
+from meetingtasks.errors import Permanent, Retryable
+from meetingtasks.routing import Route, get_route_table
+from meetingtasks.store import get_redis
+
+get_route_table().register(Route(type="test.flaky", queue="user", max_retries=4, timeout=30))
+
+
+def journal(name: str) -> str:
+    """The Redis list a test task writes its observations to."""
+    return f"mttest:journal:{name}"
+
+
+def read_journal(name: str) -> list[dict]:
+    return [json.loads(item) for item in get_redis().lrange(journal(name), 0, -1)]
+
+
+def _note(name: str, **entry: object) -> None:
+    get_redis().rpush(journal(name), json.dumps({"at": time.time(), **entry}))
+
+
+@app.task(name="test.record", bind=True)
+def record(self, label: str, journal_name: str = "order", sleep: float = 0.0) -> str:
+    """Note the label (with the message's priority) in execution order."""
+    _note(journal_name, label=label, priority=self.request.delivery_info.get("priority"))
+    if sleep:
+        time.sleep(sleep)
+    return label
+
+
+@app.task(name="test.flaky", bind=True)
+def flaky(self, journal_name: str, fail_times: int, permanent: bool = False) -> int:
+    """Fail the first ``fail_times`` attempts, then succeed; each attempt is noted."""
+    _note(journal_name, retries=self.request.retries)
+    if permanent:
+        raise Permanent("this input can never work")
+    if self.request.retries < fail_times:
+        raise Retryable(f"transient failure on attempt {self.request.retries + 1}")
+    return self.request.retries
+
+
+@app.task(name="test.sleep", bind=True)
+def sleep(
+    self, seconds: float, journal_name: str = "sleep", ignore_soft_limit: bool = False
+) -> str:
+    """Sleep; note whether the soft time limit interrupted it."""
+    _note(journal_name, event="started")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.05)
+        except SoftTimeLimitExceeded:
+            _note(journal_name, event="soft_limit")
+            if not ignore_soft_limit:
+                raise
+    _note(journal_name, event="finished")
+    return "slept"
