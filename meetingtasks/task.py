@@ -19,6 +19,10 @@ from meetingtasks.settings import get_settings
 
 #: Message header carrying a per-message ``max_retries`` (it survives retries).
 MAX_RETRIES_HEADER = "mt_max_retries"
+#: Message headers of the time a message was sent and the time it becomes runnable
+#: (delayed tasks): priority aging counts waiting from the later of the two.
+ENQUEUED_AT_HEADER = "mt_enqueued_at"
+DUE_AT_HEADER = "mt_due_at"
 
 DEFAULT_MAX_RETRIES = 3
 

@@ -17,6 +17,7 @@ from meetingtasks.routing import Route, get_route_table
 from meetingtasks.store import get_redis
 
 get_route_table().register(Route(type="test.flaky", queue="user", max_retries=4, timeout=30))
+get_route_table().register(Route(type="test.slow", queue="user", max_retries=0, timeout=1))
 
 
 def journal(name: str) -> str:
@@ -68,3 +69,9 @@ def sleep(
                 raise
     _note(journal_name, event="finished")
     return "slept"
+
+
+@app.task(name="test.slow", bind=True)
+def slow(self, seconds: float, journal_name: str = "slow") -> str:
+    """test.sleep under a route whose timeout (1 s) is the only limit it gets."""
+    return sleep.run(seconds, journal_name)

@@ -7,9 +7,11 @@ client and Lua scripts here, with names from ``meetingtasks.keys``.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
+from pathlib import Path
 
 import redis
+from redis.commands.core import Script
 
 from meetingtasks.settings import get_settings
 
@@ -23,3 +25,12 @@ def get_redis() -> redis.Redis:
         health_check_interval=30,
         retry_on_error=[redis.exceptions.ConnectionError],
     )
+
+
+LUA_DIR = Path(__file__).parent / "lua"
+
+
+@cache
+def script(name: str) -> Script:
+    """The Lua script ``lua/<name>.lua``, registered on this process's client (EVALSHA)."""
+    return get_redis().register_script((LUA_DIR / f"{name}.lua").read_text())

@@ -1,0 +1,5 @@
+"""``python -m meetingtasks`` is the ``meetingtasks`` command."""
+
+from meetingtasks.cli import main
+
+main()

@@ -1,0 +1,148 @@
+"""The whole stack on one machine, for ``scripts/run``: Redis, workers, Flower and friends.
+
+Each part runs as its own process, exactly as it would on separate hosts, with its
+output in ``run/logs/``. Ctrl-C (or SIGTERM) stops them in reverse order: workers get a
+warm shutdown so tasks in flight finish, and the embedded Redis flushes its AOF.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+from urllib.parse import urlparse
+
+from meetingtasks.embedded_redis import RedisServer, free_port, port_free, redis_reachable
+from meetingtasks.routing import get_route_table
+from meetingtasks.settings import REPO_ROOT, get_settings
+
+RUN_DIR = REPO_ROOT / "run"
+
+
+@dataclass
+class Service:
+    """One long-running process of the stack."""
+
+    name: str
+    argv: list[str]
+    url: str | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, env: dict[str, str], log_dir: Path) -> None:
+        log: IO[bytes] = open(log_dir / f"{self.name}.log", "ab")  # noqa: SIM115
+        with log:
+            self.process = subprocess.Popen(
+                self.argv, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+
+    def stop(self, timeout: float) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def celery(*args: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "meetingtasks", *args]
+
+
+@dataclass
+class Stack:
+    """Starts the parts in order, watches them, stops them in reverse order."""
+
+    flower_port: int = 5555
+    concurrency: int = 2
+    out: Callable[[str], None] = print
+    run_dir: Path = RUN_DIR
+    redis: RedisServer | None = None
+    services: list[Service] = field(default_factory=list)
+
+    def start(self) -> None:
+        log_dir = self.run_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        redis_url = self._redis_url()
+        env = {**os.environ, "MEETINGTASKS_REDIS_URL": redis_url}
+        queues = ",".join(get_route_table().queues)
+        worker = ["worker", "-Q", queues, "-c", str(self.concurrency), "-n", "local@%h"]
+        self.services = [
+            Service("worker", celery(*worker, "-l", "INFO")),
+            Service("scheduler", [sys.executable, "-m", "meetingtasks", "scheduler"]),
+            Service(
+                "flower",
+                celery("flower", f"--port={self.flower_port}", "--address=127.0.0.1"),
+                url=f"http://127.0.0.1:{self.flower_port}",
+            ),
+        ]
+        for service in self.services:
+            service.start(env, log_dir)
+            self.out(f"started {service.name:<8} pid {service.process.pid}")  # type: ignore[union-attr]
+        self.out("")
+        self.out(f"Redis     {redis_url}")
+        for service in self.services:
+            if service.url:
+                self.out(f"{service.name.capitalize():<9} {service.url}")
+        self.out(f"Logs      {log_dir}/")
+        self.out("")
+        prefix = (
+            "" if redis_url == get_settings().redis_url else f"MEETINGTASKS_REDIS_URL={redis_url} "
+        )
+        self.out(
+            f"Try:  {prefix}.venv/bin/meetingtasks dispatch system.echo "
+            '--data \'{"value": "hi"}\' --wait'
+        )
+        self.out("Stop: Ctrl-C")
+
+    def _redis_url(self) -> str:
+        """The configured Redis if it answers, else an embedded one.
+
+        The embedded server takes the configured local port when it is free, so other
+        terminals find it with the same settings; else any free port (printed).
+        """
+        url = get_settings().redis_url
+        if redis_reachable(url):
+            self.out(f"using Redis at {url}")
+            return url
+        parsed = urlparse(url)
+        port = parsed.port or 6379
+        if parsed.hostname not in ("127.0.0.1", "localhost") or not port_free(port):
+            port = free_port()
+        self.redis = RedisServer(port=port, directory=self.run_dir / "redis")
+        self.out(f"no Redis at {url}: starting an embedded one ({self.redis.binary}, AOF on)")
+        self.redis.start()
+        return self.redis.url
+
+    def wait(self) -> str:
+        """Block until Ctrl-C/SIGTERM or until a part dies; returns why."""
+        stopping: list[str] = []
+        signal.signal(signal.SIGTERM, lambda *_: stopping.append("SIGTERM"))
+        try:
+            while not stopping:
+                for service in self.services:
+                    if service.process and service.process.poll() is not None:
+                        log = self.run_dir / "logs" / f"{service.name}.log"
+                        tail = log.read_text(errors="replace").splitlines()[-15:]
+                        self.out("\n".join(tail))
+                        return f"{service.name} exited with code {service.process.returncode}"
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            return "Ctrl-C"
+        return stopping[0]
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            self.out(f"stopping {service.name}")
+            service.stop(timeout=60)
+        if self.redis is not None:
+            self.out("stopping embedded Redis")
+            self.redis.stop()

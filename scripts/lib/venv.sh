@@ -1,0 +1,19 @@
+# Sourced by scripts/*: make sure .venv exists and holds the project as pyproject.toml says.
+# Reinstalls only when pyproject.toml changed since the last install (or the venv is new).
+ensure_venv() {
+    local extra="${1:-}"
+    local python="${PYTHON:-python3}"
+    if [ ! -x .venv/bin/python ]; then
+        echo "creating .venv with $($python --version)" >&2
+        "$python" -m venv .venv
+    fi
+    local stamp=".venv/.installed${extra:+-$extra}"
+    local want
+    want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+        echo "installing meetingtasks${extra:+[$extra]} into .venv" >&2
+        .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+            -e ".${extra:+[$extra]}" 2> >(grep -v "^WARNING: Location" >&2)
+        echo "$want" > "$stamp"
+    fi
+}

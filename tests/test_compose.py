@@ -1,0 +1,55 @@
+"""compose.yaml is not run here (no Docker engine): check that it could work."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.main import get_command
+
+from meetingtasks.cli import cli
+from meetingtasks.routing import get_route_table
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE: dict[str, Any] = yaml.safe_load((REPO / "compose.yaml").read_text())
+APP_SERVICES = {name: s for name, s in COMPOSE["services"].items() if name != "redis"}
+
+
+def option(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+@pytest.mark.parametrize("name", sorted(APP_SERVICES))
+def test_every_command_names_a_real_entry_point(name: str) -> None:
+    argv = APP_SERVICES[name]["command"]
+    assert argv[0] in ("celery", "meetingtasks"), argv
+    if argv[0] == "celery":
+        assert option(argv, "-A") == "meetingtasks"
+        assert argv[3] in ("worker", "flower"), argv
+    else:
+        assert argv[1] in get_command(cli).commands, f"no `meetingtasks {argv[1]}` command"  # type: ignore[attr-defined]
+
+
+def test_every_declared_queue_has_one_worker_service_and_no_other_queue_is_named() -> None:
+    consumed: list[str] = []
+    for service in APP_SERVICES.values():
+        argv = service["command"]
+        if argv[0] == "celery" and argv[3] == "worker":
+            consumed += option(argv, "-Q").split(",")
+    assert sorted(consumed) == sorted(get_route_table().queues)
+
+
+def test_redis_keeps_an_append_only_file_synced_on_every_write() -> None:
+    argv = COMPOSE["services"]["redis"]["command"]
+    assert option(argv, "--appendonly") == "yes"
+    assert option(argv, "--appendfsync") == "always"
+
+
+def test_the_console_script_points_at_the_cli() -> None:
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, function = scripts["meetingtasks"].partition(":")
+    assert getattr(__import__(module, fromlist=[function]), function) is not None
+    assert module == "meetingtasks.cli"

@@ -1,0 +1,56 @@
+"""JSON only: nothing is sent with pickle, and a pickled message on a queue never runs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+
+from meetingtasks.errors import InvalidOption
+from meetingtasks.keys import get_keys
+from meetingtasks.priority import Priority
+from tests.worker_tasks import read_journal, record
+
+
+class MakesADirectoryWhenUnpickled:
+    """What an attacker would put on the queue: code that runs on unpickling."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.mkdir, (str(self.path),))
+
+
+def test_sending_with_pickle_is_refused(app, redis) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidOption, match="JSON only"):
+        record.apply_async(("x",), queue="user", serializer="pickle")
+    assert redis.dbsize() == 0
+
+
+def test_pickled_message_pushed_by_hand_is_rejected_never_run(
+    app, redis, start_worker, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    # Take a genuine message off the queue and swap its JSON body for a pickle.
+    record.apply_async(("pickled", "serial"), queue="user")
+    key = get_keys().queue("user", Priority.NORMAL)
+    message = json.loads(redis.rpop(key))
+    marker = tmp_path / "unpickled"
+    payload = ((MakesADirectoryWhenUnpickled(marker), "serial"), {}, {})
+    message["body"] = base64.b64encode(pickle.dumps(payload)).decode()
+    message["content-type"] = "application/x-python-serialize"
+    message["content-encoding"] = "binary"
+    redis.lpush(key, json.dumps(message))
+
+    worker = start_worker(["user"])
+    after = record.apply_async(("json", "serial"), queue="user")
+
+    assert after.get(timeout=60) == "json"
+    assert [entry["label"] for entry in read_journal("serial")] == ["json"]
+    assert not marker.exists(), "the pickle was deserialised"
+    assert "Refusing to deserialize untrusted content of type pickle" in worker.log()
+    assert redis.llen(key) == 0  # rejected for good, not requeued to loop forever
