@@ -1,0 +1,76 @@
+"""What the reference node runs to answer a prompt: the one interface models plug in behind.
+
+A real model backend subclasses ``Backend`` and implements ``generate``; it may override
+``setup`` to refuse a model or options it cannot serve, so the client hears so at setup
+(error -5) rather than at the first prompt. ``meetingtasks ai-node --backend
+package.module:factory`` loads one; the default is ``EchoBackend``, a test double.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from meetingtasks.errors import ConfigurationError
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One inference: the input text and everything its work unit was set up with."""
+
+    text: str
+    model: str
+    system_prompt: str = ""
+    work_id: str = ""
+    #: The whole setup data, for backend options (max_token_len, temperature …).
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Backend(ABC):
+    """A model behind the reference node. Called from several threads at once."""
+
+    def setup(self, options: Mapping[str, Any]) -> None:  # noqa: B027  (optional hook)
+        """Check (and load) what a setup asks for; raise ValueError saying why it cannot
+        be served. The default accepts everything."""
+
+    @abstractmethod
+    def generate(self, request: Generation) -> Iterator[str]:
+        """Yield the reply piece by piece; raising fails the reply with error -11."""
+
+
+class EchoBackend(Backend):
+    """A deterministic test double of a model, not a model: it answers with the input.
+
+    The reply is the input's words joined by single spaces, one word per delta (the
+    space goes before the word), so a test knows every delta in advance. ``delay``
+    seconds pass before each word: enough to stop or kill a node mid-stream.
+    """
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+
+    def generate(self, request: Generation) -> Iterator[str]:
+        for index, word in enumerate(re.findall(r"\S+", request.text)):
+            if self.delay:
+                time.sleep(self.delay)
+            yield word if index == 0 else f" {word}"
+
+
+def load_backend(spec: str) -> Backend:
+    """A backend from ``package.module:factory`` (a Backend class or a function making one)."""
+    module_name, _, attribute = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+        backend = factory()
+    except (ImportError, AttributeError, ValueError, TypeError) as exc:
+        raise ConfigurationError(
+            f"cannot load backend {spec!r} ({exc}): give it as package.module:factory"
+        ) from exc
+    if not isinstance(backend, Backend):
+        raise ConfigurationError(f"backend {spec!r} made a {type(backend).__name__}, not a Backend")
+    return backend

@@ -1,0 +1,261 @@
+"""LLMClient: prompts to a set of inference nodes, with load spread and failover.
+
+    client = LLMClient(["tcp://10.0.0.5:5560", "tcp+json://10.0.0.6:10001"])
+    text = client.stream("Summarise the meeting", on_delta=send_delta_frame)
+    client.health()   # JSON-able, per node: state, last success, failures, skipped until
+    client.close()
+
+Calls spread over the nodes round robin; a node that failed is skipped for a while (see
+``health.py``). Within the call's ``timeout``, which our own code enforces on every wait
+(Celery's time limits do not apply in a thread pool), a node that cannot be reached, goes
+silent for ``read_timeout`` or answers a transient error code is left for the next one.
+Errors retrying cannot fix (bad input, a node error code, garbage) raise InferenceError at
+once; when no node could answer in time the call raises NodeUnavailable, which Celery
+retries.
+
+A node may fail in the middle of a streamed reply, after deltas went to ``on_delta``.
+Then the reply restarts from scratch on another node only if the caller gave
+``on_restart``: it is called (with the reason) before the first delta of the new reply, so
+the caller can drop what it showed. Without ``on_restart``, the call raises NodeUnavailable
+instead, so no caller ever sees a reply's beginning twice without being told. Before the
+first delta, failover is always silent.
+
+One client is shared by the threads of a process: each call borrows a connection of its
+own from the node's pool, and a connection is never used by two threads at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from meetingtasks.errors import (
+    ConfigurationError,
+    InferenceError,
+    InvalidOption,
+    MeetingTasksError,
+    NodeUnavailable,
+)
+from meetingtasks.llm.health import NodeHealth, failover_order
+from meetingtasks.llm.protocol import STREAM_FORMAT, TEXT_FORMAT, UnitSetup, split_prompt
+from meetingtasks.llm.session import NodeSession
+from meetingtasks.llm.transport import Address, connect, parse_address
+
+Prompt = str | Sequence[Mapping[str, str]]
+
+
+@dataclass
+class _Node:
+    address: Address
+    health: NodeHealth
+    idle: list[NodeSession] = field(default_factory=list)
+
+
+class LLMClient:
+    def __init__(
+        self,
+        addresses: str | Sequence[str],
+        *,
+        unit: str = "llm",
+        model: str = "echo",
+        timeout: float = 60.0,
+        read_timeout: float = 20.0,
+        connect_timeout: float = 3.0,
+        skip_base: float = 1.0,
+        skip_max: float = 30.0,
+    ) -> None:
+        """``read_timeout`` is the longest silence accepted from a node, model loading
+        included; ``timeout`` the default budget of a whole call, failovers included."""
+        urls = [addresses] if isinstance(addresses, str) else list(addresses)
+        if not urls:
+            raise ConfigurationError(
+                "LLMClient needs at least one inference node address, e.g. tcp://127.0.0.1:5560"
+            )
+        for name, value in (
+            ("timeout", timeout),
+            ("read_timeout", read_timeout),
+            ("connect_timeout", connect_timeout),
+        ):
+            _check_positive(name, value)
+        self.unit, self.model = unit, model
+        self.timeout, self.read_timeout = timeout, read_timeout
+        self.connect_timeout = connect_timeout
+        self._nodes = [
+            _Node(parse_address(url), NodeHealth(url, skip_base=skip_base, skip_max=skip_max))
+            for url in urls
+        ]
+        self._lock = threading.Lock()
+        self._next = 0
+        self._closed = False
+
+    def stream(
+        self,
+        prompt: Prompt,
+        *,
+        model: str | None = None,
+        unit: str | None = None,
+        timeout: float | None = None,
+        on_delta: Callable[[str], None] | None = None,
+        on_restart: Callable[[str], None] | None = None,
+    ) -> str:
+        """The full reply to a prompt or chat history; each delta to ``on_delta`` as it comes.
+
+        ``on_restart`` allows a restart on another node after deltas were delivered (see
+        the module docstring). Raises InvalidPayload for a bad prompt, InferenceError when
+        a node refuses it, NodeUnavailable when no node answered within ``timeout``; an
+        exception raised by a callback ends the call and propagates as is.
+        """
+        return self._call(prompt, STREAM_FORMAT, model, unit, timeout, on_delta, on_restart)
+
+    def complete(
+        self,
+        prompt: Prompt,
+        *,
+        model: str | None = None,
+        unit: str | None = None,
+        timeout: float | None = None,
+    ) -> str:
+        """The reply in one piece (format llm.utf-8): nothing streams, so failover is free."""
+        return self._call(prompt, TEXT_FORMAT, model, unit, timeout, None, None)
+
+    def health(self) -> dict[str, Any]:
+        """Per node: state, last success and failure, consecutive failures, skipped until."""
+        with self._lock:
+            nodes = [node.health.to_dict() for node in self._nodes]
+        return {"nodes": nodes, "available": sum(not n["skipped_until"] for n in nodes)}
+
+    def close(self) -> None:
+        """Release the work units and close every idle connection; calls after it fail.
+
+        Connections lent to calls still running are closed when those calls end.
+        """
+        with self._lock:
+            self._closed = True
+            sessions = [session for node in self._nodes for session in node.idle]
+            for node in self._nodes:
+                node.idle.clear()
+        for session in sessions:
+            session.close(graceful=True, timeout=min(1.0, self.read_timeout))
+
+    def __enter__(self) -> LLMClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _call(
+        self,
+        prompt: Prompt,
+        response_format: str,
+        model: str | None,
+        unit: str | None,
+        timeout: float | None,
+        on_delta: Callable[[str], None] | None,
+        on_restart: Callable[[str], None] | None,
+    ) -> str:
+        system, text = split_prompt(prompt)
+        setup = UnitSetup(unit or self.unit, model or self.model, system, response_format)
+        budget = self.timeout if timeout is None else timeout
+        _check_positive("timeout", budget, InvalidOption)
+        deadline = time.monotonic() + budget
+        failures: list[str] = []
+        for node in self._failover_order():
+            if time.monotonic() >= deadline:
+                break
+            deltas = _Deltas(on_delta)
+            try:
+                reply = self._attempt(node, setup, text, deadline, deltas)
+            except NodeUnavailable as exc:
+                with self._lock:
+                    node.health.record_failure(exc)
+                failures.append(str(exc))
+                if deltas.count and on_restart is None:
+                    raise NodeUnavailable(
+                        f"{exc} (after {deltas.count} deltas were delivered; the reply was not "
+                        "restarted on another node because no on_restart callback was given)"
+                    ) from exc
+                if deltas.count and on_restart is not None:
+                    on_restart(f"{exc}; the reply restarts on another node")
+                continue
+            except InferenceError as exc:
+                with self._lock:
+                    node.health.record_error(exc)
+                raise
+            with self._lock:
+                node.health.record_success()
+            return reply
+        raise NodeUnavailable(
+            f"no inference node completed the reply within {budget:.3g}s "
+            f"({'; '.join(failures) or 'no time left to try one'}); start a node with "
+            "'meetingtasks ai-node' or check the addresses"
+        )
+
+    def _attempt(
+        self, node: _Node, setup: UnitSetup, text: str, deadline: float, deltas: _Deltas
+    ) -> str:
+        """One node's reply, on a pooled connection if one is still alive, else a new one."""
+        session = self._borrow(node)
+        if session is None:
+            wait = min(self.connect_timeout, deadline - time.monotonic())
+            if wait <= 0:
+                raise NodeUnavailable(f"no time left to connect to {node.address.url}")
+            session = NodeSession(connect(node.address, wait), self.read_timeout)
+        return self._generate(node, session, setup, text, deadline, deltas)
+
+    def _borrow(self, node: _Node) -> NodeSession | None:
+        """An idle connection of the node; those the node closed meanwhile are dropped."""
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise MeetingTasksError("this LLMClient is closed: create a new one")
+                session = node.idle.pop() if node.idle else None
+            if session is None or session.connection.alive():
+                return session
+            session.close(graceful=False)
+
+    def _generate(
+        self,
+        node: _Node,
+        session: NodeSession,
+        setup: UnitSetup,
+        text: str,
+        deadline: float,
+        deltas: _Deltas,
+    ) -> str:
+        """Run one reply on a session, then give it back to the pool or close it."""
+        try:
+            return session.generate(setup, text, deadline, deltas)
+        finally:
+            with self._lock:
+                keep = session.reusable and not self._closed
+                if keep:
+                    node.idle.append(session)
+            if not keep:
+                session.close(graceful=session.reusable, timeout=min(1.0, self.read_timeout))
+
+    def _failover_order(self) -> list[_Node]:
+        with self._lock:
+            start, self._next = self._next, self._next + 1
+            order = failover_order([node.health for node in self._nodes], start)
+        return [self._nodes[index] for index in order]
+
+
+class _Deltas:
+    """The deltas of one attempt on their way to the caller, counted."""
+
+    def __init__(self, on_delta: Callable[[str], None] | None) -> None:
+        self.on_delta = on_delta
+        self.count = 0
+
+    def __call__(self, delta: str) -> None:
+        self.count += 1
+        if self.on_delta is not None:
+            self.on_delta(delta)
+
+
+def _check_positive(name: str, value: float, error: type[Exception] = ConfigurationError) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise error(f"LLMClient {name} must be a positive number of seconds, not {value!r}")
