@@ -1,0 +1,132 @@
+"""Settings of the EventBus, and the rules for channel names.
+
+A channel's delivery mode is a property of the channel, not of one call: publishers and
+subscribers read it from the same ``durable_channels`` list, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from fnmatch import fnmatchcase
+
+from meetingtasks.errors import ConfigurationError, InvalidEvent
+from meetingtasks.events.envelope import DEFAULT_MAX_EVENT_BYTES
+
+_CHANNEL = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+_PATTERN = re.compile(r"^[A-Za-z0-9_.:*?\[\]-]{1,200}$")
+_WILDCARDS = frozenset("*?[")
+_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+class DeliveryMode(StrEnum):
+    PUBSUB = "pubsub"  # Redis Pub/Sub: fast; a subscriber that is down misses events
+    DURABLE = "durable"  # Redis Streams + consumer groups: a group gets what it missed
+
+
+def validate_channel(channel: str, *, allow_pattern: bool = False) -> bool:
+    """Check a channel name (or, where allowed, a glob pattern); True if it is a pattern."""
+    if not isinstance(channel, str):
+        raise InvalidEvent(f"channel must be a string, not {type(channel).__name__}")
+    is_pattern = any(char in _WILDCARDS for char in channel)
+    if is_pattern and not allow_pattern:
+        raise InvalidEvent(
+            f"channel {channel!r} has a wildcard: publish to one concrete channel "
+            "(patterns are for subscribe)"
+        )
+    if not (_PATTERN if is_pattern else _CHANNEL).match(channel):
+        raise InvalidEvent(
+            f"bad channel name {channel!r}: use 1-200 letters, digits, '.', '_', '-' or ':'"
+            + (" (and * ? [ ] in a pattern)" if allow_pattern else "")
+        )
+    return is_pattern
+
+
+def validate_name(what: str, name: str) -> str:
+    """Consumer group and consumer names: plain tokens, shown as-is by XINFO."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidEvent(
+            f"bad {what} name {name!r}: use 1-128 letters, digits, '.', '_', '-' or ':'"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class EventBusConfig:
+    """Every knob of one EventBus, each with a default that suits a service process."""
+
+    #: Redis to use; None means ``MEETINGTASKS_REDIS_URL``.
+    redis_url: str | None = None
+    #: Glob patterns of channels delivered through Redis Streams; every other channel
+    #: is fire-and-forget Pub/Sub.
+    durable_channels: tuple[str, ...] = ()
+    #: Consumer group used by durable subscriptions that name none (usually the service).
+    group: str | None = None
+    #: Threads running handlers.
+    workers: int = 8
+    #: Events handed to handlers and not finished yet; readers wait beyond this, so a
+    #: slow handler slows reading instead of growing memory.
+    max_in_flight: int = 1000
+    #: Largest encoded event accepted by publish (and from the wire).
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    #: Approximate cap on entries kept per stream (XADD MAXLEN ~): a group down for
+    #: longer than this many events misses the oldest ones.
+    stream_maxlen: int = 100_000
+    #: Entries asked for per XREADGROUP / XAUTOCLAIM call.
+    read_count: int = 100
+    #: Seconds a reader blocks waiting for events before it looks at stop() and changes.
+    poll_interval: float = 1.0
+    #: Seconds an entry may stay delivered-but-unacknowledged before another consumer of
+    #: the group takes it over (its consumer died). Must exceed the slowest handler.
+    claim_idle: float = 60.0
+    #: Seconds between two scans for such stuck entries.
+    claim_interval: float = 5.0
+    #: Deliveries of one entry after which it is acknowledged and counted dead (a poison
+    #: event whose handler fails every time must not loop forever).
+    max_deliveries: int = 5
+    #: Where a newly created group starts: "$" (events published from now on) or "0"
+    #: (everything the stream still holds).
+    group_start: str = "$"
+    #: Reconnect backoff after Redis went away: first delay and upper bound, seconds.
+    reconnect_initial: float = 0.1
+    reconnect_max: float = 5.0
+    #: Seconds of silence on the Pub/Sub connection before it is pinged; no answer within
+    #: as long again means the connection is dead (half-open sockets never error).
+    health_check_interval: float = 15.0
+    #: Socket read timeout; must exceed poll_interval (reads block that long).
+    socket_timeout: float = 10.0
+    #: Seconds start() and subscribe() wait for subscriptions to be live before returning
+    #: anyway (the bus keeps trying in the background).
+    start_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.durable_channels, str):
+            raise ConfigurationError(
+                "durable_channels is a tuple of channel patterns, e.g. ('ai.*',), not a string"
+            )
+        for pattern in self.durable_channels:
+            try:
+                validate_channel(pattern, allow_pattern=True)
+            except InvalidEvent as exc:
+                raise ConfigurationError(f"durable_channels: {exc}") from None
+        if self.group is not None:
+            validate_name("consumer group", self.group)
+        positive = ("workers", "max_in_flight", "max_event_bytes", "stream_maxlen",
+                    "read_count", "max_deliveries")  # fmt: skip
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigurationError(f"EventBusConfig.{name} must be at least 1")
+        if min(self.poll_interval, self.claim_idle, self.claim_interval,
+               self.reconnect_initial, self.health_check_interval) <= 0:  # fmt: skip
+            raise ConfigurationError("EventBusConfig intervals and timeouts must be positive")
+        if self.reconnect_max < self.reconnect_initial:
+            raise ConfigurationError("reconnect_max must not be smaller than reconnect_initial")
+        if self.socket_timeout <= self.poll_interval:
+            raise ConfigurationError("socket_timeout must exceed poll_interval")
+
+    def mode_of(self, channel: str) -> DeliveryMode:
+        """How events of this channel travel."""
+        if any(fnmatchcase(channel, pattern) for pattern in self.durable_channels):
+            return DeliveryMode.DURABLE
+        return DeliveryMode.PUBSUB
