@@ -7,8 +7,10 @@ not listed here keep Celery's defaults.
 
 from kombu import Queue
 
+from meetingtasks.broker import transport_for
 from meetingtasks.keys import PRIORITY_SEP, get_keys
 from meetingtasks.priority import PRIORITY_STEPS, Priority
+from meetingtasks.results import result_backend_for
 from meetingtasks.routing import DEFAULT_QUEUE, get_route_table
 from meetingtasks.settings import get_settings
 
@@ -18,8 +20,14 @@ _routes = get_route_table()
 
 # -- Broker and results: one Redis -------------------------------------------------------
 broker_url = _settings.redis_url
-result_backend = _settings.redis_url
+# Celery's Redis backend, which also files final failures in the dead-letter queue.
+result_backend = result_backend_for(_settings.redis_url)
+# A result written while Redis restarts is retried, not lost.
+result_backend_always_retry = True
+result_backend_max_retries = 30
 broker_connection_retry_on_startup = True
+# kombu's Redis transport plus durable delays and owned unacked messages (broker.py).
+broker_transport = transport_for(_settings.redis_url)
 broker_transport_options = {
     # Four real priority levels: one Redis list per kombu step inside each queue,
     # popped in step order. Priority.CRITICAL..LOW are exactly these steps.
@@ -84,6 +92,7 @@ worker_concurrency = _settings.worker_concurrency
 # We use no Celery rate limits; skipping their bookkeeping speeds every message up.
 worker_disable_rate_limits = True
 include = [
+    "meetingtasks.tasks.ai",
     "meetingtasks.tasks.meeting",
     "meetingtasks.tasks.media",
     "meetingtasks.tasks.signaling",

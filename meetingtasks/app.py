@@ -6,70 +6,61 @@
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
+from celery.utils import uuid
 
-from meetingtasks.errors import ConfigurationError, InvalidOption, UnknownTaskType
-from meetingtasks.priority import Priority
+from meetingtasks import submission
+from meetingtasks.errors import ConfigurationError, UnknownTaskType
+from meetingtasks.keys import get_keys
 from meetingtasks.routing import get_route_table
 from meetingtasks.settings import get_settings
-from meetingtasks.task import DUE_AT_HEADER, ENQUEUED_AT_HEADER, MAX_RETRIES_HEADER
+from meetingtasks.store import get_redis
 
 
 class MeetingTasksApp(Celery):  # type: ignore[misc]
-    """Celery, with the per-message options every send of the app understands.
+    """Celery, with the checks and per-message options every send of the app understands.
 
     Every way of sending a task (``delay``, ``apply_async``, ``send_task``, retries,
     canvas) goes through ``send_task``, so this is the one place they are checked:
+    - the payload must be JSON, within the size limit, and fit the task's signature;
     - ``priority`` may be a Priority, its name or its step; anything else is refused;
     - ``timeout=S`` sets the soft time limit to S and the hard one S + grace later;
     - ``max_retries=N`` travels in a header and bounds this message's retries;
+    - ``idempotency_key=K`` returns the task first sent with K within the window;
     - only JSON is sent (a worker refuses anything else anyway);
-    - the time the message becomes runnable travels in a header, for priority aging.
+    - send and due times travel in headers, for the delay store and priority aging.
     """
 
     def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
-        now = time.time()
-        headers = {**(options.get("headers") or {}), ENQUEUED_AT_HEADER: now}
-        due = _due_time(options.get("eta"), options.get("countdown"), now)
-        if due is not None:
-            headers[DUE_AT_HEADER] = due
-        options["headers"] = headers
-        priority = options.get("priority")
-        if priority is not None:
-            options["priority"] = int(Priority.parse(priority))
-        serializer = options.get("serializer")
-        if serializer not in (None, "json"):
-            raise InvalidOption(f"serializer {serializer!r} refused: meetingtasks sends JSON only")
-        timeout = options.pop("timeout", None)
-        if timeout is not None:
-            if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
-                raise InvalidOption(
-                    f"timeout must be a positive number of seconds, not {timeout!r}"
-                )
-            options["soft_time_limit"] = timeout
-            options["time_limit"] = timeout + get_settings().timeout_grace
-        max_retries = options.pop("max_retries", None)
-        if max_retries is not None:
-            if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
-                raise InvalidOption(f"max_retries must be a whole number >= 0, not {max_retries!r}")
-            headers[MAX_RETRIES_HEADER] = max_retries
-        return super().send_task(name, args, kwargs, **options)
+        args, kwargs = submission.check_payload(self.tasks.get(name), name, args, kwargs)
+        submission.apply_options(options)
+        key = options.pop("idempotency_key", None)
+        if key is None:
+            return super().send_task(name, args, kwargs, **options)
+        return self._send_once(submission.check_idempotency_key(key), name, args, kwargs, options)
 
+    def _send_once(
+        self, key: str, name: str, args: Any, kwargs: Any, options: dict[str, Any]
+    ) -> Any:
+        """Send unless ``key`` was used within the window; either way return that task.
 
-def _due_time(eta: Any, countdown: Any, now: float) -> float | None:
-    """Unix time a delayed message becomes runnable, from Celery's eta or countdown."""
-    if eta is not None:
-        when = datetime.fromisoformat(eta) if isinstance(eta, str) else eta
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return float(when.timestamp())
-    if countdown is not None:
-        return now + float(countdown)
-    return None
+        The key is claimed before sending, and released if sending fails, so two
+        concurrent submissions with one key queue one task.
+        """
+        task_id = options.pop("task_id", None) or uuid()
+        redis_key = get_keys().idempotency(key)
+        window = get_settings().idempotency_window
+        if not get_redis().set(redis_key, task_id, nx=True, ex=window):
+            first = get_redis().get(redis_key)
+            if first is not None:
+                return self.AsyncResult(first)
+        try:
+            return super().send_task(name, args, kwargs, task_id=task_id, **options)
+        except BaseException:
+            get_redis().delete(redis_key)
+            raise
 
 
 app = MeetingTasksApp("meetingtasks", task_cls="meetingtasks.task:MeetingTask")
@@ -82,13 +73,13 @@ def route_task(
     """Celery router: the queue and default priority of ``name`` from routes/.
 
     A task registered in this process but absent from routes/ (a service's own
-    ``@app.task``) keeps Celery's default routing; a name that is neither is refused,
-    so nothing is sent to a queue no worker reads.
+    ``@app.task``), or sent with an explicit declared queue, keeps Celery's routing; a
+    name that is none of these is refused, so nothing goes to a queue no worker reads.
     """
     route = get_route_table().find(name)
     if route is not None:
         return {"queue": route.queue, "priority": int(route.priority)}
-    if task is not None or name in app.tasks:
+    if task is not None or name in app.tasks or options.get("queue") is not None:
         return None
     get_route_table().get(name)  # raises UnknownTaskType naming the known types
     raise UnknownTaskType(name)  # pragma: no cover - get() always raises here
@@ -110,3 +101,4 @@ check_configuration()
 # Register the service tasks in every process, not only in workers: dispatchers need
 # them to check arguments and apply route defaults.
 app.loader.import_default_modules()
+import meetingtasks.worker  # noqa: E402,F401  (connects the worker signals)

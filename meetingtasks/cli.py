@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
+import signal
+import threading
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from meetingtasks.errors import MeetingTasksError
+from meetingtasks.priority import Priority
 
 cli = typer.Typer(
     help="meetingtasks: tasks and events of the meeting platform, on Celery and Redis.",
@@ -18,6 +23,12 @@ cli = typer.Typer(
 )
 console = Console()
 errors = Console(stderr=True)
+
+
+dlq_cli = typer.Typer(
+    help="The dead-letter queue: tasks that failed for good.", no_args_is_help=True
+)
+cli.add_typer(dlq_cli, name="dlq")
 
 
 def main() -> None:
@@ -47,28 +58,48 @@ def run(
     console.print("stopped")
 
 
+@cli.command(
+    "ai-node",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def ai_node(ctx: typer.Context) -> None:
+    """Run the reference inference node (Edge-LLM-Infra protocol); --help for its options."""
+    from meetingtasks.llm.node import main as node_main
+
+    raise typer.Exit(node_main(ctx.args))
+
+
 @cli.command()
 def scheduler(
-    interval: Annotated[float, typer.Option(help="Seconds between sweeps.")] = 1.0,
+    interval: Annotated[
+        float | None, typer.Option(help="Seconds between sweeps for due tasks.")
+    ] = None,
 ) -> None:
-    """Run the scheduler loop: priority aging (more scheduler processes may run at once)."""
-    import logging
+    """Run the scheduler: due delayed tasks, priority aging, recovery of dead workers' tasks.
 
-    from meetingtasks.aging import PriorityAging
-    from meetingtasks.loops import Periodic
-    from meetingtasks.settings import get_settings
+    Several may run at once (each step is atomic in Redis); SIGTERM or Ctrl-C stops it.
+    """
+    from meetingtasks.scheduler import SchedulerService
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    aging = Periodic("priority-aging", PriorityAging(get_settings().priority_aging).sweep, interval)
-    aging.start()
-    console.print(f"scheduler running (priority aging every {interval}s); Ctrl-C stops it")
+    service = SchedulerService.create(interval)
+    service.start()
+    console.print("scheduler running; Ctrl-C stops it")
+    serve_until_stopped(lambda: service.running)
+    service.stop()
+    console.print("scheduler stopped")
+
+
+def serve_until_stopped(alive: Callable[[], bool]) -> None:
+    """Block until SIGTERM, Ctrl-C, or ``alive()`` turns false."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        while aging.running:
-            time.sleep(0.5)
+        while alive() and not stop.wait(0.5):
+            pass
     except KeyboardInterrupt:
         pass
-    finally:
-        aging.stop()
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -104,3 +135,84 @@ def dispatch(
 
 def _jsonable(value: Any) -> Any:
     return repr(value) if isinstance(value, BaseException) else value
+
+
+@cli.command()
+def cancel(task_id: Annotated[str, typer.Argument(help="Id of the task to cancel.")]) -> None:
+    """Cancel a delayed, queued or running task (it holds across restarts)."""
+    from meetingtasks.scheduler import TaskScheduler
+
+    if TaskScheduler().cancel(task_id):
+        console.print(f"cancelled {task_id}")
+    else:
+        errors.print(f"{task_id} had already finished: nothing to cancel")
+        raise typer.Exit(1)
+
+
+@dlq_cli.command("list")
+def dlq_list(
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, oldest first.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
+) -> None:
+    """List dead letters with their error."""
+    from rich.table import Table
+
+    from meetingtasks.dlq import DeadLetterQueue
+
+    queue = DeadLetterQueue()
+    letters = queue.list(limit)
+    if as_json:
+        print(json.dumps([letter.model_dump() for letter in letters], indent=2))
+        return
+    table = Table(title=f"dead letters: {queue.count()} (oldest {len(letters)} shown)")
+    for column in ("task id", "type", "queue", "priority", "attempts", "failed at", "error"):
+        table.add_column(column)
+    for letter in letters:
+        table.add_row(
+            letter.task_id,
+            letter.type,
+            letter.queue or "",
+            "" if letter.priority is None else Priority.parse(letter.priority).name.lower(),
+            str(letter.attempts),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(letter.failed_at)),
+            f"{letter.error_type}: {letter.error}"[:80],
+        )
+    console.print(table)
+
+
+@dlq_cli.command("requeue")
+def dlq_requeue(
+    n: Annotated[int | None, typer.Option("-n", min=1, help="The n oldest.")] = None,
+    task_ids: Annotated[list[str] | None, typer.Option("--id", help="These task ids.")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Every dead letter.")] = False,
+) -> None:
+    """Send dead letters again, with their type, payload, priority and route."""
+    from meetingtasks.dlq import DeadLetterQueue
+
+    if sum((n is not None, bool(task_ids), every)) != 1:
+        raise typer.BadParameter("give exactly one of -n N, --id ID (repeatable) or --all")
+    requeued = DeadLetterQueue().requeue(n=n, ids=task_ids)
+    console.print(f"requeued {len(requeued)}")
+    for task_id in requeued:
+        console.print(f"  {task_id}")
+
+
+@dlq_cli.command("purge")
+def dlq_purge(
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+) -> None:
+    """Drop every dead letter."""
+    from meetingtasks.dlq import DeadLetterQueue
+
+    queue = DeadLetterQueue()
+    if not yes and not typer.confirm(f"drop all {queue.count()} dead letters?"):
+        raise typer.Abort()
+    console.print(f"purged {queue.purge()}")
+
+
+@dlq_cli.command("count")
+def dlq_count() -> None:
+    """How many dead letters there are."""
+    from meetingtasks.dlq import DeadLetterQueue
+
+    print(DeadLetterQueue().count())

@@ -17,8 +17,18 @@ from meetingtasks.priority import Priority
 #: Separator kombu puts between a queue name and its priority step.
 PRIORITY_SEP = ":"
 
+#: Our addition to kombu's unacked bookkeeping, named as kombu names its own keys
+#: (without the prefix, which kombu's client adds): delivery tag -> consumer id.
+UNACKED_OWNER = "unacked_owner"
+
 #: Names our own key families and kombu's bookkeeping use; no queue may take one.
-RESERVED_NAMES = frozenset({"unacked", "unacked_index", "unacked_mutex", "celery", "celeryev"})
+RESERVED_NAMES = frozenset(
+    {
+        "unacked", "unacked_index", "unacked_mutex", UNACKED_OWNER, "celery", "celeryev",
+        "delayed", "dlq", "cancelled", "idempotency", "consumer", "scheduler", "roster",
+        "streams", "presence", "signal", "events", "stream", "session",
+    }
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -46,19 +56,57 @@ class Keys:
         """ZSET: delivery tag scored by the time a worker took it."""
         return f"{self.prefix}unacked_index"
 
+    def unacked_owner(self) -> str:
+        """HASH: delivery tag -> id of the consumer (worker process) holding the message."""
+        return f"{self.prefix}{UNACKED_OWNER}"
+
+    def consumer_heartbeat(self, consumer_id: str) -> str:
+        """STRING with TTL: present while the worker ``consumer_id`` is alive."""
+        return f"{self.prefix}consumer:{consumer_id}"
+
     def result(self, task_id: str) -> str:
         """STRING: Celery's result of a task (the result backend's own key)."""
         return f"{self.prefix}celery-task-meta-{task_id}"
+
+    # -- durable delays, cancellation, dead letters, idempotency -------------------------
+
+    def delayed(self) -> str:
+        """ZSET: task id scored by the unix time it is due."""
+        return f"{self.prefix}delayed"
+
+    def delayed_messages(self) -> str:
+        """HASH: task id -> JSON [queue list key, kombu message] of a delayed task."""
+        return f"{self.prefix}delayed:messages"
+
+    def cancelled(self, task_id: str) -> str:
+        """STRING with TTL: present when a task was cancelled (survives every restart)."""
+        return f"{self.prefix}cancelled:{task_id}"
+
+    def dlq(self) -> str:
+        """ZSET: task id of each dead letter, scored by the time it failed for good."""
+        return f"{self.prefix}dlq"
+
+    def dlq_entries(self) -> str:
+        """HASH: task id -> JSON dead letter (type, payload, options, error, traceback…)."""
+        return f"{self.prefix}dlq:entries"
+
+    def idempotency(self, key: str) -> str:
+        """STRING with TTL: the task id first submitted under an idempotency key."""
+        return f"{self.prefix}idempotency:{key}"
+
+    def scheduler_stats(self) -> str:
+        """HASH: counters of the scheduler loops (moved, promoted, recovered…)."""
+        return f"{self.prefix}scheduler:stats"
 
     # -- meeting state kept by the service tasks ----------------------------------------
 
     def participants(self, meeting_id: str) -> str:
         """SET: user ids currently in a meeting."""
-        return f"{self.prefix}meeting:{meeting_id}:participants"
+        return f"{self.prefix}roster:{meeting_id}"
 
     def streams(self, meeting_id: str) -> str:
         """HASH: stream id -> JSON description of each live media stream of a meeting."""
-        return f"{self.prefix}meeting:{meeting_id}:streams"
+        return f"{self.prefix}streams:{meeting_id}"
 
     def presence(self, user_id: str) -> str:
         """STRING with TTL: a user's presence status."""
@@ -74,9 +122,13 @@ class Keys:
         """STREAM: durable events of one channel, read by consumer groups."""
         return f"{self.prefix}stream:{channel}"
 
+    def session_channel(self, session_id: str) -> str:
+        """PUBSUB channel: frames for one client session (deltas, progress, results)."""
+        return f"{self.prefix}session:{session_id}"
+
     def user_channel(self, user_id: str) -> str:
         """PUBSUB channel: signaling messages addressed to one user."""
-        return f"{self.prefix}user:{user_id}"
+        return f"{self.prefix}signal:{user_id}"
 
 
 def get_keys() -> Keys:

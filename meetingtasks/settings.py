@@ -60,6 +60,47 @@ class Settings(BaseSettings):
         "up one level, so LOW work is never starved by constant CRITICAL load. 0 turns aging "
         "off (strict priority).",
     )
+    scheduler_interval: float = Field(
+        0.25,
+        gt=0,
+        description="Seconds between two sweeps of the scheduler for due delayed tasks: the "
+        "most a delayed task runs late, besides queueing.",
+    )
+    heartbeat_ttl: float = Field(
+        15.0,
+        gt=1,
+        description="Seconds after a worker's last heartbeat before it counts as dead and "
+        "the scheduler gives the messages it held back to their queues.",
+    )
+    cancel_ttl: int = Field(
+        7 * 24 * 3600,
+        gt=0,
+        description="Seconds a cancellation is remembered: a cancelled task still queued "
+        "that long is refused whenever a worker takes it.",
+    )
+    idempotency_window: int = Field(
+        3600,
+        gt=0,
+        description="Seconds an idempotency key keeps returning the first task submitted with it.",
+    )
+    max_payload_bytes: int = Field(
+        1024 * 1024,
+        gt=0,
+        description="Largest task payload (JSON arguments), in bytes; larger is refused.",
+    )
+    llm_nodes: str = Field(
+        "tcp://127.0.0.1:5560",
+        description="Comma-separated inference nodes: tcp://HOST:PORT (ZMQ, our nodes) or "
+        "tcp+json://HOST:PORT (newline JSON, an Edge-LLM-Infra/StackFlow unit manager).",
+    )
+    llm_model: str = Field("echo", description="Model the AI tasks ask the nodes for.")
+    llm_unit: str = Field("llm", description="Node unit of the text tasks (chat, summary…).")
+    llm_asr_unit: str = Field(
+        "llm", description="Node unit of ai.speech_recognition (StackFlow: asr or whisper)."
+    )
+    llm_read_timeout: float = Field(
+        20.0, gt=0, description="Longest silence accepted from a node, model loading included."
+    )
     worker_concurrency: int | None = Field(
         None, ge=1, description="Worker processes per worker; default: one per CPU."
     )

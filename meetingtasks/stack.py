@@ -57,11 +57,16 @@ def celery(*args: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "meetingtasks", *args]
 
 
+def meetingtasks(*args: str) -> list[str]:
+    return [sys.executable, "-m", "meetingtasks", *args]
+
+
 @dataclass
 class Stack:
     """Starts the parts in order, watches them, stops them in reverse order."""
 
     flower_port: int = 5555
+    ai_node: str = "tcp://127.0.0.1:5560"
     concurrency: int = 2
     out: Callable[[str], None] = print
     run_dir: Path = RUN_DIR
@@ -72,12 +77,21 @@ class Stack:
         log_dir = self.run_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         redis_url = self._redis_url()
-        env = {**os.environ, "MEETINGTASKS_REDIS_URL": redis_url}
+        env = {
+            **os.environ,
+            "MEETINGTASKS_REDIS_URL": redis_url,
+            "MEETINGTASKS_LLM_NODES": self.ai_node,
+        }
         queues = ",".join(get_route_table().queues)
         worker = ["worker", "-Q", queues, "-c", str(self.concurrency), "-n", "local@%h"]
         self.services = [
+            Service(
+                "ai-node",
+                meetingtasks("ai-node", "--bind", self.ai_node, "--token-delay", "0.02"),
+                url=self.ai_node,
+            ),
             Service("worker", celery(*worker, "-l", "INFO")),
-            Service("scheduler", [sys.executable, "-m", "meetingtasks", "scheduler"]),
+            Service("scheduler", meetingtasks("scheduler")),
             Service(
                 "flower",
                 celery("flower", f"--port={self.flower_port}", "--address=127.0.0.1"),

@@ -1,10 +1,12 @@
 """MeetingTask: the base class of every task of the app (``@app.task`` included).
 
-It carries two policies Celery does not give us as we want them:
+It carries the policies Celery does not give us as we want them:
 - the defaults of the task's route in routes/ (timeout, retries, expiry) become the
   task's own Celery options, so ``.delay()`` and ``send_task`` honour them;
 - retryable failures are retried with growing, jittered backoff (``retry.py``),
-  everything else fails at once.
+  everything else fails at once;
+- a task cancelled while it waited is never run (``cancellation.py``), and a running
+  one can ask ``self.cancelled()`` between steps.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Ignore
 
+from meetingtasks.cancellation import REASON, is_cancelled
 from meetingtasks.retry import RETRYABLE_ERRORS, backoff_delay
 from meetingtasks.routing import Route, get_route_table
 from meetingtasks.settings import get_settings
@@ -28,6 +32,10 @@ DEFAULT_MAX_RETRIES = 3
 
 
 class MeetingTask(Task):  # type: ignore[misc]
+    # Arguments are checked against the signature in MeetingTasksApp.send_task, for
+    # every way of sending, with our error type.
+    typing = False
+
     @property
     def route(self) -> Route | None:
         return get_route_table().find(self.name)
@@ -58,6 +66,8 @@ class MeetingTask(Task):  # type: ignore[misc]
         return route.expires if route else None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.request.called_directly:
+            self.stop_if_cancelled()
         try:
             return super().__call__(*args, **kwargs)
         except RETRYABLE_ERRORS as exc:
@@ -72,6 +82,16 @@ class MeetingTask(Task):  # type: ignore[misc]
             raise self.retry(
                 exc=exc, countdown=delay, max_retries=self.request_max_retries(), expires=None
             ) from exc
+
+    def cancelled(self) -> bool:
+        """Whether this run was cancelled: long tasks check between steps and stop early."""
+        return is_cancelled(self.request.id)
+
+    def stop_if_cancelled(self) -> None:
+        """End this run as REVOKED if it was cancelled (no failure, no dead letter)."""
+        if self.cancelled():
+            self.backend.mark_as_revoked(self.request.id, reason=REASON, request=self.request)
+            raise Ignore()
 
     def request_max_retries(self) -> int:
         """This message's retry budget: its own header, else the route's default."""

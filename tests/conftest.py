@@ -45,7 +45,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture
-def redis(redis_server: RedisServer):  # type: ignore[no-untyped-def]
+def redis(redis_server: RedisServer):
     """A clean database for this test (the server is restarted if a test killed it)."""
     from meetingtasks.store import get_redis
 
@@ -58,7 +58,7 @@ def redis(redis_server: RedisServer):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def app(redis):  # type: ignore[no-untyped-def]
+def app(redis):
     import tests.worker_tasks  # noqa: F401  (registers the test tasks here too)
     from meetingtasks import app as celery_app
 
@@ -66,7 +66,7 @@ def app(redis):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def start_worker(app, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:  # type: ignore[no-untyped-def]
+def start_worker(app, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """Start real worker processes; every one still running is stopped after the test."""
     started: list[WorkerProcess] = []
 
@@ -78,3 +78,14 @@ def start_worker(app, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     yield start
     for worker in started:
         worker.kill()
+
+
+@pytest.fixture
+def scheduler(app):
+    """A scheduler process's loops (due delays, aging, recovery), run in this process."""
+    from meetingtasks.scheduler import SchedulerService
+
+    service = SchedulerService.create(interval=0.05)
+    service.start()
+    yield service
+    service.stop()

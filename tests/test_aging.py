@@ -15,13 +15,13 @@ from tests.worker_tasks import read_journal, record
 PERIOD = 10.0
 
 
-def labels_in(redis, priority: Priority) -> list[str]:  # type: ignore[no-untyped-def]
+def labels_in(redis, priority: Priority) -> list[str]:
     """Labels of the media queue's list at ``priority``, oldest (next to run) first."""
     raw = reversed(redis.lrange(get_keys().queue("media", priority), 0, -1))
     return [json.loads(m)["headers"]["argsrepr"] for m in raw]
 
 
-def send(redis, label: str, priority: Priority, **headers: float) -> None:  # type: ignore[no-untyped-def]
+def send(redis, label: str, priority: Priority, **headers: float) -> None:
     """Queue a task on media; ``headers`` overwrite its timing headers in place."""
     record.apply_async((label,), queue="media", priority=priority)
     if headers:
@@ -35,7 +35,7 @@ def aging_at(offset: float) -> PriorityAging:
     return PriorityAging(PERIOD, queues=("media",), clock=lambda: time.time() + offset)
 
 
-def test_each_full_period_of_waiting_earns_one_level(app, redis) -> None:  # type: ignore[no-untyped-def]
+def test_each_full_period_of_waiting_earns_one_level(app, redis) -> None:
     record.apply_async(("low",), queue="media", priority=Priority.LOW)
     record.apply_async(("normal",), queue="media", priority=Priority.NORMAL)
     record.apply_async(("critical",), queue="media", priority=Priority.CRITICAL)
@@ -48,7 +48,7 @@ def test_each_full_period_of_waiting_earns_one_level(app, redis) -> None:  # typ
     assert labels_in(redis, Priority.CRITICAL) == ["('critical',)", "('normal',)"]
 
 
-def test_a_promoted_task_joins_the_back_of_its_new_level(app, redis) -> None:  # type: ignore[no-untyped-def]
+def test_a_promoted_task_joins_the_back_of_its_new_level(app, redis) -> None:
     send(redis, "old-low", Priority.LOW)
     send(redis, "fresh-normal", Priority.NORMAL, mt_enqueued_at=time.time() + PERIOD)
 
@@ -57,19 +57,19 @@ def test_a_promoted_task_joins_the_back_of_its_new_level(app, redis) -> None:  #
     assert labels_in(redis, Priority.NORMAL) == ["('fresh-normal',)", "('old-low',)"]
 
 
-def test_a_delayed_task_ages_from_when_it_is_due(app, redis) -> None:  # type: ignore[no-untyped-def]
+def test_a_delayed_task_ages_from_when_it_is_due(app, redis) -> None:
     send(redis, "delayed", Priority.LOW, mt_due_at=time.time() + PERIOD * 3)
     assert aging_at(PERIOD * 2.5).sweep() == 0
     assert aging_at(PERIOD * 4.5).sweep() == 1
 
 
-def test_aging_off_keeps_strict_priority(app, redis) -> None:  # type: ignore[no-untyped-def]
+def test_aging_off_keeps_strict_priority(app, redis) -> None:
     record.apply_async(("low",), queue="media", priority=Priority.LOW)
     assert PriorityAging(0, queues=("media",), clock=lambda: time.time() + 1e6).sweep() == 0
     assert labels_in(redis, Priority.LOW) == ["('low',)"]
 
 
-def test_low_task_runs_under_constant_critical_load(app, redis, start_worker) -> None:  # type: ignore[no-untyped-def]
+def test_low_task_runs_under_constant_critical_load(app, redis, start_worker) -> None:
     """CRITICAL tasks keep arriving as fast as they drain; the LOW one still runs."""
     critical_key = get_keys().queue("media", Priority.CRITICAL)
     stop = threading.Event()

@@ -17,7 +17,7 @@ from tests.support.workers import REPO
 
 
 @pytest.fixture
-def flower(app, tmp_path: Path) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def flower(app, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     log = open(tmp_path / "flower.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
@@ -36,7 +36,7 @@ def flower(app, tmp_path: Path) -> Iterator[str]:  # type: ignore[no-untyped-def
         log.close()
 
 
-def poll(check, what: str, timeout: float = 60.0):  # type: ignore[no-untyped-def]
+def poll(check, what: str, timeout: float = 60.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -49,7 +49,7 @@ def poll(check, what: str, timeout: float = 60.0):  # type: ignore[no-untyped-de
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_flower_shows_our_worker_and_a_finished_task(app, flower: str, start_worker) -> None:  # type: ignore[no-untyped-def]
+def test_flower_shows_our_worker_and_a_finished_task(app, flower: str, start_worker) -> None:
     worker = start_worker(["user", "default"])
     result = app.send_task("system.echo", kwargs={"value": "hello flower"})
     assert result.get(timeout=60) == "hello flower"

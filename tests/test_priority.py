@@ -51,7 +51,7 @@ def wait_for_journal(name: str, count: int, timeout: float = 120.0) -> list[dict
     raise AssertionError(f"only {len(read_journal(name))} of {count} tasks ran in {timeout}s")
 
 
-def test_backlog_runs_in_priority_order(app, redis, start_worker) -> None:  # type: ignore[no-untyped-def]
+def test_backlog_runs_in_priority_order(app, redis, start_worker) -> None:
     counts = {Priority.LOW: 200, Priority.NORMAL: 200, Priority.HIGH: 200, Priority.CRITICAL: 20}
     batch = [p for p, n in counts.items() for _ in range(n)]
     random.Random(7).shuffle(batch)

@@ -32,7 +32,7 @@ def test_only_transient_failures_are_retryable() -> None:
 
 
 @pytest.fixture
-def worker(start_worker):  # type: ignore[no-untyped-def]
+def worker(start_worker, scheduler):
     return start_worker(["user"], env={"MEETINGTASKS_RETRY_BACKOFF_BASE": str(BASE)})
 
 
@@ -41,7 +41,7 @@ def attempts(result: AsyncResult, journal_name: str) -> list[dict]:
     return read_journal(journal_name)
 
 
-def test_retryable_failure_is_retried_with_growing_backoff(app, worker) -> None:  # type: ignore[no-untyped-def]
+def test_retryable_failure_is_retried_with_growing_backoff(app, worker) -> None:
     result = flaky.delay("flaky", fail_times=3)
     seen = attempts(result, "flaky")
 
@@ -53,7 +53,7 @@ def test_retryable_failure_is_retried_with_growing_backoff(app, worker) -> None:
         assert waited >= BASE * 2 ** (n - 1) / 2, f"retry {n} came after {waited:.3f}s only"
 
 
-def test_retries_stop_at_the_routes_max_retries(app, worker) -> None:  # type: ignore[no-untyped-def]
+def test_retries_stop_at_the_routes_max_retries(app, worker) -> None:
     result = flaky.delay("exhaust", fail_times=100)
     seen = attempts(result, "exhaust")
 
@@ -62,7 +62,7 @@ def test_retries_stop_at_the_routes_max_retries(app, worker) -> None:  # type: i
     assert [entry["retries"] for entry in seen] == [0, 1, 2, 3, 4]  # routes: max_retries = 4
 
 
-def test_a_message_can_lower_its_retry_budget(app, worker) -> None:  # type: ignore[no-untyped-def]
+def test_a_message_can_lower_its_retry_budget(app, worker) -> None:
     result = flaky.apply_async(("budget",), {"fail_times": 100}, max_retries=1)
     seen = attempts(result, "budget")
 
@@ -70,7 +70,7 @@ def test_a_message_can_lower_its_retry_budget(app, worker) -> None:  # type: ign
     assert [entry["retries"] for entry in seen] == [0, 1]
 
 
-def test_permanent_failure_is_not_retried(app, worker) -> None:  # type: ignore[no-untyped-def]
+def test_permanent_failure_is_not_retried(app, worker) -> None:
     result = flaky.delay("permanent", fail_times=100, permanent=True)
     seen = attempts(result, "permanent")
 
@@ -79,7 +79,7 @@ def test_permanent_failure_is_not_retried(app, worker) -> None:  # type: ignore[
     assert len(seen) == 1
 
 
-def test_unexpected_error_is_not_retried(app, worker) -> None:  # type: ignore[no-untyped-def]
+def test_unexpected_error_is_not_retried(app, worker) -> None:
     result = flaky.delay("bug", fail_times="not a number")  # TypeError in the handler
     seen = attempts(result, "bug")
 

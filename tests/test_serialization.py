@@ -22,11 +22,11 @@ class MakesADirectoryWhenUnpickled:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self):
         return (os.mkdir, (str(self.path),))
 
 
-def test_sending_with_pickle_is_refused(app, redis) -> None:  # type: ignore[no-untyped-def]
+def test_sending_with_pickle_is_refused(app, redis) -> None:
     with pytest.raises(InvalidOption, match="JSON only"):
         record.apply_async(("x",), queue="user", serializer="pickle")
     assert redis.dbsize() == 0
@@ -34,7 +34,7 @@ def test_sending_with_pickle_is_refused(app, redis) -> None:  # type: ignore[no-
 
 def test_pickled_message_pushed_by_hand_is_rejected_never_run(
     app, redis, start_worker, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     # Take a genuine message off the queue and swap its JSON body for a pickle.
     record.apply_async(("pickled", "serial"), queue="user")
     key = get_keys().queue("user", Priority.NORMAL)

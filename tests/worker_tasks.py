@@ -16,7 +16,7 @@ from meetingtasks.errors import Permanent, Retryable
 from meetingtasks.routing import Route, get_route_table
 from meetingtasks.store import get_redis
 
-get_route_table().register(Route(type="test.flaky", queue="user", max_retries=4, timeout=30))
+get_route_table().register(Route(type="test.flaky", queue="user", max_retries=4, timeout=3))
 get_route_table().register(Route(type="test.slow", queue="user", max_retries=0, timeout=1))
 
 
@@ -36,7 +36,8 @@ def _note(name: str, **entry: object) -> None:
 @app.task(name="test.record", bind=True)
 def record(self, label: str, journal_name: str = "order", sleep: float = 0.0) -> str:
     """Note the label (with the message's priority) in execution order."""
-    _note(journal_name, label=label, priority=self.request.delivery_info.get("priority"))
+    priority = self.request.delivery_info.get("priority")
+    _note(journal_name, label=label, priority=priority, id=self.request.id)
     if sleep:
         time.sleep(sleep)
     return label
@@ -75,3 +76,26 @@ def sleep(
 def slow(self, seconds: float, journal_name: str = "slow") -> str:
     """test.sleep under a route whose timeout (1 s) is the only limit it gets."""
     return sleep.run(seconds, journal_name)
+
+
+@app.task(name="test.cooperative", bind=True)
+def cooperative(self, journal_name: str = "cooperative") -> str:
+    """Works in small steps until told it was cancelled."""
+    _note(journal_name, event="started")
+    for _ in range(2000):
+        if self.cancelled():
+            _note(journal_name, event="noticed")
+            return "stopped early"
+        time.sleep(0.05)
+    _note(journal_name, event="finished")
+    return "finished"
+
+
+@app.task(name="test.until_fixed", bind=True)
+def until_fixed(self, flag: str, journal_name: str = "fixed") -> str:
+    """Fails for good until the Redis key ``flag`` exists: a bug fixed, then requeued."""
+    _note(journal_name, priority=self.request.delivery_info.get("priority"),
+          queue=self.request.delivery_info.get("routing_key"))  # fmt: skip
+    if not get_redis().exists(flag):
+        raise Permanent(f"{flag} is not set")
+    return "fixed"

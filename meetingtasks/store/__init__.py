@@ -11,19 +11,26 @@ from functools import cache, lru_cache
 from pathlib import Path
 
 import redis
+from redis.backoff import ExponentialBackoff
 from redis.commands.core import Script
+from redis.retry import Retry
 
 from meetingtasks.settings import get_settings
 
 
 @lru_cache(maxsize=1)
 def get_redis() -> redis.Redis:
-    """This process's client (redis-py's pool reconnects after fork and restarts)."""
+    """This process's client (redis-py's pool reconnects after fork and restarts).
+
+    Commands are retried for about ten seconds while Redis is unreachable, so a Redis
+    restart pauses our bookkeeping instead of failing it.
+    """
     return redis.Redis.from_url(
         get_settings().redis_url,
         decode_responses=True,
         health_check_interval=30,
-        retry_on_error=[redis.exceptions.ConnectionError],
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=15),
+        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
     )
 
 

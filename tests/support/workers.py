@@ -67,6 +67,19 @@ class WorkerProcess:
             time.sleep(0.1)
         raise TimeoutError(f"worker {self.name} not ready in {timeout}s:\n{self.log()}")
 
+    def rss_bytes(self) -> int:
+        """Resident memory of the worker: its main process and its pool processes."""
+        assert self.process is not None
+        pids = [self.process.pid]
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        pids += [int(p) for p in children.read_text().split()]
+        total = 0
+        for pid in pids:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        return total
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 

@@ -1,0 +1,136 @@
+"""TaskScheduler: delayed submission and cancellation, and the scheduler process.
+
+Delays of any length live in Redis (``broker.py`` diverts every message not yet due
+to the delay store), and the scheduler moves each to its queue when due with one
+atomic script, so several scheduler processes may run at once without moving a task
+twice. The same process ages priorities (``aging.py``) and recovers the messages of
+dead workers (``recovery.py``): three small loops with one lifecycle.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from celery import Task
+
+from meetingtasks import cancellation
+from meetingtasks.aging import PriorityAging
+from meetingtasks.keys import Keys, get_keys
+from meetingtasks.loops import Periodic
+from meetingtasks.priority import Priority
+from meetingtasks.recovery import Recoverer
+from meetingtasks.settings import get_settings
+from meetingtasks.store import delayed, get_redis
+
+
+class TaskScheduler:
+    """Submit tasks for later, cancel them, and move them to their queues when due."""
+
+    def __init__(self, keys: Keys | None = None, batch: int = 1000) -> None:
+        self.keys = keys or get_keys()
+        self.batch = batch
+
+    def submit(
+        self,
+        type_or_task: str | Task,
+        payload: dict[str, Any] | None = None,
+        *,
+        priority: Priority | str | int | None = None,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> str:
+        """Send a task (now, or after ``countdown`` seconds / at ``eta``); returns its id."""
+        from meetingtasks.app import app
+
+        name = type_or_task if isinstance(type_or_task, str) else type_or_task.name
+        result = app.send_task(
+            name,
+            kwargs=payload or {},
+            priority=priority,
+            countdown=countdown,
+            eta=eta,
+            timeout=timeout,
+            max_retries=max_retries,
+            idempotency_key=idempotency_key,
+        )
+        return str(result.id)
+
+    def cancel(self, task_id: str) -> bool:
+        """Cancel a delayed, queued or running task; False if it already finished."""
+        return cancellation.cancel(task_id, self.keys)
+
+    def pending(self) -> int:
+        """Delayed tasks not yet due."""
+        return delayed.count(self.keys)
+
+    def move_due(self) -> int:
+        """One step of the scheduler loop: queue what is due; returns how many."""
+        return delayed.move_due(self.keys, time.time(), self.batch)
+
+    def stats(self) -> dict[str, Any]:
+        counters = get_redis().hgetall(self.keys.scheduler_stats())
+        return {"pending": self.pending(), **{k: int(v) for k, v in counters.items()}}
+
+
+@dataclass
+class SchedulerService:
+    """The scheduler process: due delays, priority aging and worker recovery."""
+
+    scheduler: TaskScheduler
+    loops: list[Periodic]
+
+    @classmethod
+    def create(cls, interval: float | None = None) -> SchedulerService:
+        settings = get_settings()
+        keys = get_keys()
+        scheduler = TaskScheduler(keys)
+        aging = PriorityAging(settings.priority_aging, keys=keys)
+        recoverer = Recoverer(keys)
+        return cls(
+            scheduler,
+            [
+                Periodic(
+                    "due-tasks",
+                    _counted(keys, "moved", scheduler.move_due),
+                    interval or settings.scheduler_interval,
+                ),
+                Periodic("priority-aging", _counted(keys, "promoted", aging.sweep), 1.0),
+                Periodic("recovery", _counted(keys, "recovered", recoverer.sweep), 2.0),
+            ],
+        )
+
+    def start(self) -> None:
+        for loop in self.loops:
+            loop.start()
+
+    def stop(self) -> None:
+        for loop in reversed(self.loops):
+            loop.stop()
+
+    @property
+    def running(self) -> bool:
+        return all(loop.running for loop in self.loops)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            **self.scheduler.stats(),
+            "loops": {loop.name: loop.stats() for loop in self.loops},
+        }
+
+
+def _counted(keys: Keys, counter: str, step: Any) -> Any:
+    """Wrap a loop step so what it did adds up in the cluster-wide scheduler stats."""
+
+    def counted_step() -> int:
+        done = int(step())
+        if done:
+            get_redis().hincrby(keys.scheduler_stats(), counter, done)
+        return done
+
+    return counted_step

@@ -1,0 +1,60 @@
+"""Partial output of a running task, pushed to the client session that submitted it.
+
+A task sent on behalf of a client session (the gateway and the dispatcher set the
+session and request id headers) can stream deltas (LLM tokens) and progress while it
+runs; they go out on the session's Redis channel, where the gateway process holding
+that client's WebSocket forwards them as frames. A task sent by a service has no
+session: streaming is then a no-op, and only the final result counts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from meetingtasks.keys import get_keys
+from meetingtasks.store import get_redis
+
+#: Message headers naming the client session and its request id.
+SESSION_HEADER = "mt_session"
+REQUEST_HEADER = "mt_request"
+
+
+def header(request: Any, name: str) -> Any:
+    """A custom message header of a Celery request (Celery exposes them two ways)."""
+    headers = getattr(request, "headers", None) or {}
+    return headers.get(name, getattr(request, name, None))
+
+
+@dataclass
+class TaskStream:
+    task_id: str
+    session_id: str | None
+    request_id: str | None = None
+    index: int = 0
+
+    @classmethod
+    def for_request(cls, request: Any) -> TaskStream:
+        return cls(request.id, header(request, SESSION_HEADER), header(request, REQUEST_HEADER))
+
+    def delta(self, text: str) -> None:
+        """One piece of streamed output; pieces are numbered from 0 in order."""
+        self._push({"op": "delta", "index": self.index, "delta": text})
+        self.index += 1
+
+    def restart(self, reason: str) -> None:
+        """Output so far is void (the work moved to another node); deltas start over at 0."""
+        self._push({"op": "progress", "state": "restarted", "reason": reason})
+        self.index = 0
+
+    def progress(self, **fields: Any) -> None:
+        self._push({"op": "progress", **fields})
+
+    def _push(self, frame: dict[str, Any]) -> None:
+        if self.session_id is None:
+            return
+        frame = {**frame, "task_id": self.task_id}
+        if self.request_id is not None:
+            frame["request_id"] = self.request_id
+        get_redis().publish(get_keys().session_channel(self.session_id), json.dumps(frame))

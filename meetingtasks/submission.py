@@ -1,0 +1,113 @@
+"""Checks and per-message options every task submission goes through.
+
+Every way of sending a task (``delay``, ``apply_async``, ``send_task``, retries, the
+scheduler, the dispatcher) ends in ``MeetingTasksApp.send_task``, which calls these, so
+bad input is refused the same way everywhere, before anything is queued.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from kombu.utils.json import dumps
+
+from meetingtasks.errors import InvalidOption, InvalidPayload
+from meetingtasks.priority import Priority
+from meetingtasks.settings import get_settings
+from meetingtasks.task import DUE_AT_HEADER, ENQUEUED_AT_HEADER, MAX_RETRIES_HEADER
+
+MAX_DELAY_SECONDS = 366 * 24 * 3600
+MAX_IDEMPOTENCY_KEY = 200
+
+
+def check_payload(task: Any, name: str, args: Any, kwargs: Any) -> tuple[tuple[Any, ...], dict]:
+    """Arguments that are JSON, within the size limit, and fit the task's signature."""
+    if args is not None and not isinstance(args, list | tuple):
+        raise InvalidPayload(f"args of {name} must be a list, not {type(args).__name__}")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        kind = type(kwargs).__name__
+        raise InvalidPayload(f"payload of {name} must be a JSON object, not {kind}")
+    args, kwargs = tuple(args or ()), dict(kwargs or {})
+    try:
+        size = len(dumps([args, kwargs]).encode())
+    except (TypeError, ValueError) as exc:
+        raise InvalidPayload(f"payload of {name} is not JSON-serialisable: {exc}") from exc
+    limit = get_settings().max_payload_bytes
+    if size > limit:
+        raise InvalidPayload(
+            f"payload of {name} is {size} bytes, over the {limit}-byte limit "
+            "(MEETINGTASKS_MAX_PAYLOAD_BYTES); pass a reference to large data instead"
+        )
+    header = getattr(task, "__header__", None)
+    if header is not None:
+        try:
+            header(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidPayload(f"payload does not fit task {name}: {exc}") from exc
+    return args, kwargs
+
+
+def apply_options(options: dict[str, Any]) -> None:
+    """Check and translate our per-message options in place (see MeetingTasksApp)."""
+    now = time.time()
+    priority = options.get("priority")
+    if priority is not None:
+        options["priority"] = int(Priority.parse(priority))
+    serializer = options.get("serializer")
+    if serializer not in (None, "json"):
+        raise InvalidOption(f"serializer {serializer!r} refused: meetingtasks sends JSON only")
+    headers = {**(options.get("headers") or {}), ENQUEUED_AT_HEADER: now}
+    due = _due_time(options.get("eta"), options.get("countdown"), now)
+    if due is not None:
+        headers[DUE_AT_HEADER] = due
+    timeout = options.pop("timeout", None)
+    if timeout is not None:
+        if not _positive_number(timeout):
+            raise InvalidOption(f"timeout must be a positive number of seconds, not {timeout!r}")
+        options["soft_time_limit"] = timeout
+        options["time_limit"] = timeout + get_settings().timeout_grace
+    max_retries = options.pop("max_retries", None)
+    if max_retries is not None:
+        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+            raise InvalidOption(f"max_retries must be a whole number >= 0, not {max_retries!r}")
+        headers[MAX_RETRIES_HEADER] = max_retries
+    expires = options.get("expires")
+    if expires is not None and not isinstance(expires, datetime) and not _positive_number(expires):
+        raise InvalidOption(f"expires must be positive seconds or a datetime, not {expires!r}")
+    options["headers"] = headers
+
+
+def check_idempotency_key(key: object) -> str:
+    if not isinstance(key, str) or not key or len(key) > MAX_IDEMPOTENCY_KEY:
+        raise InvalidOption(
+            "idempotency_key must be a non-empty string of at most "
+            f"{MAX_IDEMPOTENCY_KEY} characters"
+        )
+    return key
+
+
+def _positive_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+def _due_time(eta: Any, countdown: Any, now: float) -> float | None:
+    """Unix time a delayed message becomes runnable, from Celery's eta or countdown."""
+    if eta is not None:
+        try:
+            when = datetime.fromisoformat(eta) if isinstance(eta, str) else eta
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            due = float(when.timestamp())
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise InvalidOption(f"eta must be a datetime or ISO 8601 string, not {eta!r}") from exc
+    elif countdown is not None:
+        if not isinstance(countdown, int | float) or isinstance(countdown, bool) or countdown < 0:
+            raise InvalidOption(f"countdown must be seconds >= 0, not {countdown!r}")
+        due = now + float(countdown)
+    else:
+        return None
+    if due - now > MAX_DELAY_SECONDS:
+        raise InvalidOption("a task may be delayed by one year at most")
+    return due

@@ -1,0 +1,64 @@
+"""Nothing accepted is lost when workers are killed with -9 or Redis restarts."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from meetingtasks.keys import get_keys
+from tests.test_scheduler import wait_until
+from tests.worker_tasks import read_journal, record
+
+FAST_RECOVERY = {"MEETINGTASKS_HEARTBEAT_TTL": "3"}
+
+
+def executions(journal_name: str) -> Counter[str]:
+    return Counter(entry["id"] for entry in read_journal(journal_name))
+
+
+def wait_for_progress(journal_name: str, done: int, timeout: float = 180.0) -> None:
+    wait_until(lambda: len(executions(journal_name)) >= done, f"{done} tasks done", timeout)
+
+
+def test_kill_9_of_a_worker_three_times_loses_nothing(app, redis, start_worker, scheduler) -> None:
+    total = 1000
+    sent = {record.apply_async((f"t{i}", "kills", 0.02), queue="media").id for i in range(total)}
+    start_worker(["media"], concurrency=2, env=FAST_RECOVERY)  # the survivor
+    victim = start_worker(["media"], concurrency=2, env=FAST_RECOVERY)
+    kills = 0
+    for share in (0.25, 0.5, 0.75):
+        wait_for_progress("kills", int(total * share))
+        victim.kill()  # kill -9 of the main process and its pool processes
+        kills += 1
+        victim = start_worker(["media"], concurrency=2, env=FAST_RECOVERY)
+
+    wait_for_progress("kills", total)
+    runs = executions("kills")
+    duplicates = sum(runs.values()) - len(runs)
+    recovered = int(redis.hget(get_keys().scheduler_stats(), "recovered") or 0)
+    print(
+        f"\n{total} tasks, {kills} kill -9: {len(runs)} completed, {duplicates} ran twice, "
+        f"{recovered} messages recovered from dead workers"
+    )
+    assert set(runs) == sent
+    wait_until(lambda: redis.hlen(get_keys().unacked()) == 0, "every message acknowledged")
+
+
+def test_redis_restart_mid_run_loses_no_accepted_task(
+    app, redis, redis_server, start_worker, scheduler
+) -> None:
+    total = 500
+    sent = {record.apply_async((f"t{i}", "restart", 0.01), queue="media").id for i in range(total)}
+    start_worker(["media"], concurrency=2)
+    wait_for_progress("restart", total // 5)
+
+    redis_server.restart()  # kill -9, then start on the same AOF (fsync always)
+    restarted_at = time.time()
+
+    wait_for_progress("restart", total)
+    runs = executions("restart")
+    after = sum(1 for e in read_journal("restart") if e["at"] > restarted_at)
+    duplicates = sum(runs.values()) - len(runs)
+    print(f"\n{total} tasks, Redis killed and restarted: {after} ran after it, {duplicates} twice")
+    assert set(runs) == sent
+    assert after > 0
