@@ -1,0 +1,60 @@
+"""The two apps every comparison puts side by side: plain default Celery, and ours.
+
+Imported only in child processes, after the orchestrator pointed the environment at the
+private Redis (both apps read their settings once, at import).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+PLAIN = "plain"
+OURS = "ours"
+
+
+@dataclass(frozen=True)
+class BenchApp:
+    kind: str
+    app: Any
+    #: Name of the no-op task.
+    noop: str
+    #: The queue the no-op task goes to; the app's module for ``celery -A``; the queues its
+    #: worker is started with (None: Celery's default).
+    queue: str
+    module: str
+    worker_queues: tuple[str, ...] | None
+    #: Sends one no-op task as a user of this app would; returns the AsyncResult.
+    send: Callable[..., Any]
+
+    def queue_depth(self, connection: Any) -> int:
+        """Messages waiting in the no-op queue (every priority list of it)."""
+        # kombu's own sum over the priority lists. Not queue_declare(passive=True): with a
+        # global_keyprefix kombu checks the lists' existence without the prefix.
+        return int(connection.default_channel._size(self.queue))
+
+    def result_prefix(self) -> str:
+        prefix = self.app.backend.task_keyprefix
+        return prefix.decode() if isinstance(prefix, bytes) else str(prefix)
+
+
+def load(kind: str) -> BenchApp:
+    if kind == PLAIN:
+        from bench.plain_app import NOOP, app, noop
+
+        return BenchApp(
+            PLAIN, app, NOOP, app.conf.task_default_queue, "bench.plain_app", None,
+            send=lambda **options: noop.apply_async(**options),
+        )  # fmt: skip
+    if kind == OURS:
+        from meetingtasks.app import app as ours
+        from meetingtasks.routing import get_route_table
+
+        name = "system.noop"
+        queue = get_route_table().get(name).queue
+        return BenchApp(
+            OURS, ours, name, queue, "meetingtasks", (queue,),
+            send=lambda **options: ours.send_task(name, **options),
+        )  # fmt: skip
+    raise ValueError(f"unknown app {kind!r}: {PLAIN} or {OURS}")

@@ -1,0 +1,121 @@
+"""Sizes of one benchmark run: ``--quick`` (a minute or two) or the default (a few minutes)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from bench.figures import GROUPS
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    #: Tasks published per timed loop, and how many loops (the median is reported).
+    publish_n: int = 10_000
+    repeat: int = 3
+    #: Requests per ``dispatch_batch`` call.
+    batch_size: int = 1_000
+    #: Tasks queued before each worker run, drained by the worker.
+    worker_n: int = 20_000
+    #: Submit -> result latency: submits per second and for how many seconds.
+    rate: float = 200.0
+    duration: float = 20.0
+    #: WebSocket: idle connections, LLM prompts, broadcast rounds.
+    connections: int = 10_000
+    llm_samples: int = 20
+    broadcast_rounds: int = 10
+    #: Requests per redis-benchmark test.
+    redis_n: int = 200_000
+    #: The private Redis's AOF fsync policy: ``always`` is what compose.yaml and the
+    #: embedded Redis run, so it is the default here too.
+    appendfsync: str = "always"
+    groups: tuple[str, ...] = GROUPS
+    profile: bool = False
+    plot: bool = True
+    output_dir: Path = BENCH_DIR
+    quick: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "output_dir": str(self.output_dir), "groups": list(self.groups)}
+
+
+QUICK = BenchConfig(
+    publish_n=2_000,
+    repeat=1,
+    batch_size=500,
+    worker_n=3_000,
+    rate=100.0,
+    duration=5.0,
+    connections=1_000,
+    llm_samples=5,
+    broadcast_rounds=5,
+    redis_n=50_000,
+    quick=True,
+)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description="Benchmark meetingtasks beside plain Celery and Redis's own limit, on a "
+        "private redis-server (spec §7). Writes results.json, results.md and results.png.",
+    )
+    p.add_argument("--quick", action="store_true", help="small sizes: a minute or two")
+    p.add_argument(
+        "--only",
+        help=f"comma-separated groups to run, of: {','.join(GROUPS)} (default: all)",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="run the in-process publish loops under cProfile; writes profile-<name>.txt",
+    )
+    p.add_argument("--no-plot", dest="plot", action="store_false", help="skip results.png")
+    p.add_argument("--output-dir", type=Path, help=f"where results go (default {BENCH_DIR})")
+    p.add_argument(
+        "--appendfsync",
+        choices=("always", "everysec", "no"),
+        help="AOF fsync policy of the private Redis (default always, as deployed)",
+    )
+    sizes = p.add_argument_group("sizes (override --quick or the defaults)")
+    for name, help_text in (
+        ("publish_n", "tasks per timed publish loop"),
+        ("repeat", "timed publish loops (median reported)"),
+        ("batch_size", "requests per dispatch_batch call"),
+        ("worker_n", "tasks drained per worker run"),
+        ("rate", "submits per second in latency runs"),
+        ("duration", "seconds of each latency run"),
+        ("connections", "idle WebSocket connections"),
+        ("llm_samples", "LLM prompts for the time to first delta"),
+        ("broadcast_rounds", "broadcast events sent to the idle connections"),
+        ("redis_n", "requests per redis-benchmark test"),
+    ):
+        kind = float if name in ("rate", "duration") else int
+        sizes.add_argument(f"--{name.replace('_', '-')}", type=kind, help=help_text)
+    return p
+
+
+def from_args(argv: list[str] | None = None) -> BenchConfig:
+    args = parser().parse_args(argv)
+    config = QUICK if args.quick else BenchConfig()
+    overrides: dict[str, Any] = {
+        f.name: getattr(args, f.name)
+        for f in fields(BenchConfig)
+        if getattr(args, f.name, None) is not None
+        and f.name not in ("quick", "groups", "plot", "profile")
+    }
+    if args.only:
+        groups = tuple(g.strip() for g in args.only.split(",") if g.strip())
+        unknown = sorted(set(groups) - set(GROUPS))
+        if unknown:
+            parser().error(f"unknown group(s) {', '.join(unknown)}; choose from {GROUPS}")
+        overrides["groups"] = groups
+    for name, value in overrides.items():
+        if isinstance(value, int | float) and value <= 0:
+            parser().error(f"--{name.replace('_', '-')} must be positive")
+    return replace(config, **overrides, profile=args.profile, plot=args.plot)

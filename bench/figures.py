@@ -1,0 +1,199 @@
+"""What each figure of the benchmark is, and what one run found for it.
+
+Every figure is declared once here: its unit, the plain Celery figure it is compared
+with, and the spec's target (§7). A run fills values; a figure it could not measure
+keeps ``None`` and says why, so no number in the report is ever made up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+
+class Status(StrEnum):
+    MEASURED = "measured"
+    #: Measured, but not with the final component (e.g. batch sends before dispatch_batch).
+    PROVISIONAL = "provisional"
+    NOT_MEASURED = "not measured"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    key: str
+    group: str
+    label: str
+    unit: str
+    better: Literal["higher", "lower"] = "higher"
+    #: Key of the plain Celery equivalent this figure is divided by.
+    baseline: str | None = None
+    #: The spec's target (§7), in ``unit``.
+    target: float | None = None
+
+
+TASKS = "tasks/s"
+MS = "ms"
+
+SPECS: tuple[FigureSpec, ...] = (
+    # -- dispatch: publishes per second from one client process ----------------------------
+    FigureSpec("dispatch.plain_delay", "dispatch", "plain Celery `delay()` in a loop", TASKS),
+    FigureSpec(
+        "dispatch.send_task", "dispatch", "ours: `app.send_task()` one at a time", TASKS,
+        baseline="dispatch.plain_delay", target=5000,
+    ),
+    FigureSpec(
+        "dispatch.dispatcher_single", "dispatch", "ours: `TaskDispatcher.dispatch()` one at a time",
+        TASKS, baseline="dispatch.plain_delay", target=5000,
+    ),
+    FigureSpec(
+        "dispatch.batch", "dispatch", "ours: batched dispatch", TASKS,
+        baseline="dispatch.plain_delay", target=20000,
+    ),
+    # -- workers: no-op tasks per second, steady state -------------------------------------
+    FigureSpec("worker.plain_c1", "worker", "plain Celery worker, per process (-c 1)", TASKS),
+    FigureSpec("worker.plain_c2", "worker", "plain Celery worker, per machine (-c 2)", TASKS),
+    FigureSpec(
+        "worker.ours_c1", "worker", "ours (-Q default), per process (-c 1)", TASKS,
+        baseline="worker.plain_c1",
+    ),
+    FigureSpec(
+        "worker.ours_c2", "worker", "ours (-Q default), per machine (-c 2)", TASKS,
+        baseline="worker.plain_c2", target=5000,
+    ),
+    # -- latency: submit -> result ------------------------------------------------------------
+    FigureSpec("latency.plain_p50", "latency", "plain Celery `delay()` → result, p50", MS, "lower"),
+    FigureSpec("latency.plain_p99", "latency", "plain Celery `delay()` → result, p99", MS, "lower"),
+    FigureSpec(
+        "latency.ours_p50", "latency", "ours `send_task()` → result (no gateway), p50", MS,
+        "lower", baseline="latency.plain_p50",
+    ),
+    FigureSpec(
+        "latency.ours_p99", "latency", "ours `send_task()` → result (no gateway), p99", MS,
+        "lower", baseline="latency.plain_p99",
+    ),
+    FigureSpec(
+        "latency.ws_p50", "gateway", "e2e WebSocket submit → result frame, p50", MS, "lower",
+        baseline="latency.plain_p50", target=10,
+    ),
+    FigureSpec(
+        "latency.ws_p99", "gateway", "e2e WebSocket submit → result frame, p99", MS, "lower",
+        baseline="latency.plain_p99", target=100,
+    ),
+    FigureSpec(
+        "latency.llm_first_delta", "gateway", "LLM time to first delta via the gateway, p50", MS,
+        "lower",
+    ),
+    FigureSpec("latency.llm_reply", "gateway", "LLM whole reply via the gateway, p50", MS, "lower"),
+    # -- WebSocket connections on one gateway process --------------------------------------
+    FigureSpec(
+        "ws.idle_connections", "gateway", "idle WebSocket connections on one gateway process",
+        "connections", target=10000,
+    ),
+    FigureSpec(
+        "ws.memory_per_connection", "gateway", "gateway memory per idle connection (RSS)", "KB",
+        "lower", target=30,
+    ),
+    FigureSpec("ws.broadcast_p50", "gateway", "broadcast event → each client, p50", MS, "lower"),
+    FigureSpec("ws.broadcast_p99", "gateway", "broadcast event → each client, p99", MS, "lower"),
+    # -- Redis's own ceiling ---------------------------------------------------------------------
+    FigureSpec("redis.set", "redis", "redis-benchmark SET, 50 clients", "ops/s"),
+    FigureSpec("redis.lpush", "redis", "redis-benchmark LPUSH, 50 clients", "ops/s"),
+    FigureSpec("redis.set_p16", "redis", "redis-benchmark SET, 50 clients, pipeline 16", "ops/s"),
+    FigureSpec(
+        "redis.lpush_p16", "redis", "redis-benchmark LPUSH, 50 clients, pipeline 16", "ops/s"
+    ),
+    FigureSpec("redis.set_c1", "redis", "redis-benchmark SET, 1 client, unpipelined", "ops/s"),
+    FigureSpec("redis.lpush_c1", "redis", "redis-benchmark LPUSH, 1 client, unpipelined", "ops/s"),
+)  # fmt: skip
+
+SPEC_BY_KEY = {spec.key: spec for spec in SPECS}
+GROUPS = ("dispatch", "worker", "latency", "gateway", "redis")
+
+
+@dataclass
+class Figure:
+    """One figure as found by a run."""
+
+    key: str
+    value: float | None = None
+    status: Status = Status.NOT_MEASURED
+    note: str = ""
+    label: str | None = None  # overrides the spec's label (e.g. the batch size)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> FigureSpec:
+        return SPEC_BY_KEY[self.key]
+
+
+@dataclass
+class Results:
+    environment: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    figures: dict[str, Figure] = field(default_factory=dict)
+
+    def set(
+        self,
+        key: str,
+        value: float | None,
+        status: Status = Status.MEASURED,
+        note: str = "",
+        **details: Any,
+    ) -> None:
+        if key not in SPEC_BY_KEY:
+            raise KeyError(f"unknown figure {key!r}: declare it in bench/figures.py")
+        if value is None and status in (Status.MEASURED, Status.PROVISIONAL):
+            raise ValueError(f"figure {key} has no value: mark it not measured or failed")
+        label = details.pop("label", None)
+        self.figures[key] = Figure(key, value, status, note, label, details)
+
+    def skip(self, keys: list[str] | tuple[str, ...], reason: str, failed: bool = False) -> None:
+        """Mark figures as not measured (or failed), with the reason a reader sees."""
+        status = Status.FAILED if failed else Status.NOT_MEASURED
+        for key in keys:
+            self.set(key, None, status, reason)
+
+    def figure(self, key: str) -> Figure:
+        return self.figures.get(key) or Figure(key, note="left out of this run (--only)")
+
+    def ratio_to_baseline(self, key: str) -> float | None:
+        spec = SPEC_BY_KEY[key]
+        if spec.baseline is None:
+            return None
+        value, base = self.figure(key).value, self.figure(spec.baseline).value
+        if value is None or not base:
+            return None
+        return value / base
+
+    def ratio_to_target(self, key: str) -> float | None:
+        spec = SPEC_BY_KEY[key]
+        value = self.figure(key).value
+        if spec.target is None or value is None:
+            return None
+        return value / spec.target
+
+    def meets_target(self, key: str) -> bool | None:
+        spec = SPEC_BY_KEY[key]
+        value = self.figure(key).value
+        if spec.target is None or value is None:
+            return None
+        return value >= spec.target if spec.better == "higher" else value <= spec.target
+
+    def to_json(self) -> dict[str, Any]:
+        figures = {}
+        for spec in SPECS:
+            figure = self.figure(spec.key)
+            figures[spec.key] = {
+                **{k: v for k, v in asdict(spec).items() if k != "key"},
+                "label": figure.label or spec.label,
+                "value": figure.value,
+                "status": str(figure.status),
+                "note": figure.note,
+                "ratio_to_plain_celery": self.ratio_to_baseline(spec.key),
+                "ratio_to_target": self.ratio_to_target(spec.key),
+                "meets_target": self.meets_target(spec.key),
+                "details": figure.details,
+            }
+        return {"environment": self.environment, "config": self.config, "figures": figures}

@@ -1,0 +1,351 @@
+"""The benchmark run: one private redis-server, every measurement on it, then the reports.
+
+``python -m bench [--quick] [--only GROUPS] [--profile]`` (``scripts/bench`` makes sure the
+virtualenv is there first). The server gets a free port and its own data directory; the
+environment of every child process points at it, so nothing here can touch another
+Redis. Between measurements the server is emptied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import os
+import platform
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from bench import redis_ceiling
+from bench.child import run_child
+from bench.config import REPO_ROOT, BenchConfig, from_args
+from bench.figures import SPECS, Results, Status
+from bench.report import format_value, write_all
+
+#: Key prefix of our app's Redis keys during the benchmark.
+NAMESPACE = "mtbench"
+OnProgress = Callable[[int, int], None]
+
+
+@dataclass
+class Step:
+    group: str
+    title: str
+    #: Figures the step fills; marked failed if it raises.
+    keys: tuple[str, ...]
+    run: Callable[[OnProgress], None]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class BenchRun:
+    def __init__(self, config: BenchConfig, console: Console):
+        self.config = config
+        self.console = console
+        self.results = Results(config=config.to_json())
+        self.workdir = Path(tempfile.mkdtemp(prefix="mt-bench-"))
+        self.logs = self.workdir / "logs"
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.failed = False
+
+    # -- the private Redis -------------------------------------------------------------------
+
+    def point_environment_at_private_redis(self) -> None:
+        """Before anything imports meetingtasks: its settings are read once per process,
+        and every child and worker inherits this environment."""
+        os.environ["MEETINGTASKS_REDIS_URL"] = self.url
+        os.environ["BENCH_REDIS_URL"] = self.url
+        os.environ["MEETINGTASKS_NAMESPACE"] = NAMESPACE
+        os.environ.setdefault("MEETINGTASKS_SECRET", secrets.token_hex(32))
+
+    def reset_redis(self) -> None:
+        """Empty the server and compact its append-only file, so no measurement inherits
+        the previous one's data or an AOF rewrite in progress."""
+        client = redis.Redis.from_url(self.url)
+        with contextlib.closing(client):
+            client.flushall()
+            with contextlib.suppress(redis.ResponseError):  # a rewrite already running
+                client.bgrewriteaof()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                info = client.info("persistence")
+                if not info["aof_rewrite_in_progress"] and not info["aof_rewrite_scheduled"]:
+                    break
+                time.sleep(0.1)
+
+    # -- the steps -----------------------------------------------------------------------------
+
+    def steps(self) -> list[Step]:
+        c = self.config
+        steps: list[Step] = []
+        keys: tuple[str, ...]
+        if "dispatch" in c.groups:
+            steps += [
+                Step("dispatch", "plain Celery delay()", ("dispatch.plain_delay",),
+                     self._publish("plain_delay", "dispatch.plain_delay")),
+                Step("dispatch", "ours send_task()", ("dispatch.send_task",),
+                     self._publish("send_task", "dispatch.send_task")),
+                Step("dispatch", "ours TaskDispatcher.dispatch()", ("dispatch.dispatcher_single",),
+                     self._publish("dispatcher_single", "dispatch.dispatcher_single")),
+                Step("dispatch", "ours batched dispatch", ("dispatch.batch",),
+                     self._publish("batch", "dispatch.batch")),
+            ]  # fmt: skip
+        if "worker" in c.groups:
+            for app in ("plain", "ours"):
+                for concurrency in (1, 2):
+                    key = f"worker.{app}_c{concurrency}"
+                    title = f"{app} worker -c {concurrency}"
+                    steps.append(Step("worker", title, (key,), self._worker(app, concurrency, key)))
+        if "latency" in c.groups:
+            for app in ("plain", "ours"):
+                keys = (f"latency.{app}_p50", f"latency.{app}_p99")
+                title = f"{app} submit → result at {c.rate:g}/s"
+                steps.append(Step("latency", title, keys, self._latency(app, keys)))
+        if "gateway" in c.groups:
+            keys = tuple(s.key for s in SPECS if s.group == "gateway")
+            steps.append(Step("gateway", "gateway over WebSocket", keys, self._gateway(keys)))
+        if "redis" in c.groups:
+            keys = tuple(s.key for s in SPECS if s.group == "redis")
+            steps.append(Step("redis", "redis-benchmark", keys, self._redis(keys)))
+        return steps
+
+    def _publish(self, kind: str, key: str) -> Callable[[OnProgress], None]:
+        def run(on_progress: OnProgress) -> None:
+            c = self.config
+            profile = str(c.output_dir / f"profile-{kind}.txt") if c.profile else None
+            params = {"kind": kind, "n": c.publish_n, "repeat": c.repeat,
+                      "batch_size": c.batch_size, "profile_path": profile}  # fmt: skip
+            out = run_child("publish", params, on_progress)
+            if "skipped" in out:
+                self.results.skip([key], out["skipped"])
+                return
+            status, note = Status(out.pop("status")), out.pop("note")
+            if kind == "batch":
+                out["label"] = (
+                    f"ours: batches of {c.batch_size:,} `send_task` over one producer"
+                    if status is Status.PROVISIONAL
+                    else f"ours: `dispatch_batch()`, {c.batch_size:,} requests a call"
+                )
+            self.results.set(key, out.pop("rate"), status, note, **out)
+
+        return run
+
+    def _worker(self, app: str, concurrency: int, key: str) -> Callable[[OnProgress], None]:
+        def run(on_progress: OnProgress) -> None:
+            n = self.config.worker_n
+            filled = run_child("prefill", {"app": app, "n": n}, lambda d, t: on_progress(d, 2 * t))
+            if filled["queued"] != n:
+                raise RuntimeError(f"prefill queued {filled['queued']} of {n} tasks")
+            params = {"app": app, "concurrency": concurrency, "n": n, "log_dir": str(self.logs)}
+            out = run_child("drain", params, lambda d, t: on_progress(n + d, 2 * n))
+            self.results.set(key, out.pop("rate"), **out)
+
+        return run
+
+    def _latency(self, app: str, keys: tuple[str, ...]) -> Callable[[OnProgress], None]:
+        def run(on_progress: OnProgress) -> None:
+            c = self.config
+            params = {"app": app, "rate": c.rate, "duration": c.duration, "log_dir": str(self.logs)}
+            out = run_child("latency", params, on_progress)
+            if not out.get("count"):
+                raise RuntimeError(f"no result arrived: {out}")
+            note = f"{out['missing']} of {out['sent']} results missing" if out["missing"] else ""
+            for key, q in zip(keys, ("p50", "p99"), strict=True):
+                label = f"{self._app_name(app)} → result at {c.rate:g}/s, {q}"
+                self.results.set(key, out[q], note=note, label=label, **out)
+
+        return run
+
+    @staticmethod
+    def _app_name(app: str) -> str:
+        return "plain Celery `delay()`" if app == "plain" else "ours `send_task()` (no gateway)"
+
+    def _gateway(self, keys: tuple[str, ...]) -> Callable[[OnProgress], None]:
+        def run(on_progress: OnProgress) -> None:
+            from bench.gateway import unavailable
+
+            reason = unavailable()
+            if reason:
+                self.results.skip(keys, reason)
+                return
+            c = self.config
+            params = {"rate": c.rate, "duration": c.duration, "connections": c.connections,
+                      "llm_samples": c.llm_samples, "broadcast_rounds": c.broadcast_rounds,
+                      "log_dir": str(self.logs)}  # fmt: skip
+            self._gateway_figures(run_child("gateway", params, on_progress))
+
+        return run
+
+    def _gateway_figures(self, parts: dict[str, Any]) -> None:
+        c, r = self.config, self.results
+
+        def part(name: str, keys: list[str]) -> dict[str, Any] | None:
+            out = parts.get(name) or {"error": "not run"}
+            if "error" in out:
+                r.skip(keys, str(out["error"]).splitlines()[0], failed=True)
+                self.failed = True
+                return None
+            return out
+
+        if e2e := part("e2e", ["latency.ws_p50", "latency.ws_p99"]):
+            for q in ("p50", "p99"):
+                label = f"e2e WebSocket submit → result frame at {c.rate:g}/s, {q}"
+                r.set(f"latency.ws_{q}", e2e[q], label=label, **e2e)
+        if llm := part("llm", ["latency.llm_first_delta", "latency.llm_reply"]):
+            r.set("latency.llm_first_delta", llm["first_delta"]["p50"], **llm)
+            r.set("latency.llm_reply", llm["reply"]["p50"], **llm)
+        if idle := part("idle", ["ws.idle_connections", "ws.memory_per_connection"]):
+            r.set("ws.idle_connections", idle["held"], **idle)
+            r.set("ws.memory_per_connection", idle["kb_per_connection"], **idle)
+        if broadcast := part("broadcast", ["ws.broadcast_p50", "ws.broadcast_p99"]):
+            for q in ("p50", "p99"):
+                label = f"broadcast event → each of {broadcast['subscribers']:,} clients, {q}"
+                r.set(f"ws.broadcast_{q}", broadcast[q], label=label, **broadcast)
+
+    def _redis(self, keys: tuple[str, ...]) -> Callable[[OnProgress], None]:
+        def run(on_progress: OnProgress) -> None:
+            for key, value in redis_ceiling.run(self.port, self.config.redis_n).items():
+                self.results.set(key, value)
+
+        return run
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def execute(self) -> int:
+        self.point_environment_at_private_redis()
+        from meetingtasks.embedded_redis import RedisServer  # after the environment is set
+
+        server = RedisServer(
+            port=self.port, directory=self.workdir / "redis", appendfsync=self.config.appendfsync
+        )
+        self.console.print(f"[bold]meetingtasks benchmark[/] on a private Redis at {self.url}")
+        self.config.output_dir.mkdir(parents=True, exist_ok=True)
+        server.start()
+        try:
+            self.results.environment = environment(self.url, self.config)
+            self._run_steps(self.steps())
+            self.results.environment["load_average_end"] = os.getloadavg()
+        finally:
+            server.stop()
+        written = write_all(self.results, self.config.output_dir, plot=self.config.plot)
+        self.console.print(Markdown((self.config.output_dir / "results.md").read_text()))
+        for path in written:
+            self.console.print(f"wrote {path}")
+        if self.config.plot and not any(p.suffix == ".png" for p in written):
+            self.console.print("[yellow]no plot: matplotlib missing (pip install -e '.[bench]')")
+        if self.failed:
+            self.console.print(f"[red]some measurements failed[/]; logs kept in {self.logs}")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        return 1 if self.failed else 0
+
+    def _run_steps(self, steps: list[Step]) -> None:
+        columns = (
+            SpinnerColumn(), TextColumn("{task.description:<36}"), BarColumn(),
+            MofNCompleteColumn(), TimeElapsedColumn(),
+        )  # fmt: skip
+        with Progress(*columns, console=self.console, refresh_per_second=4) as progress:
+            overall = progress.add_task("benchmark", total=len(steps))
+            for step in steps:
+                task = progress.add_task(step.title, total=None)
+
+                def on_progress(done: int, total: int, task: Any = task) -> None:
+                    progress.update(task, completed=done, total=total)
+
+                self.reset_redis()
+                try:
+                    step.run(on_progress)
+                except Exception as exc:
+                    self.failed = True
+                    message = str(exc).strip() or type(exc).__name__
+                    self.results.skip(step.keys, message.splitlines()[0], failed=True)
+                    progress.console.print(f"[red]✗ {step.title} failed[/]\n{message[-3000:]}")
+                else:
+                    measured = any(self.results.figure(k).value is not None for k in step.keys)
+                    mark = "[green]✓[/]" if measured else "[yellow]-[/]"
+                    progress.console.print(f"{mark} {step.title}: {self._summary(step)}")
+                progress.remove_task(task)
+                progress.advance(overall)
+
+    def _summary(self, step: Step) -> str:
+        parts = []
+        for key in step.keys:
+            figure = self.results.figure(key)
+            if figure.value is None:
+                parts.append(f"{figure.status}: {figure.note}")
+            else:
+                parts.append(format_value(figure.value, figure.spec.unit))
+        return ", ".join(dict.fromkeys(parts))
+
+
+def environment(url: str, config: BenchConfig) -> dict[str, Any]:
+    def version(package: str) -> str | None:
+        try:
+            return importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    client = redis.Redis.from_url(url)
+    with contextlib.closing(client):
+        redis_version = client.info("server")["redis_version"]
+    pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return {
+        "cpu_count": os.cpu_count(),
+        "memory_gib": round(pages / 2**30),
+        "python": platform.python_version(),
+        "celery": version("celery"),
+        "kombu": version("kombu"),
+        "redis_py": version("redis"),
+        "websockets": version("websockets"),
+        "redis_server": redis_version,
+        "appendfsync": config.appendfsync,
+        "platform": platform.platform(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain")),
+        "load_average_start": os.getloadavg(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = from_args(argv)
+    console = Console()
+    try:
+        return BenchRun(config, console).execute()
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""No-op tasks per second of real worker processes, steady state.
+
+A run queues ``n`` no-op tasks (``prefill``, its own child process, so no client is
+subscribed to their results while the worker runs), then ``drain`` starts the worker
+and waits until every task has a result. The rate is counted from the first completion
+to the last, read from the results' ``date_done`` the workers wrote: worker start-up is
+left out, and the benchmark adds nothing to the worker's work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bench.apps import BenchApp, load
+from bench.child import Progress, child_env
+from bench.config import REPO_ROOT
+from bench.stats import completion_rate
+
+#: A worker that completes nothing for this long is stuck.
+STALL_SECONDS = 120.0
+
+
+@dataclass
+class Service:
+    """A long-running process the benchmark starts (a worker, the gateway, an AI node), in its
+    own session so it can be stopped with everything it forked."""
+
+    name: str
+    argv: list[str]
+    log_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"{self.name}.log"
+
+    def start(self) -> Service:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.argv, cwd=REPO_ROOT, env={**child_env(), **self.env}, stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM (a worker's warm shutdown), then SIGKILL of its whole process group."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> Service:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def worker(
+    bench_app: BenchApp,
+    concurrency: int,
+    log_dir: Path,
+    queues: list[str] | tuple[str, ...] | None = None,
+    env: dict[str, str] | None = None,
+) -> Service:
+    """``celery -A <app> worker`` with default options (prefork), not started yet."""
+    queues = queues or bench_app.worker_queues
+    name = f"bench-{bench_app.kind}-c{concurrency}"
+    argv = [
+        sys.executable, "-m", "celery", "-A", bench_app.module, "worker",
+        *(["-Q", ",".join(queues)] if queues else []),
+        "-c", str(concurrency), "-P", "prefork", "-n", f"{name}@%h",
+    ]  # fmt: skip
+    return Service(name, argv, log_dir, env or {})
+
+
+def prefill(app: str, n: int) -> dict[str, Any]:
+    """Queue ``n`` no-op tasks over one producer; returns how many are queued."""
+    bench_app = load(app)
+    report = Progress(n)
+    with bench_app.app.producer_or_acquire() as producer:
+        for i in range(n):
+            bench_app.app.send_task(bench_app.noop, producer=producer)
+            if not i % 256:
+                report(i)
+    report(n)
+    with bench_app.app.connection_for_write() as connection:
+        return {"queued": bench_app.queue_depth(connection)}
+
+
+def drain(app: str, concurrency: int, n: int, log_dir: str) -> dict[str, Any]:
+    """Start the worker on the queued tasks and time it from first to last completion."""
+    bench_app = load(app)
+    report = Progress(n)
+    started = time.time()
+    with (
+        worker(bench_app, concurrency, Path(log_dir)) as running,
+        bench_app.app.connection_for_write() as connection,
+    ):
+        last_depth, last_change = n, time.monotonic()
+        while True:
+            if not running.alive():
+                raise RuntimeError(f"worker exited:\n{running.log_tail()}")
+            depth = bench_app.queue_depth(connection)
+            if depth != last_depth:
+                last_depth, last_change = depth, time.monotonic()
+            report(n - depth)
+            if depth == 0:
+                break
+            if time.monotonic() - last_change > STALL_SECONDS:
+                raise RuntimeError(f"worker stalled at {depth} queued:\n{running.log_tail()}")
+            time.sleep(0.5)
+        done = _wait_for_results(bench_app, n, running)
+    times = sorted(done)
+    rate = completion_rate(times)
+    return {
+        "rate": rate["rate"],
+        "rate_middle_90": rate["rate_middle_90"],
+        "seconds": rate["seconds"],
+        "completed": len(times),
+        "concurrency": concurrency,
+        "per_process": rate["rate"] / concurrency,
+        "startup_seconds": times[0] - started,
+    }
+
+
+def _wait_for_results(bench_app: BenchApp, n: int, running: Service) -> list[float]:
+    """Completion times (unix seconds) of every task, once all ``n`` succeeded."""
+    client = bench_app.app.backend.client
+    pattern = f"{bench_app.result_prefix()}*"
+    deadline = time.monotonic() + 60
+    while True:
+        keys = list(client.scan_iter(match=pattern, count=5000))
+        done = []
+        for start in range(0, len(keys), 2000):
+            for raw in client.mget(keys[start : start + 2000]):
+                meta = json.loads(raw) if raw else {}
+                if meta.get("status") == "SUCCESS":
+                    done.append(datetime.fromisoformat(meta["date_done"]).timestamp())
+        if len(done) >= n:
+            return done
+        if time.monotonic() > deadline or not running.alive():
+            raise RuntimeError(
+                f"only {len(done)} of {n} tasks succeeded (results {len(keys)}):\n"
+                f"{running.log_tail()}"
+            )
+        time.sleep(0.5)
