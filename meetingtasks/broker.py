@@ -1,16 +1,22 @@
-"""Our kombu transport: kombu's Redis transport with two things Celery on Redis lacks.
+"""Our kombu transport: kombu's Redis transport with what Celery on Redis lacks.
 
-1. **Durable delays.** Celery keeps a task sent with ``countdown``/``eta`` in a worker's
+1. **Status with every message.** A task message goes on its queue in the same MULTI
+   that records the task's first status (``queued``), so every process can follow it
+   from the start at no extra round trip (``store/queueing.py``).
+2. **Durable delays.** Celery keeps a task sent with ``countdown``/``eta`` in a worker's
    memory until it is due, and Redis delivers it again to another worker whenever the
    delay outlasts the visibility timeout (duplicates, memory growth, loss on restart).
    Here a message whose due time (header ``mt_due_at``) is still ahead is not pushed on
    its queue: it goes to the delay store in Redis, and the scheduler loop queues it when
    due. Retry backoffs take the same path.
-2. **Owned unacknowledged messages.** Kombu records each message a worker took (ack
-   emulation) but not *which* worker took it, so a worker killed with -9 leaves its
-   messages invisible until the visibility timeout (an hour by default). Here each one is
-   recorded with the id of the consumer holding it; the scheduler's recoverer gives back
-   the messages of a consumer whose heartbeat stopped within seconds.
+3. **Atomic, owned taking of messages.** Kombu pops a message with BRPOP and records it
+   as unacknowledged in a second command, without saying *which* worker took it: a
+   worker killed between the two loses the message, and one killed later leaves it
+   invisible until the visibility timeout (an hour by default). Here a worker takes a
+   message and records it with its consumer id in one Lua step (``store/lua/fetch.lua``),
+   so the scheduler's recoverer can give back the messages of a consumer whose
+   heartbeat stopped, within seconds (``recovery.py``). An idle worker blocks on the
+   queues' doorbell lists (a token is pushed with each message) instead of on BRPOP.
 
 Select it with ``broker_transport`` (celeryconfig.py does); URLs stay ``redis://``,
 ``rediss://`` or ``sentinel://``.
@@ -18,60 +24,149 @@ Select it with ``broker_transport`` (celeryconfig.py does); URLs stay ``redis://
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Callable
+from queue import Empty
+from time import monotonic
 from typing import Any
 
 from kombu import Connection
 from kombu.transport import redis as kombu_redis
-from kombu.utils.json import dumps
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import dumps, loads
+from redis.exceptions import NoScriptError
 
-from meetingtasks.keys import UNACKED_OWNER, get_keys
-from meetingtasks.store import delayed
-from meetingtasks.task import DUE_AT_HEADER
+from meetingtasks import headers as h
+from meetingtasks.keys import UNACKED_OWNER, Keys, get_keys
+from meetingtasks.store import queueing, script
 
-#: Id of the worker process consuming through this transport (set by the worker's
-#: heartbeat bootstep before it consumes); None in processes that only publish.
+#: Set by a worker process before it consumes (``recovery.WorkerConsumers``); None in
+#: processes that only publish. Each consuming channel takes a new id ``{base}/{n}``
+#: (a new generation after every reconnect) and tells ``on_new_consumer``.
+consumer_base: str | None = None
 consumer_id: str | None = None
+on_new_consumer: Callable[[str | None, str], None] | None = None
+_generations = itertools.count(1)
 
 
-class DelayingChannelMixin:
-    """Diverts messages that are not due yet to the delay store."""
+class QueueingChannelMixin:
+    """Puts task messages on their queue with their status, or in the delay store;
+    takes them atomically, recording the consumer holding each."""
+
+    owner_id: str | None = None
+    _waiting = False  # blocked on the doorbells, not taking a message
+    _taken_from: list[str] = []
+
+    def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
+        global consumer_id
+        if self.owner_id is None and consumer_base is not None:
+            previous, consumer_id = consumer_id, f"{consumer_base}/{next(_generations)}"
+            self.owner_id = consumer_id
+            if on_new_consumer is not None:
+                on_new_consumer(previous, consumer_id)
+        return super().basic_consume(queue, *args, **kwargs)  # type: ignore[misc]
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        """Send the next fetch (or, when the queues were empty, the doorbell wait)."""
+        if self.owner_id is None:  # not a worker: kombu's BRPOP
+            return super()._brpop_start(timeout)  # type: ignore[misc]
+        queues = self._queue_cycle.consume(len(self.active_queues))  # type: ignore[attr-defined]
+        if not queues:
+            return None
+        keys = get_keys()
+        bells = [keys.doorbell(queue) for queue in queues]
+        if self._waiting:
+            wait = self.brpop_timeout if timeout is None else timeout  # type: ignore[attr-defined]
+            command: list[Any] = ["BRPOP", *bells, wait or 0]
+        else:
+            order = [(queue, step) for step in self.priority_steps for queue in queues]  # type: ignore[attr-defined]
+            self._taken_from = [queue for queue, _ in order]
+            lists = [keys.queue(queue, step) for queue, step in order]
+            held = [keys.unacked(), keys.unacked_index(), keys.unacked_owner()]
+            command = ["EVALSHA", script("fetch").sha, len(lists) + 3 + len(bells),
+                       *lists, *held, *bells, len(lists), time.time(), self.owner_id]  # fmt: skip
+        self._in_poll = self.client.connection  # type: ignore[attr-defined]
+        self._brpop_sent_at = monotonic()
+        self.client.connection.send_command(*command)  # type: ignore[attr-defined]
+        return None
+
+    def _brpop_read(self, **options: Any) -> bool:
+        """Deliver the message fetched, or switch between fetching and waiting."""
+        if self.owner_id is None:
+            return bool(super()._brpop_read(**options))  # type: ignore[misc]
+        client = self.client  # type: ignore[attr-defined]
+        try:
+            command = "BRPOP" if self._waiting else "EVALSHA"
+            try:
+                reply = client.parse_response(client.connection, command, **options)
+            except self.connection_errors:  # type: ignore[attr-defined]
+                client.connection.disconnect()
+                raise
+            except NoScriptError:  # Redis restarted and forgot it: load, then fetch again
+                client.script_load(script("fetch").script)
+                raise Empty() from None
+            if self._waiting or not reply:
+                self._waiting = not self._waiting
+                raise Empty()
+            index, raw = reply
+            queue = self._taken_from[int(index) - 1]
+            self._queue_cycle.rotate(queue)  # type: ignore[attr-defined]
+            self.connection._deliver(loads(bytes_to_str(raw)), queue)  # type: ignore[attr-defined]
+            return True
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()  # type: ignore[attr-defined]
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         headers = message.get("headers") or {}
-        due = headers.get(DUE_AT_HEADER)
-        if due is None or float(due) <= time.time():
+        task_id, task_type = headers.get("id"), headers.get("task")
+        if task_id is None or task_type is None:  # not a Celery task message
             super()._put(queue, message, **kwargs)  # type: ignore[misc]
             return
-        # The worker gets it when it is due: no ETA for it to hold in memory.
-        headers["eta"] = None
+        kwargs.pop("_publish_batch", None)  # queueing.batch() is our batching
         step = self.priority(self._get_message_priority(message, reverse=False))  # type: ignore[attr-defined]
+        due = headers.get(h.DUE_AT)
+        due = float(due) if due is not None and float(due) > time.time() else None
+        if due is not None:
+            headers["eta"] = None  # the worker gets it when due: no ETA to hold in memory
         keys = get_keys()
-        delayed.add(keys, headers["id"], float(due), keys.queue(queue, step), dumps(message))
+        first_send = not headers.get("retries")
+        status = status_fields(keys, headers, task_type, queue, step) if first_send else None
+        list_key, doorbell = keys.queue(queue, step), keys.doorbell(queue)
+        queueing.put(keys, task_id, list_key, doorbell, dumps(message), due, status)
+
+
+def status_fields(
+    keys: Keys, headers: dict[str, Any], task_type: str, queue: str, step: int
+) -> dict[str, Any]:
+    """What a task's status record says of it from the start."""
+    fields: dict[str, Any] = {"type": task_type, "queue": queue, "priority": step}
+    for field, header in (("session", h.SESSION), ("request_id", h.REQUEST),
+                          ("user", h.USER), ("meeting", h.MEETING)):  # fmt: skip
+        if headers.get(header) is not None:
+            fields[field] = str(headers[header])
+    if headers.get(h.SESSION) is not None:
+        fields["session_channel"] = keys.session_channel(str(headers[h.SESSION]))
+    if headers.get(h.NOTIFY) is not None:
+        fields["notify_channel"] = keys.notify_channel(str(headers[h.NOTIFY]))
+    return fields
 
 
 class OwnedQoS(kombu_redis.QoS):  # type: ignore[misc]
     """Kombu's ack emulation, plus who holds each unacknowledged message."""
 
     def append(self, message: Any, delivery_tag: str) -> None:
-        if consumer_id is None:
+        if self.channel.owner_id is None:
             super().append(message, delivery_tag)
-            return
-        # kombu's own append, with the owner written in the same pipeline.
-        delivery = message.delivery_info
-        with self.pipe_or_acquire() as pipe:
-            pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()}).hset(
-                self.unacked_key,
-                delivery_tag,
-                dumps([message._raw, delivery["exchange"], delivery["routing_key"]]),
-            ).hset(UNACKED_OWNER, delivery_tag, consumer_id).execute()
-        kombu_redis.virtual.QoS.append(self, message, delivery_tag)
+        else:  # fetch.lua recorded it in Redis already; only kombu's memory is left
+            kombu_redis.virtual.QoS.append(self, message, delivery_tag)
 
     def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
         return super()._remove_from_indices(delivery_tag, pipe).hdel(UNACKED_OWNER, delivery_tag)
 
 
-class Channel(DelayingChannelMixin, kombu_redis.Channel):  # type: ignore[misc]
+class Channel(QueueingChannelMixin, kombu_redis.Channel):  # type: ignore[misc]
     QoS = OwnedQoS
 
 
@@ -79,7 +174,7 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
     Channel = Channel
 
 
-class SentinelChannel(DelayingChannelMixin, kombu_redis.SentinelChannel):  # type: ignore[misc]
+class SentinelChannel(QueueingChannelMixin, kombu_redis.SentinelChannel):  # type: ignore[misc]
     QoS = OwnedQoS
 
 

@@ -216,3 +216,98 @@ def dlq_count() -> None:
     from meetingtasks.dlq import DeadLetterQueue
 
     print(DeadLetterQueue().count())
+
+
+@cli.command()
+def stats(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="JSON for scripts (one line per refresh with --watch).")
+    ] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh until Ctrl-C.")] = False,
+    interval: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between refreshes with --watch.")
+    ] = 2.0,
+) -> None:
+    """Queue depths by priority, delayed, processing, dead letters, workers, scheduler.
+
+    The cluster-wide numbers, the same from any machine.
+    """
+    from rich.live import Live
+
+    from meetingtasks.manager import cluster_stats
+
+    if not watch:
+        snapshot = cluster_stats()
+        if as_json:
+            print(json.dumps(snapshot, indent=2))
+        else:
+            console.print(_stats_view(snapshot))
+        return
+    try:
+        if as_json:
+            while True:
+                print(json.dumps(cluster_stats()), flush=True)
+                time.sleep(interval)
+        else:
+            with Live(_stats_view(cluster_stats()), console=console, auto_refresh=False) as live:
+                while True:
+                    time.sleep(interval)
+                    live.update(_stats_view(cluster_stats()), refresh=True)
+    except KeyboardInterrupt:
+        pass
+
+
+def _stats_view(stats: dict[str, Any]) -> Any:
+    """The stats as two tables: queues by priority, then the cluster's other numbers."""
+    from rich.console import Group
+    from rich.table import Table
+
+    levels = Priority.names()
+    queues = Table(title=f"queues of {stats['namespace']!r} at {time.strftime('%H:%M:%S')}")
+    queues.add_column("queue")
+    for column in (*levels, "total"):
+        queues.add_column(column, justify="right")
+    for name, depths in stats["queues"].items():
+        queues.add_row(name, *(str(depths[column]) for column in (*levels, "total")))
+
+    cluster = Table(show_header=False)
+    cluster.add_column(style="bold")
+    cluster.add_column()
+    workers = stats["workers"]
+    rows: list[tuple[str, Any]] = [
+        ("delayed", stats["delayed"]),
+        ("processing", stats["processing"]),
+        ("dead letters", stats["dlq"]),
+        ("workers online", " ".join([str(workers["online"]), *workers["ids"][:5]])),
+        ("scheduler", "  ".join(f"{k} {v}" for k, v in sorted(stats["scheduler"].items()))),
+    ]
+    dispatcher = stats["dispatcher"]
+    if dispatcher is not None:
+        rows += [(f"dispatcher {key}", value) for key, value in dispatcher.items()]
+    for label, value in rows:
+        text = value if isinstance(value, str) else json.dumps(value)
+        cluster.add_row(label, text or "-")
+    return Group(queues, cluster)
+
+
+@cli.command(
+    "bench",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench(ctx: typer.Context) -> None:
+    """Run the benchmark (bench/, as scripts/bench does: --quick, --only …); --help for more.
+
+    It runs in a fresh process: this one has already read its Redis settings, and the
+    benchmark uses only a private redis-server of its own.
+    """
+    import subprocess
+    import sys
+
+    from meetingtasks.settings import REPO_ROOT
+
+    if not (REPO_ROOT / "bench" / "run.py").exists():
+        errors.print(f"[red]error:[/red] no bench/ beside {REPO_ROOT / 'meetingtasks'}: "
+                     "the benchmark runs from a source checkout")  # fmt: skip
+        raise typer.Exit(2)
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "bench", *ctx.args], cwd=REPO_ROOT))

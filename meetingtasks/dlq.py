@@ -13,10 +13,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from meetingtasks import headers as h
 from meetingtasks.keys import Keys, get_keys
 from meetingtasks.priority import Priority
 from meetingtasks.store import dead_letters
-from meetingtasks.task import MAX_RETRIES_HEADER
 
 
 class DeadLetter(BaseModel):
@@ -43,8 +43,7 @@ class DeadLetter(BaseModel):
         """Build the entry from the Celery request context of the failed run."""
         delivery = getattr(request, "delivery_info", None) or {}
         hard, soft = getattr(request, "timelimit", None) or (None, None)
-        headers = getattr(request, "headers", None) or {}
-        max_retries = headers.get(MAX_RETRIES_HEADER, getattr(request, MAX_RETRIES_HEADER, None))
+        max_retries = h.get(request, h.MAX_RETRIES)
         return cls(
             task_id=request.id,
             type=request.task,

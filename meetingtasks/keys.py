@@ -25,8 +25,9 @@ UNACKED_OWNER = "unacked_owner"
 RESERVED_NAMES = frozenset(
     {
         "unacked", "unacked_index", "unacked_mutex", UNACKED_OWNER, "celery", "celeryev",
-        "delayed", "dlq", "cancelled", "idempotency", "consumer", "scheduler", "roster",
-        "streams", "presence", "signal", "events", "stream", "session",
+        "delayed", "dlq", "cancelled", "idempotency", "scheduler", "roster",
+        "streams", "presence", "signal", "events", "stream", "session", "status", "deadlines",
+        "active", "taskstats", "notify", "consumers",
     }
 )  # fmt: skip
 
@@ -48,6 +49,11 @@ class Keys:
         suffix = f"{PRIORITY_SEP}{step}" if step else ""
         return f"{self.prefix}{queue}{suffix}"
 
+    def doorbell(self, queue: str) -> str:
+        """LIST: a token per message put on a queue; idle consumers block on it (BRPOP)
+        and then take the message itself atomically (``store/lua/fetch.lua``)."""
+        return f"{self.prefix}{queue}{PRIORITY_SEP}bell"
+
     def unacked(self) -> str:
         """HASH: delivery tag -> message taken by a worker and not yet acknowledged."""
         return f"{self.prefix}unacked"
@@ -60,9 +66,10 @@ class Keys:
         """HASH: delivery tag -> id of the consumer (worker process) holding the message."""
         return f"{self.prefix}{UNACKED_OWNER}"
 
-    def consumer_heartbeat(self, consumer_id: str) -> str:
-        """STRING with TTL: present while the worker ``consumer_id`` is alive."""
-        return f"{self.prefix}consumer:{consumer_id}"
+    def consumers(self) -> str:
+        """ZSET: id of each worker's current consumer, scored by when its heartbeat
+        lapses (unix time): who is online, and whose held messages to give back."""
+        return f"{self.prefix}consumers"
 
     def result(self, task_id: str) -> str:
         """STRING: Celery's result of a task (the result backend's own key)."""
@@ -97,6 +104,29 @@ class Keys:
     def scheduler_stats(self) -> str:
         """HASH: counters of the scheduler loops (moved, promoted, recovered…)."""
         return f"{self.prefix}scheduler:stats"
+
+    # -- task status, for the dispatcher and the gateway ---------------------------------
+
+    def status(self, task_id: str) -> str:
+        """HASH: a task's status, ids (type, session, user, meeting…) and times."""
+        return f"{self.prefix}status:{task_id}"
+
+    def deadlines(self) -> str:
+        """ZSET: id of each running task with a timeout, scored by when it must be over."""
+        return f"{self.prefix}deadlines"
+
+    def active(self) -> str:
+        """SET: ids of the tasks running now, cluster-wide."""
+        return f"{self.prefix}active"
+
+    def task_stats(self) -> str:
+        """HASH: cluster-wide counters: dispatched/completed/failed/… in all, by type and
+        by priority (fields ``event``, ``type:{type}:{event}``, ``priority:{p}:{event}``)."""
+        return f"{self.prefix}taskstats"
+
+    def notify_channel(self, dispatcher_id: str) -> str:
+        """PUBSUB channel: end states of the tasks one dispatcher waits on."""
+        return f"{self.prefix}notify:{dispatcher_id}"
 
     # -- meeting state kept by the service tasks ----------------------------------------
 

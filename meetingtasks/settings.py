@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from meetingtasks.errors import ConfigurationError
 
@@ -78,6 +79,11 @@ class Settings(BaseSettings):
         description="Seconds a cancellation is remembered: a cancelled task still queued "
         "that long is refused whenever a worker takes it.",
     )
+    status_ttl: int = Field(
+        24 * 3600,
+        gt=0,
+        description="Seconds a task's status (and result) stay readable after its last change.",
+    )
     idempotency_window: int = Field(
         3600,
         gt=0,
@@ -104,6 +110,31 @@ class Settings(BaseSettings):
     worker_concurrency: int | None = Field(
         None, ge=1, description="Worker processes per worker; default: one per CPU."
     )
+    event_durable_channels: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("ai.*",),
+        description="Comma-separated glob patterns of the event channels delivered through "
+        "Redis Streams (durable: a service that was down gets what it missed); every other "
+        "channel is fire-and-forget Pub/Sub. Empty: none. Default: the AI task events.",
+    )
+    event_stream_maxlen: int = Field(
+        100_000,
+        ge=1,
+        description="About how many events each durable channel's stream keeps: a consumer "
+        "group down for longer than this many events misses the oldest.",
+    )
+
+    @field_validator("event_durable_channels", mode="before")
+    @classmethod
+    def _split_channels(cls, value: object) -> object:
+        """``"ai.*, billing"`` from the environment; each pattern checked as the bus would."""
+        # Imported here: the events package reads these settings when it is imported.
+        from meetingtasks.events.config import validate_channel
+
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        for pattern in value if isinstance(value, tuple | list) else ():
+            validate_channel(pattern, allow_pattern=True)
+        return value
 
     @model_validator(mode="after")
     def _backoff_bounds(self) -> Settings:

@@ -13,18 +13,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from meetingtasks import headers as h
 from meetingtasks.keys import get_keys
 from meetingtasks.store import get_redis
-
-#: Message headers naming the client session and its request id.
-SESSION_HEADER = "mt_session"
-REQUEST_HEADER = "mt_request"
-
-
-def header(request: Any, name: str) -> Any:
-    """A custom message header of a Celery request (Celery exposes them two ways)."""
-    headers = getattr(request, "headers", None) or {}
-    return headers.get(name, getattr(request, name, None))
 
 
 @dataclass
@@ -36,7 +27,7 @@ class TaskStream:
 
     @classmethod
     def for_request(cls, request: Any) -> TaskStream:
-        return cls(request.id, header(request, SESSION_HEADER), header(request, REQUEST_HEADER))
+        return cls(request.id, h.get(request, h.SESSION), h.get(request, h.REQUEST))
 
     def delta(self, text: str) -> None:
         """One piece of streamed output; pieces are numbered from 0 in order."""

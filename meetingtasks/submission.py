@@ -13,10 +13,10 @@ from typing import Any
 
 from kombu.utils.json import dumps
 
+from meetingtasks import headers as h
 from meetingtasks.errors import InvalidOption, InvalidPayload
 from meetingtasks.priority import Priority
 from meetingtasks.settings import get_settings
-from meetingtasks.task import DUE_AT_HEADER, ENQUEUED_AT_HEADER, MAX_RETRIES_HEADER
 
 MAX_DELAY_SECONDS = 366 * 24 * 3600
 MAX_IDEMPOTENCY_KEY = 200
@@ -58,10 +58,10 @@ def apply_options(options: dict[str, Any]) -> None:
     serializer = options.get("serializer")
     if serializer not in (None, "json"):
         raise InvalidOption(f"serializer {serializer!r} refused: meetingtasks sends JSON only")
-    headers = {**(options.get("headers") or {}), ENQUEUED_AT_HEADER: now}
+    headers = {**(options.get("headers") or {}), h.ENQUEUED_AT: now}
     due = _due_time(options.get("eta"), options.get("countdown"), now)
     if due is not None:
-        headers[DUE_AT_HEADER] = due
+        headers[h.DUE_AT] = due
     timeout = options.pop("timeout", None)
     if timeout is not None:
         if not _positive_number(timeout):
@@ -72,7 +72,7 @@ def apply_options(options: dict[str, Any]) -> None:
     if max_retries is not None:
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
             raise InvalidOption(f"max_retries must be a whole number >= 0, not {max_retries!r}")
-        headers[MAX_RETRIES_HEADER] = max_retries
+        headers[h.MAX_RETRIES] = max_retries
     expires = options.get("expires")
     if expires is not None and not isinstance(expires, datetime) and not _positive_number(expires):
         raise InvalidOption(f"expires must be positive seconds or a datetime, not {expires!r}")

@@ -16,17 +16,12 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Ignore
 
+from meetingtasks import headers, tracking
 from meetingtasks.cancellation import REASON, is_cancelled
 from meetingtasks.retry import RETRYABLE_ERRORS, backoff_delay
 from meetingtasks.routing import Route, get_route_table
 from meetingtasks.settings import get_settings
-
-#: Message header carrying a per-message ``max_retries`` (it survives retries).
-MAX_RETRIES_HEADER = "mt_max_retries"
-#: Message headers of the time a message was sent and the time it becomes runnable
-#: (delayed tasks): priority aging counts waiting from the later of the two.
-ENQUEUED_AT_HEADER = "mt_enqueued_at"
-DUE_AT_HEADER = "mt_due_at"
+from meetingtasks.store import status as status_store
 
 DEFAULT_MAX_RETRIES = 3
 
@@ -67,7 +62,12 @@ class MeetingTask(Task):  # type: ignore[misc]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not self.request.called_directly:
-            self.stop_if_cancelled()
+            outcome = tracking.begin_run(self)
+            if outcome == status_store.CANCELLED:
+                self.backend.mark_as_revoked(self.request.id, reason=REASON, request=self.request)
+                raise Ignore()
+            if outcome == status_store.ALREADY_OVER:
+                raise Ignore()  # a redelivered duplicate of a run that already ended
         try:
             return super().__call__(*args, **kwargs)
         except RETRYABLE_ERRORS as exc:
@@ -95,6 +95,5 @@ class MeetingTask(Task):  # type: ignore[misc]
 
     def request_max_retries(self) -> int:
         """This message's retry budget: its own header, else the route's default."""
-        headers = getattr(self.request, "headers", None) or {}
-        value = headers.get(MAX_RETRIES_HEADER, getattr(self.request, MAX_RETRIES_HEADER, None))
+        value = headers.get(self.request, headers.MAX_RETRIES)
         return self.max_retries if value is None else int(value)

@@ -1,8 +1,9 @@
 """What every worker process of the app does besides running tasks.
 
 Connected to Celery's worker signals when the app is imported, so plain
-``celery -A meetingtasks worker`` gets it: the heartbeat that lets the scheduler
-recover the messages of a worker that died (recovery.py).
+``celery -A meetingtasks worker`` gets it: consumer ids and the heartbeat that let the
+scheduler recover the messages of a worker that died, and the worker itself recover
+those its consumer dropped on a broker reconnect (``recovery.py``).
 """
 
 from __future__ import annotations
@@ -10,19 +11,27 @@ from __future__ import annotations
 from typing import Any
 
 from celery.signals import worker_init, worker_shutdown
+from celery.worker.state import active_requests
 
-from meetingtasks.recovery import Heartbeat, consumer_started
+from meetingtasks.recovery import WorkerConsumers
 from meetingtasks.settings import get_settings
 
-_heartbeats: list[Heartbeat] = []
+_consumers: list[WorkerConsumers] = []
+
+
+def _running_tags() -> set[str]:
+    """Delivery tags of the tasks this worker is running now."""
+    return {request.message.delivery_tag for request in list(active_requests)}
 
 
 @worker_init.connect
-def _start_heartbeat(sender: Any = None, **_: Any) -> None:
-    _heartbeats.append(consumer_started(sender.hostname, get_settings().heartbeat_ttl))
+def _start(sender: Any = None, **_: Any) -> None:
+    consumers = WorkerConsumers(sender.hostname, get_settings().heartbeat_ttl, _running_tags)
+    consumers.start()
+    _consumers.append(consumers)
 
 
 @worker_shutdown.connect
-def _stop_heartbeat(**_: Any) -> None:
-    while _heartbeats:
-        _heartbeats.pop().stop()
+def _stop(**_: Any) -> None:
+    while _consumers:
+        _consumers.pop().stop()

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from meetingtasks import headers
 from meetingtasks.errors import InferenceError, InvalidPayload
 from meetingtasks.keys import get_keys
 from meetingtasks.store import get_redis
-from meetingtasks.streaming import REQUEST_HEADER, SESSION_HEADER
 from tests.support.llm_nodes import FakeNode, NodeProcess
 
 
@@ -51,7 +51,7 @@ def test_llm_chat_streams_deltas_to_the_session_and_returns_the_text(
     result = app.send_task(
         "ai.llm_chat",
         kwargs={"prompt": prompt},
-        headers={SESSION_HEADER: "s-1", REQUEST_HEADER: "r-9"},
+        headers={headers.SESSION: "s-1", headers.REQUEST: "r-9"},
     )
     text = result.get(timeout=60)
     done.set()

@@ -29,7 +29,10 @@ def test_emit_never_blocks_and_drops_are_counted_exactly() -> None:
     stats = bus.stats()
     assert stats["total"] == 100
     assert stats["dropped"] == results.count(False) > 0
-    assert stats["queue_depth"] == 5
+    # What was accepted waits in the buffer or in a stuck handler (workers may still be
+    # taking their first event from the buffer at this point).
+    assert stats["queue_depth"] <= 5
+    assert stats["queue_depth"] + stats["in_progress"] == stats["total"] - stats["dropped"]
 
     gate.set()
     bus.stop()

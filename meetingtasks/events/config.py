@@ -7,12 +7,13 @@ subscribers read it from the same ``durable_channels`` list, so they cannot disa
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from fnmatch import fnmatchcase
 
 from meetingtasks.errors import ConfigurationError, InvalidEvent
 from meetingtasks.events.envelope import DEFAULT_MAX_EVENT_BYTES
+from meetingtasks.settings import get_settings
 
 _CHANNEL = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 _PATTERN = re.compile(r"^[A-Za-z0-9_.:*?\[\]-]{1,200}$")
@@ -59,8 +60,11 @@ class EventBusConfig:
     #: Redis to use; None means ``MEETINGTASKS_REDIS_URL``.
     redis_url: str | None = None
     #: Glob patterns of channels delivered through Redis Streams; every other channel
-    #: is fire-and-forget Pub/Sub.
-    durable_channels: tuple[str, ...] = ()
+    #: is fire-and-forget Pub/Sub. Default: ``MEETINGTASKS_EVENT_DURABLE_CHANNELS``, so
+    #: every process of a deployment agrees.
+    durable_channels: tuple[str, ...] = field(
+        default_factory=lambda: get_settings().event_durable_channels
+    )
     #: Consumer group used by durable subscriptions that name none (usually the service).
     group: str | None = None
     #: Threads running handlers.
@@ -71,8 +75,9 @@ class EventBusConfig:
     #: Largest encoded event accepted by publish (and from the wire).
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     #: Approximate cap on entries kept per stream (XADD MAXLEN ~): a group down for
-    #: longer than this many events misses the oldest ones.
-    stream_maxlen: int = 100_000
+    #: longer than this many events misses the oldest ones. Default:
+    #: ``MEETINGTASKS_EVENT_STREAM_MAXLEN``.
+    stream_maxlen: int = field(default_factory=lambda: get_settings().event_stream_maxlen)
     #: Entries asked for per XREADGROUP / XAUTOCLAIM call.
     read_count: int = 100
     #: Seconds a reader blocks waiting for events before it looks at stop() and changes.

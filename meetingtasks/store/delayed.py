@@ -7,22 +7,15 @@ worker's memory, so a delay may outlast any visibility timeout and any restart.
 
 from __future__ import annotations
 
-import json
-
 from meetingtasks.keys import Keys
 from meetingtasks.store import get_redis, indexed, script
-
-
-def add(keys: Keys, task_id: str, due: float, list_key: str, message: str) -> None:
-    """Store a delayed task, to be pushed on ``list_key`` when due."""
-    entry = json.dumps([list_key, message])
-    indexed.add(keys.delayed(), keys.delayed_messages(), task_id, due, entry)
+from meetingtasks.store.queueing import DOORBELL_TOKENS
 
 
 def move_due(keys: Keys, now: float, limit: int) -> int:
     """Queue up to ``limit`` tasks that are due; returns how many moved."""
     keys_ = [keys.delayed(), keys.delayed_messages()]
-    return int(script("move_due")(keys=keys_, args=[now, limit]))
+    return int(script("move_due")(keys=keys_, args=[now, limit, DOORBELL_TOKENS]))
 
 
 def remove(keys: Keys, task_id: str) -> bool:

@@ -1,0 +1,32 @@
+"""Every custom message header meetingtasks puts on a task message, in one place.
+
+Celery carries extra headers of ``apply_async(headers=...)`` to the worker, where they
+show on the request context; retries keep them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: This message's retry budget (``max_retries=`` of one send).
+MAX_RETRIES = "mt_max_retries"
+#: Unix time the message was sent, and the time it becomes runnable (delayed tasks):
+#: priority aging counts waiting from the later of the two; the transport delays a
+#: message whose due time is ahead.
+ENQUEUED_AT = "mt_enqueued_at"
+DUE_AT = "mt_due_at"
+#: The client session (and its request id) a task was submitted for: streamed output
+#: and the result are pushed to it.
+SESSION = "mt_session"
+REQUEST = "mt_request"
+#: The user and meeting a task acts for (status, stats, authorization checks).
+USER = "mt_user"
+MEETING = "mt_meeting"
+#: Id of the dispatcher to tell when the task ends (its callbacks run there).
+NOTIFY = "mt_notify"
+
+
+def get(request: Any, name: str) -> Any:
+    """A custom header of a Celery request context (Celery exposes them two ways)."""
+    headers = getattr(request, "headers", None) or {}
+    return headers.get(name, getattr(request, name, None))

@@ -1,0 +1,103 @@
+"""Prometheus metrics, read from the same stats as ``meetingtasks stats`` at each scrape.
+
+A custom collector turns one stats dict into metric families when Prometheus asks,
+instead of keeping counters in this process that would drift from Redis (and differ per
+process): every scrape shows what Redis holds now. ``render_metrics()`` is what an HTTP
+``/metrics`` endpoint returns (with ``CONTENT_TYPE``).
+
+Cluster-wide: queue depth by queue and priority, delayed, processing and dead-letter
+counts, workers online, the scheduler's counters. When the source is a
+``QueueManager.stats``, this process's local and event bus counters as well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from meetingtasks.manager import cluster_stats
+
+#: The Content-Type header of ``render_metrics()``'s body.
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+Stats = Mapping[str, Any]
+
+#: Per-process counters of the components a QueueManager runs: (component, stats field,
+#: metric name without ``_total``, help).
+_COMPONENT_COUNTERS = (
+    ("local_bus", "total", "meetingtasks_local_events_emitted", "Local events emitted."),
+    ("local_bus", "processed", "meetingtasks_local_events_processed", "Local events handled."),
+    ("local_bus", "dropped", "meetingtasks_local_events_dropped", "Local events dropped."),
+    ("local_bus", "failed", "meetingtasks_local_handler_failures", "Local handlers that raised."),
+    ("event_bus", "published", "meetingtasks_events_published", "Events published."),
+    ("event_bus", "delivered", "meetingtasks_events_delivered", "Events given to handlers here."),
+    ("event_bus", "failed", "meetingtasks_event_handler_failures", "Event handlers that raised."),
+)
+
+
+class StatsCollector(Collector):
+    """Reads ``source()`` (``cluster_stats`` or a ``QueueManager.stats``) on each collect."""
+
+    def __init__(self, source: Callable[[], Stats] = cluster_stats) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._source()
+        depth = GaugeMetricFamily(
+            "meetingtasks_queue_depth",
+            "Tasks waiting in a service queue, by priority.",
+            labels=["queue", "priority"],
+        )
+        for queue, levels in stats["queues"].items():
+            for priority, count in levels.items():
+                if priority != "total":
+                    depth.add_metric([queue, priority], count)
+        yield depth
+        yield GaugeMetricFamily(
+            "meetingtasks_delayed_tasks", "Tasks waiting in the delay store.", stats["delayed"]
+        )
+        yield GaugeMetricFamily(
+            "meetingtasks_processing_tasks",
+            "Tasks taken by a worker and not acknowledged yet.",
+            stats["processing"],
+        )
+        yield GaugeMetricFamily(
+            "meetingtasks_dead_letters", "Tasks in the dead-letter queue.", stats["dlq"]
+        )
+        yield GaugeMetricFamily(
+            "meetingtasks_workers_online",
+            "Worker consumers with a live heartbeat.",
+            stats["workers"]["online"],
+        )
+        scheduler = CounterMetricFamily(
+            "meetingtasks_scheduler_actions",
+            "Work done by the scheduler loops, cluster-wide (moved, promoted, recovered).",
+            labels=["action"],
+        )
+        for action, count in sorted(stats["scheduler"].items()):
+            scheduler.add_metric([action], count)
+        yield scheduler
+        yield from _component_metrics(stats.get("components", {}))
+
+
+def _component_metrics(components: Stats) -> Iterator[Metric]:
+    for component, field, name, documentation in _COMPONENT_COUNTERS:
+        if component in components:
+            yield CounterMetricFamily(name, documentation, components[component][field])
+    if "local_bus" in components:
+        yield GaugeMetricFamily(
+            "meetingtasks_local_event_queue_depth",
+            "Local events accepted and not yet taken by a worker.",
+            components["local_bus"]["queue_depth"],
+        )
+
+
+def render_metrics(source: Callable[[], Stats] = cluster_stats) -> bytes:
+    """The Prometheus text exposition of ``source()``, read now."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StatsCollector(source))
+    return generate_latest(registry)

@@ -1,0 +1,67 @@
+"""Admin reads for stats: every cluster-wide number ``QueueManager.stats()`` shows, read
+in one round trip.
+
+Kept apart from the hot path: nothing that sends or runs a task calls this. One MULTI,
+so the numbers are one consistent moment (a task the scheduler moves from the delay
+store to its queue is counted once, never twice or not at all), and the cost is a few
+O(1) commands per queue whatever the backlog: this is what a Prometheus scrape pays.
+
+Delayed, processing and dead-letter counts are totals over all queues: each lives in
+one structure shared by the queues, and splitting them by queue would mean reading
+every entry (up to millions of delayed tasks, whole messages for the unacknowledged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from meetingtasks.keys import Keys
+from meetingtasks.priority import Priority
+from meetingtasks.store import get_redis
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    #: queue -> priority -> messages waiting in that kombu list
+    depths: dict[str, dict[Priority, int]]
+    #: tasks in the delay store, not yet due
+    delayed: int
+    #: messages taken by a worker and not acknowledged yet (running or reserved)
+    processing: int
+    #: tasks in the dead-letter queue
+    dead_letters: int
+    #: ids of the worker consumers whose heartbeat has not lapsed
+    consumers: list[str]
+    #: the scheduler loops' cluster-wide counters (moved, promoted, recovered…)
+    scheduler: dict[str, int]
+
+
+def snapshot(keys: Keys, queues: Iterable[str], now: float) -> Snapshot:
+    """Read everything at once; ``now`` (unix time) decides whose heartbeat lapsed."""
+    queues = tuple(queues)
+    pipe = get_redis().pipeline(transaction=True)
+    for queue in queues:
+        for priority in Priority:
+            pipe.llen(keys.queue(queue, priority))
+    pipe.zcard(keys.delayed())
+    pipe.hlen(keys.unacked())
+    pipe.zcard(keys.dlq())
+    pipe.zrangebyscore(keys.consumers(), now, "+inf")
+    pipe.hgetall(keys.scheduler_stats())
+    replies = pipe.execute()
+
+    levels = len(Priority)
+    depths = {
+        queue: dict(zip(Priority, replies[n * levels : (n + 1) * levels], strict=True))
+        for n, queue in enumerate(queues)
+    }
+    delayed, processing, dead_letters, consumers, counters = replies[len(queues) * levels :]
+    return Snapshot(
+        depths=depths,
+        delayed=int(delayed),
+        processing=int(processing),
+        dead_letters=int(dead_letters),
+        consumers=sorted(consumers),
+        scheduler={name: int(value) for name, value in counters.items()},
+    )
