@@ -25,6 +25,7 @@ Select it with ``broker_transport`` (celeryconfig.py does); URLs stay ``redis://
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections.abc import Callable
 from queue import Empty
@@ -39,7 +40,9 @@ from redis.exceptions import NoScriptError
 
 from meetingtasks import headers as h
 from meetingtasks.keys import UNACKED_OWNER, Keys, get_keys
-from meetingtasks.store import queueing, script
+from meetingtasks.store import get_redis, queueing, script
+
+log = logging.getLogger(__name__)
 
 #: Set by a worker process before it consumes (``recovery.WorkerConsumers``); None in
 #: processes that only publish. Each consuming channel takes a new id ``{base}/{n}``
@@ -136,6 +139,16 @@ class QueueingChannelMixin:
         list_key, doorbell = keys.queue(queue, step), keys.doorbell(queue)
         queueing.put(keys, task_id, list_key, doorbell, dumps(message), due, status)
 
+    def _put_fanout(self, exchange: str, message: Any, routing_key: str, **kwargs: Any) -> None:
+        """Events (task-sent…) join the current batch, if any, instead of a round trip each."""
+        pipe = queueing.current_batch()
+        if pipe is None:
+            super()._put_fanout(exchange, message, routing_key, **kwargs)  # type: ignore[misc]
+            return
+        payload = dumps(message)
+        for topic in self._get_publish_topics(exchange, routing_key):  # type: ignore[attr-defined]
+            pipe.publish(get_keys().prefix + topic, payload)
+
 
 def status_fields(
     keys: Keys, headers: dict[str, Any], task_type: str, queue: str, step: int
@@ -162,7 +175,27 @@ class OwnedQoS(kombu_redis.QoS):  # type: ignore[misc]
         else:  # fetch.lua recorded it in Redis already; only kombu's memory is left
             kombu_redis.virtual.QoS.append(self, message, delivery_tag)
 
+    def restore_unacked(self, client: Any = None) -> Any:
+        """Kombu gives unacknowledged messages back when a channel closes, and a broker
+        connection lost at that moment makes it raise something Celery counts as fatal
+        (the worker exits). Whatever fails here stays held under this consumer's id and
+        comes back through recovery (the worker's new consumer, or the scheduler)."""
+        try:
+            return super().restore_unacked(client)
+        except Exception:
+            log.warning("could not give back unacknowledged messages now; recovery will")
+            self._delivered.clear()
+            return None
+
     def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        if pipe is None and self.channel.connection is None:
+            # A task that ran across a broker reconnect acknowledges through its old,
+            # closed channel, where kombu has no client left (and would crash the
+            # worker): acknowledge with our own client.
+            keys = get_keys()
+            pipe = get_redis().pipeline()
+            pipe.zrem(keys.unacked_index(), delivery_tag).hdel(keys.unacked(), delivery_tag)
+            return pipe.hdel(keys.unacked_owner(), delivery_tag)
         return super()._remove_from_indices(delivery_tag, pipe).hdel(UNACKED_OWNER, delivery_tag)
 
 

@@ -42,6 +42,11 @@ class Route(BaseModel):
     expires: float | None = Field(
         None, gt=0, description="seconds after submission a task that has not started is dropped"
     )
+    client: str | None = Field(
+        None,
+        pattern=r"^[a-z][a-z0-9_]{0,63}$",
+        description="the name WebSocket clients submit it by; a type without one is internal",
+    )
 
     @field_validator("priority", mode="before")
     @classmethod
@@ -77,6 +82,13 @@ class RouteTable:
         seen: dict[str, Path] = {}
         for path in files:
             for route in _read_route_file(path):
+                clients = {r.client: r.type for r in routes if r.client}
+                if route.client in clients:
+                    raise ConfigurationError(
+                        f"client name {route.client!r} is given to both "
+                        f"{clients[route.client]!r} and {route.type!r} ({path}); "
+                        "each client name must be unique"
+                    )
                 if route.type in seen:
                     raise ConfigurationError(
                         f"task type {route.type!r} is routed twice: in {seen[route.type]} "
@@ -109,6 +121,16 @@ class RouteTable:
                 "Add it to routes/<queue>.toml or call register_route()."
             )
         return route
+
+    def for_client(self, name: str) -> Route:
+        """The route clients call ``name``: only types routes/ exposes to clients."""
+        for route in self._routes.values():
+            if route.client == name:
+                return route
+        raise UnknownTaskType(
+            f"unknown task {name!r}: clients may submit "
+            f"{', '.join(sorted(r.client for r in self._routes.values() if r.client))}"
+        )
 
     def __iter__(self) -> Iterator[Route]:
         return iter(list(self._routes.values()))

@@ -3,8 +3,9 @@
 Delays of any length live in Redis (``broker.py`` diverts every message not yet due
 to the delay store), and the scheduler moves each to its queue when due with one
 atomic script, so several scheduler processes may run at once without moving a task
-twice. The same process ages priorities (``aging.py``) and recovers the messages of
-dead workers (``recovery.py``): three small loops with one lifecycle.
+twice. The same process ages priorities (``aging.py``), recovers the messages of
+dead workers (``recovery.py``) and declares a timeout for runs whose worker went silent
+past their deadline (``TimeoutMonitor``): four small loops with one lifecycle.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from celery import Task
+from celery.exceptions import TimeLimitExceeded
 
 from meetingtasks import cancellation
 from meetingtasks.aging import PriorityAging
@@ -24,6 +26,7 @@ from meetingtasks.priority import Priority
 from meetingtasks.recovery import Recoverer
 from meetingtasks.settings import get_settings
 from meetingtasks.store import delayed, get_redis
+from meetingtasks.store import status as status_store
 
 
 class TaskScheduler:
@@ -78,6 +81,29 @@ class TaskScheduler:
         return {"pending": self.pending(), **{k: int(v) for k, v in counters.items()}}
 
 
+class TimeoutMonitor:
+    """Ends as ``timeout`` the runs that outlived their deadline: their worker died or
+    hung (a live worker's own hard time limit ends them sooner). The task is also
+    cancelled, so a redelivered copy of its message is dropped instead of run late."""
+
+    def __init__(self, keys: Keys | None = None, batch: int = 100) -> None:
+        self.keys = keys or get_keys()
+        self.batch = batch
+
+    def sweep(self) -> int:
+        from meetingtasks.app import app
+
+        overdue = status_store.overdue(self.keys, time.time(), self.batch)
+        ttl = get_settings().cancel_ttl
+        for task_id in overdue:
+            get_redis().set(self.keys.cancelled(task_id), "timeout", ex=ttl)
+            app.backend.mark_as_failure(
+                task_id, TimeLimitExceeded("no result within its time limit: its worker was lost")
+            )
+            get_redis().zrem(self.keys.deadlines(), task_id)
+        return len(overdue)
+
+
 @dataclass
 class SchedulerService:
     """The scheduler process: due delays, priority aging and worker recovery."""
@@ -92,6 +118,7 @@ class SchedulerService:
         scheduler = TaskScheduler(keys)
         aging = PriorityAging(settings.priority_aging, keys=keys)
         recoverer = Recoverer(keys)
+        monitor = TimeoutMonitor(keys)
         return cls(
             scheduler,
             [
@@ -102,6 +129,7 @@ class SchedulerService:
                 ),
                 Periodic("priority-aging", _counted(keys, "promoted", aging.sweep), 1.0),
                 Periodic("recovery", _counted(keys, "recovered", recoverer.sweep), 2.0),
+                Periodic("timeouts", _counted(keys, "timed_out", monitor.sweep), 1.0),
             ],
         )
 

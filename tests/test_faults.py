@@ -49,7 +49,7 @@ def test_redis_restart_mid_run_loses_no_accepted_task(
 ) -> None:
     total = 500
     sent = {record.apply_async((f"t{i}", "restart", 0.01), queue="media").id for i in range(total)}
-    start_worker(["media"], concurrency=2)
+    worker = start_worker(["media"], concurrency=2)
     wait_for_progress("restart", total // 5)
 
     redis_server.restart()  # kill -9, then start on the same AOF (fsync always)
@@ -62,3 +62,4 @@ def test_redis_restart_mid_run_loses_no_accepted_task(
     print(f"\n{total} tasks, Redis killed and restarted: {after} ran after it, {duplicates} twice")
     assert set(runs) == sent
     assert after > 0
+    assert worker.process is not None and worker.process.poll() is None, "the worker died"

@@ -68,7 +68,7 @@ def test_added_components_start_after_the_built_in_ones_and_stop_before_them(man
     assert list(stats["components"]) == ["local_bus", "event_bus", "scheduler", "first", "second"]
     assert stats["components"]["second"] == {"probe": "second"}
     assert set(stats["components"]["scheduler"]["loops"]) == {
-        "due-tasks", "priority-aging", "recovery",
+        "due-tasks", "priority-aging", "recovery", "timeouts",
     }  # fmt: skip
 
     manager.stop()

@@ -44,6 +44,11 @@ def batch() -> Iterator[None]:
 DOORBELL_TOKENS = 100
 
 
+def current_batch() -> Pipeline | None:
+    """The pipeline of this thread's ``batch()`` block, if one is open."""
+    return getattr(_batch, "pipe", None)
+
+
 def put(
     keys: Keys,
     task_id: str,
@@ -59,7 +64,7 @@ def put(
     ``status`` holds the hash fields of a first send; None for a retry, whose status
     the worker keeps (``retrying``).
     """
-    pipe: Pipeline | None = getattr(_batch, "pipe", None)
+    pipe = current_batch()
     own = pipe is None
     if pipe is None:
         pipe = get_redis().pipeline(transaction=True)

@@ -1,0 +1,382 @@
+"""TaskDispatcher: tasks by type, with status every process sees, waits and callbacks.
+
+    dispatcher = TaskDispatcher()
+    response = dispatcher.dispatch(TaskRequest(type="ai.summarize", payload={"text": t}))
+    dispatcher.status(response.task_id)          # TaskResult, from any process
+    dispatcher.wait(response.task_id, timeout=30)
+    dispatcher.dispatch_async(request, callback)  # callback(TaskResult) once, here
+
+Celery gives a caller an AsyncResult and nothing else; here a task's status lives in
+Redis from the moment it is queued (``status.py``), and each end state is announced
+once, so callbacks fire in the dispatching process for every end: completed, failed,
+timeout (including a worker that died, found by the scheduler's monitor) and
+cancelled. Announcements travel by Pub/Sub, and a slow poll of the pending tasks
+catches any that a reconnect made this process miss.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from celery.utils import uuid as task_uuid
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ValidationError as PydanticError
+
+from meetingtasks import cancellation
+from meetingtasks import headers as h
+from meetingtasks.errors import InvalidOption, InvalidPayload, MeetingTasksError, ValidationError
+from meetingtasks.keys import Keys, get_keys
+from meetingtasks.priority import Priority
+from meetingtasks.routing import Route, get_route_table
+from meetingtasks.status import TaskStatus
+from meetingtasks.store import get_redis, queueing
+from meetingtasks.store import status as store
+
+log = logging.getLogger(__name__)
+
+REJECTED = "rejected"
+Ident = str | None
+
+
+class TaskRequest(BaseModel):
+    """One task to dispatch. Bad fields raise a ValidationError subclass at once."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str = Field(min_length=1, max_length=200)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    priority: Priority | None = None
+    timeout: float | None = Field(None, gt=0, le=24 * 3600)
+    max_retries: int | None = Field(None, ge=0, le=100)
+    delay: float | None = Field(None, ge=0, description="seconds before it may run")
+    user_id: str | None = Field(None, min_length=1, max_length=128)
+    meeting_id: str | None = Field(None, min_length=1, max_length=128)
+    session_id: str | None = Field(None, min_length=1, max_length=128)
+    request_id: str | None = Field(None, min_length=1, max_length=128)
+    idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except PydanticError as exc:
+            raise _our_error(exc) from exc
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _parse_priority(cls, value: object) -> Priority | None:
+        return None if value is None else Priority.parse(value)
+
+
+class TaskResponse(BaseModel):
+    """What dispatch said: the task's id and status, or why it was rejected."""
+
+    task_id: str | None
+    status: str
+    error: str | None = None
+    request_id: str | None = None
+
+
+class TaskResult(BaseModel):
+    """A task's status record, with its result once completed."""
+
+    task_id: str
+    status: TaskStatus
+    type: str | None = None
+    result: Any = None
+    error: str | None = None
+    attempts: int = 0
+    priority: int | None = None
+    queue: str | None = None
+    session_id: str | None = None
+    user_id: str | None = None
+    meeting_id: str | None = None
+    request_id: str | None = None
+    created_at: float | None = None
+    started_at: float | None = None
+    updated_at: float | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status.terminal
+
+
+Callback = Callable[[TaskResult], Any]
+
+
+class TaskDispatcher:
+    """Cheap to create; ``start()`` (or the first ``dispatch_async``) starts the
+    listener thread that runs callbacks, ``stop()`` ends it."""
+
+    def __init__(self, keys: Keys | None = None, poll_interval: float = 2.0) -> None:
+        self.keys = keys or get_keys()
+        self.id = uuid.uuid4().hex
+        self.poll_interval = poll_interval
+        self._pending: dict[str, Callback] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._callbacks = ThreadPoolExecutor(4, thread_name_prefix="dispatch-callback")
+
+    # -- sending -------------------------------------------------------------------------
+
+    def dispatch(self, request: TaskRequest) -> TaskResponse:
+        """Queue one task; raises a ValidationError subclass (nothing queued) on bad input."""
+        return self._send(request, notify=False)
+
+    def dispatch_batch(self, requests: list[TaskRequest | dict[str, Any]]) -> list[TaskResponse]:
+        """Queue many tasks in one round trip to Redis. Each request is checked on its
+        own: a bad one is answered ``rejected`` with its error, the others are queued."""
+        responses: list[TaskResponse] = []
+        with queueing.batch():
+            for item in requests:
+                try:
+                    request = item if isinstance(item, TaskRequest) else TaskRequest(**item)
+                    responses.append(self._send(request, notify=False))
+                except ValidationError as exc:
+                    request_id = item.get("request_id") if isinstance(item, dict) else None
+                    responses.append(
+                        TaskResponse(
+                            task_id=None, status=REJECTED, error=str(exc), request_id=request_id
+                        )
+                    )
+        return responses
+
+    def dispatch_async(self, request: TaskRequest, callback: Callback) -> TaskResponse:
+        """Queue a task and call ``callback(TaskResult)`` here, once, when it ends."""
+        self.start()
+        return self._send(request, notify=True, callback=callback)
+
+    def _send(
+        self, request: TaskRequest, notify: bool, callback: Callback | None = None
+    ) -> TaskResponse:
+        from meetingtasks.app import app
+
+        get_route_table().get(request.type)  # only routed types: UnknownTaskType otherwise
+        task_id = task_uuid()
+        if callback is not None:
+            with self._lock:
+                self._pending[task_id] = callback
+        try:
+            result = app.send_task(
+                request.type,
+                kwargs=request.payload,
+                task_id=task_id,
+                priority=request.priority,
+                timeout=request.timeout,
+                max_retries=request.max_retries,
+                countdown=request.delay,
+                idempotency_key=request.idempotency_key,
+                headers=self._headers(request, notify),
+            )
+        except BaseException:
+            with self._lock:
+                self._pending.pop(task_id, None)
+            raise
+        if result.id != task_id:  # the idempotency key named an earlier task
+            with self._lock:
+                if callback is not None:
+                    self._pending[result.id] = self._pending.pop(task_id)
+            current = self.status(result.id)
+            status = current.status.value if current else TaskStatus.QUEUED.value
+            return TaskResponse(task_id=result.id, status=status, request_id=request.request_id)
+        status = TaskStatus.SCHEDULED if request.delay else TaskStatus.QUEUED
+        return TaskResponse(task_id=task_id, status=status.value, request_id=request.request_id)
+
+    def _headers(self, request: TaskRequest, notify: bool) -> dict[str, str]:
+        pairs = (
+            (h.SESSION, request.session_id), (h.REQUEST, request.request_id),
+            (h.USER, request.user_id), (h.MEETING, request.meeting_id),
+            (h.NOTIFY, self.id if notify else None),
+        )  # fmt: skip
+        return {name: value for name, value in pairs if value is not None}
+
+    # -- reading -------------------------------------------------------------------------
+
+    def status(self, task_id: str) -> TaskResult | None:
+        """The task's status (and result once completed), or None if unknown/expired."""
+        return self.statuses([task_id])[0]
+
+    def statuses(self, task_ids: list[str]) -> list[TaskResult | None]:
+        """Several at once, in one round trip (plus one for the completed ones' results)."""
+        from meetingtasks.app import app
+
+        records = store.read(self.keys, task_ids)
+        results = [
+            _result(task_id, record) if record else None
+            for task_id, record in zip(task_ids, records, strict=True)
+        ]
+        completed = [r for r in results if r is not None and r.status is TaskStatus.COMPLETED]
+        if completed:
+            metas = app.backend.mget([app.backend.get_key_for_task(r.task_id) for r in completed])
+            for result, meta in zip(completed, metas, strict=True):
+                if meta is not None:
+                    result.result = app.backend.decode_result(meta).get("result")
+        return results
+
+    def wait(self, task_id: str, timeout: float) -> TaskResult:
+        """Block until the task ends; TimeoutError if it has not within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        pause = 0.005
+        while True:
+            current = self.status(task_id)
+            if current is not None and current.done:
+                return current
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"task {task_id} has not ended within {timeout}s")
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.2)
+
+    def cancel(self, task_id: str) -> bool:
+        """Cancel a delayed, queued or running task; False if it had already ended."""
+        return cancellation.cancel(task_id, self.keys)
+
+    def register_route(
+        self,
+        type: str,
+        queue: str,
+        priority: Priority | str = Priority.NORMAL,
+        timeout: float = 60.0,
+        max_retries: int = 3,
+        expires: float | None = None,
+        client: str | None = None,
+    ) -> Route:
+        """Route a new task type at run time (in this process), as routes/ would."""
+        try:
+            route = Route(type=type, queue=queue, priority=priority, timeout=timeout,
+                          max_retries=max_retries, expires=expires, client=client)  # fmt: skip
+        except PydanticError as exc:
+            raise _our_error(exc) from exc
+        get_route_table().register(route)
+        return route
+
+    def stats(self) -> dict[str, Any]:
+        """Cluster-wide: every dispatcher's and worker's counts, not this process's."""
+        counters = store.counters(self.keys)
+        events = ("dispatched", "completed", "failed", "timeout", "cancelled", "retried")
+        by_type: dict[str, dict[str, int]] = {}
+        by_priority: dict[str, dict[str, int]] = {}
+        for field, count in counters.items():
+            kind, _, rest = field.partition(":")
+            name, _, event = rest.rpartition(":")
+            if kind == "type":
+                by_type.setdefault(name, {})[event] = count
+            elif kind == "priority":
+                label = Priority(int(name)).name.lower()
+                by_priority.setdefault(label, {})[event] = count
+        return {
+            **{event: counters.get(event, 0) for event in events},
+            "active": store.active_count(self.keys),
+            "by_type": by_type,
+            "by_priority": by_priority,
+            "waiting_callbacks": len(self._pending),
+        }
+
+    # -- callbacks -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._lock:
+            if self._threads:
+                return
+            self._stopping.clear()
+            self._threads = [
+                threading.Thread(target=self._listen, name="dispatch-listen", daemon=True),
+                threading.Thread(target=self._poll, name="dispatch-poll", daemon=True),
+            ]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop listening; callbacks already due run to the end."""
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
+        self._callbacks.shutdown(wait=True)
+        self._callbacks = ThreadPoolExecutor(4, thread_name_prefix="dispatch-callback")
+
+    def _listen(self) -> None:
+        """Announcements of our tasks' ends, by Pub/Sub; reconnects after errors."""
+        while not self._stopping.is_set():
+            pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self.keys.notify_channel(self.id))
+                while not self._stopping.is_set():
+                    message = pubsub.get_message(timeout=0.5)
+                    if message is not None:
+                        self._settle([json.loads(message["data"])["task_id"]])
+            except Exception:
+                log.warning("dispatcher listener lost Redis; reconnecting", exc_info=True)
+                self._stopping.wait(1.0)
+            finally:
+                pubsub.close()
+
+    def _poll(self) -> None:
+        """The safety net: pending tasks whose announcement was missed."""
+        while not self._stopping.wait(self.poll_interval):
+            with self._lock:
+                pending = list(self._pending)
+            try:
+                if pending:
+                    self._settle(pending)
+            except Exception:
+                log.warning("dispatcher poll failed; retrying", exc_info=True)
+
+    def _settle(self, task_ids: list[str]) -> None:
+        """Fire the callbacks of those of ``task_ids`` that ended, each exactly once."""
+        for result in self.statuses(task_ids):
+            if result is None or not result.done:
+                continue
+            with self._lock:
+                callback = self._pending.pop(result.task_id, None)
+            if callback is not None:
+                self._callbacks.submit(_run_callback, callback, result)
+
+
+def _run_callback(callback: Callback, result: TaskResult) -> None:
+    try:
+        callback(result)
+    except Exception:
+        log.exception("callback for task %s failed", result.task_id)
+
+
+def _result(task_id: str, record: dict[str, str]) -> TaskResult:
+    def number(name: str) -> float | None:
+        value = record.get(name)
+        return float(value) if value else None
+
+    return TaskResult(
+        task_id=task_id,
+        status=TaskStatus(record.get("status", TaskStatus.QUEUED)),
+        type=record.get("type"),
+        error=record.get("error"),
+        attempts=int(record.get("attempts", 0)),
+        priority=int(record["priority"]) if "priority" in record else None,
+        queue=record.get("queue"),
+        session_id=record.get("session"),
+        user_id=record.get("user"),
+        meeting_id=record.get("meeting"),
+        request_id=record.get("request_id"),
+        created_at=number("created_at"),
+        started_at=number("started_at"),
+        updated_at=number("updated_at"),
+    )
+
+
+def _our_error(exc: PydanticError) -> MeetingTasksError:
+    """Our error type for a pydantic one: ours if a validator raised it, else InvalidOption."""
+    for error in exc.errors():
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, MeetingTasksError):
+            return cause
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "request"
+    error = InvalidPayload if first["loc"][:1] == ("payload",) else InvalidOption
+    return error(f"{where}: {first['msg']}")
