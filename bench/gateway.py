@@ -44,8 +44,10 @@ USER = "bench-user"
 MEETING = "benchm1"
 #: The EventBus channel of the meeting, which clients subscribe to by the same name.
 CHANNEL = f"meeting.{MEETING}"
-E2E_TYPE = "system.noop"
-LLM_TYPE = "ai.llm_chat"
+#: Client task names (routes/ `client = ...`): clients submit by these, not by type.
+#: ``echo`` is system.echo, the near no-op that routes/ exposes to clients.
+E2E_TYPE = "echo"
+LLM_TYPE = "llm_chat"
 PROMPT = "Say hello to the meeting in five words."
 #: Submits per second per WebSocket session in the e2e run (stays under per-session limits).
 SESSION_RATE = 20.0

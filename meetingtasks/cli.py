@@ -311,3 +311,40 @@ def bench(ctx: typer.Context) -> None:
                      "the benchmark runs from a source checkout")  # fmt: skip
         raise typer.Exit(2)
     raise typer.Exit(subprocess.call([sys.executable, "-m", "bench", *ctx.args], cwd=REPO_ROOT))
+
+
+@cli.command()
+def gateway(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the client gateway: WebSocket at ws://HOST:PORT/ws, and its HTTP endpoints.
+
+    Limits and the token secret come from MEETINGTASKS_GATEWAY_* and MEETINGTASKS_SECRET.
+    Start several against the same Redis: any of them resumes any client session.
+    """
+    from meetingtasks.gateway.server import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    serve(host, port)
+
+
+@cli.command()
+def token(
+    user: Annotated[str, typer.Option(help="The user id the token names.")],
+    meeting: Annotated[
+        list[str] | None, typer.Option(help="A meeting the token grants (repeatable).")
+    ] = None,
+    ttl: Annotated[float, typer.Option(min=1, help="Seconds the token is valid.")] = 3600,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON with token and expiry.")] = False,
+) -> None:
+    """Mint a client token for the gateway (signed with MEETINGTASKS_SECRET)."""
+    from meetingtasks.gateway.auth import mint_token
+
+    now = time.time()
+    value = mint_token(user, meeting or [], ttl, now=now)
+    if as_json:
+        print(json.dumps({"token": value, "user": user, "meetings": meeting or [],
+                          "expires_at": int(now + ttl)}))  # fmt: skip
+    else:
+        print(value)

@@ -8,6 +8,8 @@
     │   ├── InvalidPayload
     │   ├── InvalidOption
     │   └── InvalidEvent          an event or channel name the event buses refuse
+    ├── AuthError                 a client token missing, forged, expired or malformed, or
+    │                             a meeting it does not grant (``code`` says which)
     └── TaskFailure               raised by a task handler
         ├── Retryable             transient: retried with backoff up to max_retries
         │   └── NodeUnavailable   no inference node answered in time
@@ -71,3 +73,14 @@ class NodeUnavailable(Retryable):
 
 class InferenceError(Permanent):
     """An inference node refused the request (an error code) or answered garbage."""
+
+
+class AuthError(MeetingTasksError):
+    """A client the gateway cannot authenticate, or a right its token does not grant.
+
+    ``code`` is the machine-readable reason the gateway sends (``token_expired`` …).
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code

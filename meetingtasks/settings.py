@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from meetingtasks.errors import ConfigurationError
@@ -121,6 +121,55 @@ class Settings(BaseSettings):
         ge=1,
         description="About how many events each durable channel's stream keeps: a consumer "
         "group down for longer than this many events misses the oldest.",
+    )
+
+    secret: SecretStr | None = Field(
+        None,
+        min_length=32,
+        description="Key signing client tokens (JWT HS256), at least 32 characters. Unset: a "
+        "random key generated at first use and kept in Redis, shared by every gateway and "
+        "`meetingtasks token` of the deployment; set it yourself in production.",
+    )
+    gateway_max_frame_bytes: int = Field(
+        256 * 1024,
+        ge=1024,
+        description="Largest client frame the gateway reads, in bytes: a larger one is answered "
+        "with an error frame; one over 4 times this closes the connection (code 1009).",
+    )
+    gateway_max_payload_bytes: int = Field(
+        128 * 1024,
+        ge=64,
+        description="Largest task payload (the submit frame's data) a client may send, in bytes; "
+        "MEETINGTASKS_MAX_PAYLOAD_BYTES applies too.",
+    )
+    gateway_max_depth: int = Field(
+        32, ge=2, description="Deepest nesting of lists and objects in a client's task data."
+    )
+    gateway_max_tasks: int = Field(
+        50, ge=1, description="Tasks of one client session that may be unfinished at once."
+    )
+    gateway_submit_rate: float = Field(
+        50.0, gt=0, description="Submits per second one client session may sustain."
+    )
+    gateway_submit_burst: int = Field(
+        100, ge=1, description="Submits one client session may send at once, above the rate."
+    )
+    gateway_idle_timeout: float = Field(
+        1800.0,
+        gt=0,
+        description="Seconds a client session with no connection and no activity is kept: then "
+        "it expires, with its record of submitted tasks.",
+    )
+    gateway_auth_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a client without ?token= has to send its auth frame.",
+    )
+    gateway_outbox_frames: int = Field(
+        1000,
+        ge=10,
+        description="Frames waiting for a client that does not read before the gateway closes "
+        "its connection (code 4429).",
     )
 
     @field_validator("event_durable_channels", mode="before")

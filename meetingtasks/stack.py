@@ -24,6 +24,10 @@ from meetingtasks.settings import REPO_ROOT, get_settings
 
 RUN_DIR = REPO_ROOT / "run"
 
+#: The user and meeting of the client token printed at start.
+CLIENT_USER = "demo"
+CLIENT_MEETING = "demo"
+
 
 @dataclass
 class Service:
@@ -66,6 +70,7 @@ class Stack:
     """Starts the parts in order, watches them, stops them in reverse order."""
 
     flower_port: int = 5555
+    gateway_port: int = 8000
     ai_node: str = "tcp://127.0.0.1:5560"
     concurrency: int = 2
     out: Callable[[str], None] = print
@@ -91,6 +96,11 @@ class Stack:
                 url=self.ai_node,
             ),
             Service("worker", celery(*worker, "-l", "INFO")),
+            Service(
+                "gateway",
+                meetingtasks("gateway", "--host", "127.0.0.1", "--port", str(self.gateway_port)),
+                url=f"ws://127.0.0.1:{self.gateway_port}/ws",
+            ),
             Service("scheduler", meetingtasks("scheduler")),
             Service(
                 "flower",
@@ -115,7 +125,22 @@ class Stack:
             f"Try:  {prefix}.venv/bin/meetingtasks dispatch system.echo "
             '--data \'{"value": "hi"}\' --wait'
         )
+        token = self._client_token(env)
+        url = f"ws://127.0.0.1:{self.gateway_port}/ws?token={token}"
+        # Printed as they are: the console would fold the token and read [...] as markup.
+        print(f"Client token (user {CLIENT_USER}, meeting {CLIENT_MEETING}, 24 h): {token}")
+        print(f"Client: {example_client(url)}", flush=True)
         self.out("Stop: Ctrl-C")
+
+    def _client_token(self, env: dict[str, str]) -> str:
+        """A token from ``meetingtasks token`` with the stack's environment: the secret it
+        signs with is the gateway's (MEETINGTASKS_SECRET, else the one kept in its Redis)."""
+        command = meetingtasks("token", "--user", CLIENT_USER, "--meeting", CLIENT_MEETING,
+                               "--ttl", "86400")  # fmt: skip
+        done = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"could not mint a client token: {done.stderr.strip()}")
+        return done.stdout.strip()
 
     def _redis_url(self) -> str:
         """The configured Redis if it answers, else an embedded one.
@@ -160,3 +185,16 @@ class Stack:
         if self.redis is not None:
             self.out("stopping embedded Redis")
             self.redis.stop()
+
+
+def example_client(url: str) -> str:
+    """A client in one line: submits ``echo`` and prints the session, accepted and result
+    frames."""
+    code = (
+        "import json, sys; from websockets.sync.client import connect; "
+        "ws = connect(sys.argv[1]).__enter__(); "
+        'ws.send(json.dumps({"op": "submit", "request_id": "r1", "type": "echo", '
+        '"data": {"value": "hi"}})); '
+        "[print(ws.recv()) for _ in range(3)]"
+    )
+    return f".venv/bin/python -c '{code}' '{url}'"

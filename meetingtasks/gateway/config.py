@@ -1,0 +1,56 @@
+"""The gateway's settings, as one value a server is built from (tests build their own)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from meetingtasks.gateway.protocol import Limits
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    limits: Limits = field(default_factory=Limits)
+    max_tasks: int = 50
+    submit_rate: float = 50.0
+    submit_burst: int = 100
+    idle_timeout: float = 1800.0
+    auth_timeout: float = 10.0
+    outbox_frames: int = 1000
+    #: Threads that run the blocking dispatcher and Celery calls.
+    dispatch_threads: int = 8
+
+    @property
+    def hard_frame_bytes(self) -> int:
+        """Frames over this close the connection (1009): the server will not even buffer
+        them. Between the limit and this, a frame is read and refused with an error."""
+        return 4 * self.limits.max_frame_bytes
+
+    @classmethod
+    def from_settings(cls) -> GatewayConfig:
+        from meetingtasks.settings import get_settings
+
+        s = get_settings()
+        return cls(
+            redis_url=s.redis_url,
+            limits=Limits(
+                s.gateway_max_frame_bytes, s.gateway_max_payload_bytes, s.gateway_max_depth
+            ),
+            max_tasks=s.gateway_max_tasks,
+            submit_rate=s.gateway_submit_rate,
+            submit_burst=s.gateway_submit_burst,
+            idle_timeout=s.gateway_idle_timeout,
+            auth_timeout=s.gateway_auth_timeout,
+            outbox_frames=s.gateway_outbox_frames,
+        )
+
+    def client_limits(self) -> dict[str, float]:
+        """The limits a client is told in its ``session`` frame."""
+        return {
+            "max_frame_bytes": self.limits.max_frame_bytes,
+            "max_payload_bytes": self.limits.max_payload_bytes,
+            "max_tasks": self.max_tasks,
+            "submit_rate": self.submit_rate,
+            "submit_burst": self.submit_burst,
+            "idle_timeout": self.idle_timeout,
+        }

@@ -1,0 +1,336 @@
+"""One client's WebSocket, from handshake to close, on raw ASGI messages.
+
+The connection authenticates (``?token=`` or a first ``auth`` frame), opens or
+resumes its session through the hub, then reads frames one at a time and answers
+each: a refused frame gets an ``error`` frame and the connection goes on. Only a token
+problem, a client that never authenticates, or one that stops reading ends it, with a
+close code and reason (``protocol.CLOSE_*``).
+
+Everything sent goes through one outbox in order: replies, the workers' frames and
+meeting events. An idle connection has no outbox and no task of its own (memory: see
+README); a short-lived flusher task exists only while frames are waiting. A client
+that leaves ``outbox_frames`` frames unread is closed rather than buffered forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+from meetingtasks.errors import AuthError
+from meetingtasks.gateway import protocol as p
+from meetingtasks.gateway.auth import Principal, verify
+from meetingtasks.gateway.tasks import UNREACHABLE, describe
+
+if TYPE_CHECKING:
+    from meetingtasks.dispatch import TaskResult
+    from meetingtasks.gateway.hub import Hub
+    from meetingtasks.gateway.session import Session
+
+log = logging.getLogger(__name__)
+
+Message = dict[str, Any]
+#: Seconds a refused client gets to receive its error frame and close frame.
+CLOSE_GRACE = 5.0
+
+
+class Connection:
+    __slots__ = (
+        "_flusher",
+        "_outbox",
+        "_send",
+        "channels",
+        "closing",
+        "hub",
+        "principal",
+        "session",
+    )
+
+    def __init__(self, hub: Hub, send: Any) -> None:
+        self.hub = hub
+        self._send = send
+        self.principal: Principal | None = None
+        self.session: Session | None = None
+        #: Redis channels of the meetings this connection follows (None: none yet).
+        self.channels: set[str] | None = None
+        self._outbox: deque[str | Message] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self.closing = False
+
+    async def serve(self, scope: Message, receive: Any) -> None:
+        if (await receive())["type"] != "websocket.connect":
+            return
+        try:
+            await self._send({"type": "websocket.accept"})
+        except OSError:  # gone before the handshake ended (uvicorn's ClientDisconnected)
+            return
+        self.hub.counters.connections += 1
+        try:
+            await self._serve(scope, receive)
+        except Exception:
+            log.exception("gateway connection failed")
+        finally:
+            self.hub.counters.connections -= 1
+            self.hub.leave(self)
+
+    async def _serve(self, scope: Message, receive: Any) -> None:
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        token, wanted = _first(query, "token"), _first(query, "session")
+        if token is None:
+            auth = await self._auth_frame(receive)
+            if auth is None:
+                return
+            token, wanted = auth.token, auth.session_id or wanted
+        try:
+            self.principal = verify(token)
+        except AuthError as exc:
+            await self.refuse(exc.code, str(exc), p.CLOSE_UNAUTHENTICATED)
+            return
+        try:
+            frame = await self.hub.open_session(self, self.principal, wanted)
+        except UNREACHABLE as exc:
+            log.warning("cannot open a client session: %s", exc)
+            await self.refuse(
+                p.UNAVAILABLE, "sessions are unreachable: try again shortly", p.CLOSE_TRY_AGAIN
+            )
+            return
+        self.push(frame)
+        while not self.closing:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            self.hub.counters.frames_in += 1
+            text = message.get("text")
+            if text is None:
+                self.error(
+                    p.BINARY_FRAME,
+                    "binary frames are not part of the protocol: send "
+                    "one JSON object per text frame",
+                )
+            else:
+                await self._handle(text)
+
+    async def _auth_frame(self, receive: Any) -> p.Auth | None:
+        """The first frame, which must be ``auth``; None once the client was refused."""
+        try:
+            message = await asyncio.wait_for(receive(), self.hub.config.auth_timeout)
+        except TimeoutError:
+            await self.refuse(
+                p.AUTH_TIMEOUT,
+                f"no auth frame within {self.hub.config.auth_timeout:g}s: send "
+                '{"op": "auth", "token": <token>} first, or connect with ?token=',
+                p.CLOSE_AUTH_TIMEOUT,
+            )
+            return None
+        if message["type"] != "websocket.receive":
+            return None
+        self.hub.counters.frames_in += 1
+        try:
+            command = p.parse_frame(message.get("text") or "", self.hub.config.limits)
+        except p.ProtocolError as exc:
+            command, problem = None, exc.message
+        else:
+            problem = "it was not an auth frame"
+        if not isinstance(command, p.Auth):
+            await self.refuse(
+                p.TOKEN_MISSING,
+                f'authenticate first: send {{"op": "auth", "token": <token>}} ({problem})',
+                p.CLOSE_UNAUTHENTICATED,
+            )
+            return None
+        return command
+
+    async def _handle(self, text: str) -> None:
+        command: p.Command | None = None
+        try:
+            command = p.parse_frame(text, self.hub.config.limits)
+            if self.principal is None or self.principal.expired(time.time()):
+                await self.refuse(
+                    p.TOKEN_EXPIRED,
+                    "your token expired: reconnect with a new one and ?session= to resume",
+                    p.CLOSE_UNAUTHENTICATED,
+                )
+                return
+            await _HANDLERS[type(command)](self, command)
+        except p.ProtocolError as exc:
+            rid = exc.request_id if exc.request_id is not None else _request_id(command)
+            self.error(exc.code, exc.message, rid)
+        except UNREACHABLE as exc:
+            log.warning("gateway cannot reach Redis: %s", exc)
+            self.error(
+                p.UNAVAILABLE,
+                "the task system is unreachable right now: try again shortly",
+                _request_id(command),
+            )
+        except Exception:
+            log.exception("gateway failed on a %s frame", type(command).__name__)
+            self.error(
+                p.INTERNAL, "the gateway failed on this frame; it was logged", _request_id(command)
+            )
+
+    # -- commands ----------------------------------------------------------------------
+
+    async def _submit(self, command: p.Submit) -> None:
+        session, principal = self.session, self.principal
+        assert session is not None and principal is not None
+        refusal = session.admit(time.monotonic())
+        if refusal is not None and refusal[0] == p.TOO_MANY_TASKS and session.active:
+            await self._forget_finished(session)
+            refusal = session.admit(time.monotonic())
+        if refusal is not None:
+            raise p.ProtocolError(*refusal, command.request_id)
+        task_id = None
+        try:
+            response = await self.hub.tasks.submit(principal, command, session.id)
+            task_id = response.task_id
+            assert task_id is not None
+            self.hub.counters.submitted += 1
+            log.debug("session %s submitted %s as %s", session.id, command.type, task_id)
+            self.push(p.accepted(task_id, response.status, command.request_id))
+        finally:
+            for frame in session.submitted(task_id):
+                for member in session.members:
+                    member.push(frame)
+        try:
+            await self.hub.store.add_task(session.id, task_id)
+        except UNREACHABLE as exc:  # queued all the same; only a later resume misses it
+            log.warning("could not record task %s in session %s: %s", task_id, session.id, exc)
+
+    async def _forget_finished(self, session: Session) -> None:
+        """Tasks counted as unfinished whose end this session never heard of."""
+        task_ids = list(session.active)
+        results = await self.hub.tasks.statuses(task_ids)
+        session.forget([t for t, r in zip(task_ids, results, strict=True) if r is None or r.done])
+
+    async def _owned(self, task_id: str, request_id: str | None) -> TaskResult:
+        """The task's status if this session submitted it; the same refusal otherwise,
+        so a client cannot tell someone else's task from one that does not exist."""
+        result = (await self.hub.tasks.statuses([task_id]))[0]
+        if result is None or self.session is None or result.session_id != self.session.id:
+            raise p.ProtocolError(
+                p.TASK_NOT_FOUND, f"no task {task_id[:40]!r} of this session", request_id
+            )
+        return result
+
+    async def _status(self, command: p.Status) -> None:
+        result = await self._owned(command.task_id, command.request_id)
+        self.push(p.status(describe(result), command.request_id))
+
+    async def _cancel(self, command: p.Cancel) -> None:
+        """No answer of its own: the task's ``result`` frame (``cancelled``) follows."""
+        result = await self._owned(command.task_id, command.request_id)
+        if result.done or not await self.hub.tasks.cancel(command.task_id):
+            raise p.ProtocolError(
+                p.TASK_FINISHED,
+                f"task {command.task_id} is over ({result.status.value}): nothing to cancel",
+                command.request_id,
+            )
+
+    async def _subscribe(self, command: p.Subscribe) -> None:
+        assert self.principal is not None
+        await self.hub.subscribe(self, self.principal, command.channel)
+        self.push(p.subscribed("subscribed", command.channel, command.request_id))
+
+    async def _unsubscribe(self, command: p.Unsubscribe) -> None:
+        self.hub.unsubscribe(self, command.channel)
+        self.push(p.subscribed("unsubscribed", command.channel, command.request_id))
+
+    async def _ping(self, command: p.Ping) -> None:
+        self.push(p.pong(command.request_id))
+
+    async def _auth(self, command: p.Auth) -> None:
+        raise p.ProtocolError(
+            p.ALREADY_AUTHENTICATED,
+            "this connection is authenticated; to use another token, reconnect with it "
+            "and ?session= to resume",
+            command.request_id,
+        )
+
+    # -- sending -----------------------------------------------------------------------
+
+    def error(self, code: str, message: str, request_id: str | None = None) -> None:
+        self.hub.counters.errors[code] += 1
+        self.push(p.error(code, message, request_id))
+
+    def push(self, frame: str) -> None:
+        """Queue a frame; never blocks (the fan-out calls this for every client)."""
+        if self.closing:
+            return
+        if self._outbox is None:
+            self._outbox = deque()
+        elif len(self._outbox) >= self.hub.config.outbox_frames:
+            self._outbox.clear()
+            self.hub.counters.refusals[p.TOO_SLOW] += 1
+            self._close(
+                p.CLOSE_TOO_SLOW,
+                f"{p.TOO_SLOW}: over {self.hub.config.outbox_frames} frames unread",
+            )
+            return
+        self._outbox.append(frame)
+        self._start_flusher()
+
+    async def refuse(self, code: str, message: str, close_code: int) -> None:
+        """Tell the client why in an error frame, close with ``close_code``, and wait
+        (a little) until both went out."""
+        self.error(code, message)
+        self.hub.counters.refusals[code] += 1
+        self._close(close_code, f"{code}: {message}")
+        if self._flusher is not None:
+            await asyncio.wait([self._flusher], timeout=CLOSE_GRACE)
+
+    def _close(self, close_code: int, reason: str) -> None:
+        if self.closing:
+            return
+        if self._outbox is None:
+            self._outbox = deque()
+        # A close reason is at most 123 bytes of UTF-8.
+        reason = reason.encode()[:123].decode(errors="ignore")
+        self._outbox.append({"type": "websocket.close", "code": close_code, "reason": reason})
+        self.closing = True
+        self._start_flusher()
+
+    def _start_flusher(self) -> None:
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        outbox = self._outbox
+        try:
+            while outbox:
+                item = outbox.popleft()
+                if isinstance(item, str):
+                    await self._send({"type": "websocket.send", "text": item})
+                    self.hub.counters.frames_out += 1
+                else:
+                    outbox.clear()
+                    await self._send(item)
+        except Exception:  # the client is gone (uvicorn raises ClientDisconnected)
+            self.closing = True
+        finally:
+            self._flusher = None
+            if not outbox:
+                self._outbox = None
+
+
+_HANDLERS: dict[type, Any] = {
+    p.Submit: Connection._submit,
+    p.Cancel: Connection._cancel,
+    p.Status: Connection._status,
+    p.Subscribe: Connection._subscribe,
+    p.Unsubscribe: Connection._unsubscribe,
+    p.Ping: Connection._ping,
+    p.Auth: Connection._auth,
+}
+
+
+def _first(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    return values[0] if values else None
+
+
+def _request_id(command: p.Command | None) -> str | None:
+    return getattr(command, "request_id", None)
