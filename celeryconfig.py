@@ -85,7 +85,9 @@ task_routes = ("meetingtasks.app.route_task",)
 # -- Events, so Flower and `celery events` show our tasks ---------------------------------
 worker_send_task_events = True
 task_send_sent_event = True
-task_track_started = True
+# No STARTED state in Celery's backend (two more round trips per task): our status
+# record says "processing" from the moment a worker takes the task (tracking.py).
+task_track_started = False
 
 # -- Worker ----------------------------------------------------------------------------------
 worker_concurrency = _settings.worker_concurrency

@@ -16,7 +16,7 @@ from meetingtasks.errors import ConfigurationError, UnknownTaskType
 from meetingtasks.keys import get_keys
 from meetingtasks.routing import get_route_table
 from meetingtasks.settings import get_settings
-from meetingtasks.store import get_redis
+from meetingtasks.store import get_redis, queueing
 
 
 class MeetingTasksApp(Celery):  # type: ignore[misc]
@@ -34,12 +34,15 @@ class MeetingTasksApp(Celery):  # type: ignore[misc]
     """
 
     def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
-        args, kwargs = submission.check_payload(self.tasks.get(name), name, args, kwargs)
+        args, kwargs, _ = submission.check_payload(self.tasks.get(name), name, args, kwargs)
         submission.apply_options(options)
         key = options.pop("idempotency_key", None)
-        if key is None:
-            return super().send_task(name, args, kwargs, **options)
-        return self._send_once(submission.check_idempotency_key(key), name, args, kwargs, options)
+        # The message, its status and Celery's task-sent event: one round trip.
+        with queueing.batch():
+            if key is None:
+                return super().send_task(name, args, kwargs, **options)
+            key = submission.check_idempotency_key(key)
+            return self._send_once(key, name, args, kwargs, options)
 
     def _send_once(
         self, key: str, name: str, args: Any, kwargs: Any, options: dict[str, Any]

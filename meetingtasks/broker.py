@@ -35,12 +35,13 @@ from typing import Any
 from kombu import Connection
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
-from kombu.utils.json import dumps, loads
-from redis.exceptions import NoScriptError
+from kombu.utils.json import loads
+from redis.exceptions import NoScriptError, ResponseError
 
-from meetingtasks import headers as h
-from meetingtasks.keys import UNACKED_OWNER, Keys, get_keys
-from meetingtasks.store import get_redis, queueing, script
+from meetingtasks.keys import UNACKED_OWNER, get_keys
+from meetingtasks.settings import get_settings
+from meetingtasks.status import MONITOR_SLACK
+from meetingtasks.store import get_redis, queueing, script, writebehind
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ consumer_base: str | None = None
 consumer_id: str | None = None
 on_new_consumer: Callable[[str | None, str], None] | None = None
 _generations = itertools.count(1)
+
+#: Most unreadable queue entries kept aside for inspection (``Keys.malformed``).
+MALFORMED_KEPT = 1000
 
 
 class QueueingChannelMixin:
@@ -87,8 +91,13 @@ class QueueingChannelMixin:
             self._taken_from = [queue for queue, _ in order]
             lists = [keys.queue(queue, step) for queue, step in order]
             held = [keys.unacked(), keys.unacked_index(), keys.unacked_owner()]
-            command = ["EVALSHA", script("fetch").sha, len(lists) + 3 + len(bells),
-                       *lists, *held, *bells, len(lists), time.time(), self.owner_id]  # fmt: skip
+            running = [keys.deadlines(), keys.active(), keys.malformed()]
+            command = [
+                "EVALSHA", script("fetch").sha, len(lists) + 6 + len(bells),
+                *lists, *held, *running, *bells,
+                len(lists), time.time(), self.owner_id, keys.status(""), keys.cancelled(""),
+                get_settings().status_ttl, MONITOR_SLACK, MALFORMED_KEPT,
+            ]  # fmt: skip
         self._in_poll = self.client.connection  # type: ignore[attr-defined]
         self._brpop_sent_at = monotonic()
         self.client.connection.send_command(*command)  # type: ignore[attr-defined]
@@ -108,6 +117,15 @@ class QueueingChannelMixin:
                 raise
             except NoScriptError:  # Redis restarted and forgot it: load, then fetch again
                 client.script_load(script("fetch").script)
+                raise Empty() from None
+            except ResponseError as exc:
+                # Not expected (fetch.lua sets unreadable entries aside), but a consumer
+                # that dies here stops the worker taking anything: log it, wait on the
+                # doorbells for a turn instead of spinning, and fetch again.
+                if self._waiting:
+                    raise
+                log.error("fetching from %s failed: %s", self._taken_from, exc)
+                self._waiting = True
                 raise Empty() from None
             if self._waiting or not reply:
                 self._waiting = not self._waiting
@@ -129,45 +147,34 @@ class QueueingChannelMixin:
             return
         kwargs.pop("_publish_batch", None)  # queueing.batch() is our batching
         step = self.priority(self._get_message_priority(message, reverse=False))  # type: ignore[attr-defined]
-        due = headers.get(h.DUE_AT)
-        due = float(due) if due is not None and float(due) > time.time() else None
-        if due is not None:
-            headers["eta"] = None  # the worker gets it when due: no ETA to hold in memory
-        keys = get_keys()
-        first_send = not headers.get("retries")
-        status = status_fields(keys, headers, task_type, queue, step) if first_send else None
-        list_key, doorbell = keys.queue(queue, step), keys.doorbell(queue)
-        queueing.put(keys, task_id, list_key, doorbell, dumps(message), due, status)
+        queueing.put_task(get_keys(), queue, step, message)
 
     def _put_fanout(self, exchange: str, message: Any, routing_key: str, **kwargs: Any) -> None:
-        """Events (task-sent…) join the current batch, if any, instead of a round trip each."""
-        pipe = queueing.current_batch()
-        if pipe is None:
-            super()._put_fanout(exchange, message, routing_key, **kwargs)  # type: ignore[misc]
-            return
-        payload = dumps(message)
-        for topic in self._get_publish_topics(exchange, routing_key):  # type: ignore[attr-defined]
-            pipe.publish(get_keys().prefix + topic, payload)
-
-
-def status_fields(
-    keys: Keys, headers: dict[str, Any], task_type: str, queue: str, step: int
-) -> dict[str, Any]:
-    """What a task's status record says of it from the start."""
-    fields: dict[str, Any] = {"type": task_type, "queue": queue, "priority": step}
-    for field, header in (("session", h.SESSION), ("request_id", h.REQUEST),
-                          ("user", h.USER), ("meeting", h.MEETING)):  # fmt: skip
-        if headers.get(header) is not None:
-            fields[field] = str(headers[header])
-    if headers.get(h.SESSION) is not None:
-        fields["session_channel"] = keys.session_channel(str(headers[h.SESSION]))
-    if headers.get(h.NOTIFY) is not None:
-        fields["notify_channel"] = keys.notify_channel(str(headers[h.NOTIFY]))
-    return fields
+        """Events (task-sent…) go out as ``queueing.publish`` says."""
+        topics = self._get_publish_topics(exchange, routing_key)  # type: ignore[attr-defined]
+        queueing.publish([get_keys().prefix + topic for topic in topics], queueing.to_json(message))
 
 
 class OwnedQoS(kombu_redis.QoS):  # type: ignore[misc]
     """Kombu's ack emulation, plus who holds each unacknowledged message."""
+
+    def ack(self, delivery_tag: str) -> None:
+        """In a worker, the Redis side waits for the write-behind flush: the task's own
+        result write already removed the entry, so this only catches runs that stored
+        no result (see store/writebehind.py)."""
+        writes = writebehind.worker_writes
+        if self.channel.owner_id is None or writes is None or not writes.running_here:
+            super().ack(delivery_tag)
+            return
+        keys = get_keys()
+        writes.add(
+            lambda pipe: (
+                pipe.zrem(keys.unacked_index(), delivery_tag)
+                .hdel(keys.unacked(), delivery_tag)
+                .hdel(keys.unacked_owner(), delivery_tag)
+            )
+        )
+        kombu_redis.virtual.QoS.ack(self, delivery_tag)
 
     def append(self, message: Any, delivery_tag: str) -> None:
         if self.channel.owner_id is None:

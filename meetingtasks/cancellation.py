@@ -15,7 +15,9 @@ from celery import states
 
 from meetingtasks.keys import Keys, get_keys
 from meetingtasks.settings import get_settings
+from meetingtasks.status import TaskStatus
 from meetingtasks.store import delayed, get_redis
+from meetingtasks.store import status as status_store
 
 REASON = "cancelled"
 
@@ -25,12 +27,14 @@ def cancel(task_id: str, keys: Keys | None = None) -> bool:
     from meetingtasks.app import app
 
     keys = keys or get_keys()
-    result = app.AsyncResult(task_id)
-    if result.state in states.READY_STATES:
+    record = status_store.read(keys, [task_id])[0]
+    if record and TaskStatus(record["status"]).terminal:
         return False
+    if not record and app.AsyncResult(task_id).state in states.READY_STATES:
+        return False  # its status expired, Celery's result says it is over
     get_redis().set(keys.cancelled(task_id), REASON, ex=get_settings().cancel_ttl)
     delayed.remove(keys, task_id)
-    running = result.state == states.STARTED
+    running = record.get("status") == TaskStatus.PROCESSING
     if not running:
         app.backend.mark_as_revoked(task_id, reason=REASON)
     app.control.revoke(task_id, terminate=running, signal="SIGTERM")

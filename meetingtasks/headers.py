@@ -24,6 +24,9 @@ USER = "mt_user"
 MEETING = "mt_meeting"
 #: Id of the dispatcher to tell when the task ends (its callbacks run there).
 NOTIFY = "mt_notify"
+#: The message's delivery tag, by which the run's end removes it from the
+#: unacknowledged set (kombu keeps the tag out of the task's request context).
+DELIVERY_TAG = "mt_tag"
 
 
 def get(request: Any, name: str) -> Any:

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 
 from meetingtasks import broker
 from meetingtasks.keys import Keys, get_keys
-from meetingtasks.store import get_redis
+from meetingtasks.store import get_redis, writebehind
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,8 @@ class WorkerConsumers:
         self.heartbeat.beat(retire=previous)
         if previous is None:
             return
+        if writebehind.worker_writes is not None:
+            writebehind.worker_writes.flush()  # acknowledgements still waiting count too
         tags = held_by(self.keys).get(previous, [])
         running = self.running_tags()
         keep = [tag for tag in tags if tag in running]

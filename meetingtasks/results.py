@@ -3,9 +3,11 @@
 The backend is where Celery records how every run ended: success, retry, revocation
 and final failure, both for a failure inside the task and for a hard time limit handled
 by the worker's main process, with the request context of the run at hand. The one
-place that sees every end, so our policies hook here: status tracking (``tracking.py``)
-and the dead-letter queue (``dlq.py``). A failing policy is logged, never fatal to the
-task.
+place that sees every end, so our policies hook here:
+- status tracking (``tracking.py``): the result and the status change are written by
+  one Lua script, one round trip where Celery alone takes two (it reads the result
+  before writing it);
+- the dead-letter queue (``dlq.py``): a failing policy is logged, never fatal.
 """
 
 from __future__ import annotations
@@ -14,16 +16,52 @@ import logging
 from typing import Any
 
 from celery import states
+from celery.backends.base import _is_request_ignore_result
 from celery.backends.redis import RedisBackend, SentinelBackend
+from celery.exceptions import BackendStoreError
+from kombu.utils.encoding import bytes_to_str
 
 from meetingtasks import tracking
 from meetingtasks.dlq import DeadLetter, DeadLetterQueue
 from meetingtasks.status import TaskStatus
+from meetingtasks.store.status import ResultMeta
 
 log = logging.getLogger(__name__)
 
 
 class TrackingMixin:
+    def on_task_call(self, producer: Any, task_id: str) -> None:
+        """Celery subscribes to every sent task's result channel at send time (two round
+        trips per send, whether anyone waits or not). ``AsyncResult.get()`` subscribes
+        by itself when called and then reads the stored result, so nothing is missed;
+        the dispatcher follows our status instead."""
+
+    def _store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: str | None = None,
+        request: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Celery's ``_store_result``, with our status change in the same write."""
+        meta = self._get_result_meta(  # type: ignore[attr-defined]
+            result=result, state=state, traceback=traceback, request=request
+        )
+        meta["task_id"] = bytes_to_str(task_id)
+        value = self.encode(meta)  # type: ignore[attr-defined]
+        if len(value) > self._MAX_STR_VALUE_SIZE:  # type: ignore[attr-defined]
+            raise BackendStoreError(
+                "value too large for Redis backend", state=state, task_id=task_id
+            )
+        key = bytes_to_str(self.get_key_for_task(task_id))  # type: ignore[attr-defined]
+        stored = ResultMeta(key, value, int(self.expires or 0))  # type: ignore[attr-defined]
+        status = tracking.status_for(state, result)
+        error = "" if status in (None, TaskStatus.COMPLETED) else tracking.describe(result)
+        tracking.report(task_id, status, request, result=result, error=error, meta=stored)
+        return result
+
     def mark_as_done(
         self,
         task_id: str,
@@ -33,7 +71,8 @@ class TrackingMixin:
         state: str = states.SUCCESS,
     ) -> Any:
         outcome = super().mark_as_done(task_id, result, request, store_result, state)  # type: ignore[misc]
-        _policy(tracking.report, task_id, TaskStatus.COMPLETED, request, result=result)
+        if not store_result or _is_request_ignore_result(request):
+            _policy(tracking.report, task_id, TaskStatus.COMPLETED, request, result=result)
         return outcome
 
     def mark_as_failure(
@@ -49,25 +88,11 @@ class TrackingMixin:
         outcome = super().mark_as_failure(  # type: ignore[misc]
             task_id, exc, traceback, request, store_result, call_errbacks, state
         )
-        status = tracking.failure_status(exc)
-        _policy(tracking.report, task_id, status, request, error=tracking.describe(exc))
+        if not store_result:
+            status = tracking.status_for(state, exc)
+            _policy(tracking.report, task_id, status, request, error=tracking.describe(exc))
         if request is not None and getattr(request, "task", None):
             _policy(DeadLetterQueue().add, DeadLetter.from_request(request, exc, traceback))
-        return outcome
-
-    def mark_as_retry(
-        self,
-        task_id: str,
-        exc: BaseException,
-        traceback: str | None = None,
-        request: Any = None,
-        store_result: bool = True,
-        state: str = states.RETRY,
-    ) -> Any:
-        outcome = super().mark_as_retry(task_id, exc, traceback, request, store_result, state)  # type: ignore[misc]
-        _policy(
-            tracking.report, task_id, TaskStatus.RETRYING, request, error=tracking.describe(exc)
-        )
         return outcome
 
     def mark_as_revoked(
@@ -79,9 +104,9 @@ class TrackingMixin:
         state: str = states.REVOKED,
     ) -> Any:
         outcome = super().mark_as_revoked(task_id, reason, request, store_result, state)  # type: ignore[misc]
-        # A task that expired before it could start timed out; any other revoke cancelled it.
-        status = TaskStatus.TIMEOUT if reason == "expired" else TaskStatus.CANCELLED
-        _policy(tracking.report, task_id, status, request, error=reason)
+        if not store_result:
+            status = tracking.status_for(state, reason)
+            _policy(tracking.report, task_id, status, request, error=reason)
         return outcome
 
 

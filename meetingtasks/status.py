@@ -36,3 +36,7 @@ class TaskStatus(StrEnum):
 TERMINAL = frozenset(
     {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.TIMEOUT, TaskStatus.CANCELLED}
 )
+
+#: Seconds past a run's time limit before the scheduler's monitor calls its worker
+#: lost: a live worker's own hard time limit ends the run first.
+MONITOR_SLACK = 10.0

@@ -7,9 +7,11 @@ bad input is refused the same way everywhere, before anything is queued.
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from kombu.utils.json import dumps
 
@@ -21,8 +23,18 @@ from meetingtasks.settings import get_settings
 MAX_DELAY_SECONDS = 366 * 24 * 3600
 MAX_IDEMPOTENCY_KEY = 200
 
+#: A UTF-16 surrogate escape (backslash-u-d8..df) in JSON text; a lone one is not Unicode.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
-def check_payload(task: Any, name: str, args: Any, kwargs: Any) -> tuple[tuple[Any, ...], dict]:
+
+class Payload(NamedTuple):
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    #: ``[args, kwargs]`` as the message body will carry them (kombu's JSON).
+    json: str
+
+
+def check_payload(task: Any, name: str, args: Any, kwargs: Any) -> Payload:
     """Arguments that are JSON, within the size limit, and fit the task's signature."""
     if args is not None and not isinstance(args, list | tuple):
         raise InvalidPayload(f"args of {name} must be a list, not {type(args).__name__}")
@@ -31,9 +43,12 @@ def check_payload(task: Any, name: str, args: Any, kwargs: Any) -> tuple[tuple[A
         raise InvalidPayload(f"payload of {name} must be a JSON object, not {kind}")
     args, kwargs = tuple(args or ()), dict(kwargs or {})
     try:
-        size = len(dumps([args, kwargs]).encode())
+        text = dumps([args, kwargs])
     except (TypeError, ValueError) as exc:
         raise InvalidPayload(f"payload of {name} is not JSON-serialisable: {exc}") from exc
+    if _SURROGATE_ESCAPE.search(text):
+        _refuse_lone_surrogates(name, [args, kwargs])
+    size = len(text.encode())
     limit = get_settings().max_payload_bytes
     if size > limit:
         raise InvalidPayload(
@@ -46,7 +61,19 @@ def check_payload(task: Any, name: str, args: Any, kwargs: Any) -> tuple[tuple[A
             header(*args, **kwargs)
         except TypeError as exc:
             raise InvalidPayload(f"payload does not fit task {name}: {exc}") from exc
-    return args, kwargs
+    return Payload(args, kwargs, text)
+
+
+def _refuse_lone_surrogates(name: str, payload: Any) -> None:
+    """Python strings may hold lone surrogates (e.g. from ``"\\udc80"`` in JSON); they are
+    not Unicode text, so nothing downstream (Redis's Lua JSON, other languages) can read
+    them. Pairs (emoji escaped by ``ensure_ascii``) encode fine and pass."""
+    try:
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidPayload(
+            f"payload of {name} holds a lone UTF-16 surrogate, which is not valid Unicode text"
+        ) from exc
 
 
 def apply_options(options: dict[str, Any]) -> None:

@@ -14,14 +14,14 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Task
+from celery.app.task import extract_exec_options
 from celery.exceptions import Ignore
 
-from meetingtasks import headers, tracking
+from meetingtasks import headers
 from meetingtasks.cancellation import REASON, is_cancelled
 from meetingtasks.retry import RETRYABLE_ERRORS, backoff_delay
 from meetingtasks.routing import Route, get_route_table
 from meetingtasks.settings import get_settings
-from meetingtasks.store import status as status_store
 
 DEFAULT_MAX_RETRIES = 3
 
@@ -60,14 +60,12 @@ class MeetingTask(Task):  # type: ignore[misc]
         route = self.route
         return route.expires if route else None
 
+    def _get_exec_options(self) -> dict[str, Any]:
+        """Celery computes these once per task and keeps them; ours come from the route
+        table, which ``TaskDispatcher.register_route`` may change at run time."""
+        return dict(extract_exec_options(self))
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if not self.request.called_directly:
-            outcome = tracking.begin_run(self)
-            if outcome == status_store.CANCELLED:
-                self.backend.mark_as_revoked(self.request.id, reason=REASON, request=self.request)
-                raise Ignore()
-            if outcome == status_store.ALREADY_OVER:
-                raise Ignore()  # a redelivered duplicate of a run that already ended
         try:
             return super().__call__(*args, **kwargs)
         except RETRYABLE_ERRORS as exc:

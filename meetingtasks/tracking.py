@@ -4,9 +4,9 @@ Celery records SUCCESS/FAILURE/RETRY/REVOKED in its result backend, visible only
 caller holding the task id and blind to a worker that died. Here each transition is
 also written to the task's status record (``status.py``), counted cluster-wide and
 pushed, exactly once, to the dispatcher waiting on it and to the client session that
-submitted it. The worker reports the start (``MeetingTask``) and the result backend the
-end (``results.py``); the scheduler's monitor reports runs whose worker went silent
-past their deadline.
+submitted it. A worker marks a task processing when it takes it (``lua/fetch.lua``);
+the result backend reports the end, in the same step that stores Celery's result
+(``results.py``); the scheduler's monitor reports runs whose worker went silent.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 import time
 from typing import Any
 
-from celery import Task
+from celery import states
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from kombu.utils.json import dumps
 
@@ -23,39 +23,50 @@ from meetingtasks import headers as h
 from meetingtasks.keys import Keys, get_keys
 from meetingtasks.status import TaskStatus
 from meetingtasks.store import status as store
-
-#: Seconds past a run's hard time limit before the monitor calls it lost: the worker's
-#: own limit normally ends it first.
-MONITOR_SLACK = 10.0
+from meetingtasks.store.status import ResultMeta
 
 TIME_LIMITS = (SoftTimeLimitExceeded, TimeLimitExceeded)
+TIME_LIMIT_NAMES = frozenset(exc.__name__ for exc in TIME_LIMITS)
 
 
-def begin_run(task: Task) -> int:
-    """Report that ``task`` starts its current run; store.RUN unless it must not run."""
-    request = task.request
-    hard, soft = request.timelimit or (None, None)
-    limit = hard or soft or task.time_limit or task.soft_time_limit
-    now = time.time()
-    deadline = now + float(limit) + MONITOR_SLACK if limit else None
-    attempt = (request.retries or 0) + 1
-    return store.begin(get_keys(), request.id, now, deadline, attempt, request.hostname or "")
+def status_for(state: str, result: Any) -> TaskStatus | None:
+    """Our status for a Celery state (None for states that are not an end: STARTED…).
+
+    ``result`` is what Celery stores with the state: the exception of a failure or
+    a revocation (an exception, or the JSON form Celery stores it in), the value of a
+    success.
+    """
+    if state == states.SUCCESS:
+        return TaskStatus.COMPLETED
+    if state == states.FAILURE:
+        timed_out = _exception(result)[0] in TIME_LIMIT_NAMES
+        return TaskStatus.TIMEOUT if timed_out else TaskStatus.FAILED
+    if state == states.RETRY:
+        return TaskStatus.RETRYING
+    if state == states.REVOKED:
+        # A task that expired before it could start timed out; any other revoke cancelled it.
+        return TaskStatus.TIMEOUT if "expired" in str(result) else TaskStatus.CANCELLED
+    return None
 
 
 def report(
     task_id: str,
-    status: TaskStatus,
+    status: TaskStatus | None,
     request: Any = None,
     result: Any = None,
     error: str = "",
     keys: Keys | None = None,
+    meta: ResultMeta | None = None,
 ) -> bool:
-    """Move ``task_id`` to ``status`` and tell its dispatcher and client session.
+    """Move ``task_id`` to ``status`` (storing ``meta``) and tell its dispatcher and
+    client session.
 
     ``request`` (Celery's context of the run) names them; without it (the monitor, a
     canceller) they are read from the status record.
     """
     keys = keys or get_keys()
+    if status is None:
+        return store.finish(keys, task_id, None, time.time(), meta=meta)
     if request is not None:
         notify_id, session_id, request_id = (
             h.get(request, h.NOTIFY),
@@ -71,7 +82,8 @@ def report(
         request_id = record.get("request_id")
     notify = (notify_channel, json.dumps({"task_id": task_id, "status": status.value}))
     session = (session_channel, session_frame(task_id, status, request_id, result, error))
-    return store.finish(keys, task_id, status, time.time(), error, notify, session)
+    tag = (h.get(request, h.DELIVERY_TAG) or "") if request is not None else ""
+    return store.finish(keys, task_id, status, time.time(), error, notify, session, meta, tag)
 
 
 def session_frame(
@@ -92,9 +104,19 @@ def session_frame(
     return dumps(frame)
 
 
-def failure_status(exc: BaseException) -> TaskStatus:
-    return TaskStatus.TIMEOUT if isinstance(exc, TIME_LIMITS) else TaskStatus.FAILED
+def describe(exc: Any) -> str:
+    """A one-line error for status records and client frames."""
+    name, message = _exception(exc)
+    return f"{name}: {message}" if name else message
 
 
-def describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+def _exception(exc: Any) -> tuple[str, str]:
+    """(type name, message) of an exception or of Celery's JSON form of one."""
+    if isinstance(exc, BaseException):
+        return type(exc).__name__, str(exc)
+    if isinstance(exc, dict) and "exc_type" in exc:
+        message = exc.get("exc_message")
+        if isinstance(message, list | tuple):
+            message = " ".join(str(part) for part in message)
+        return str(exc["exc_type"]), "" if message is None else str(message)
+    return "", "" if exc is None else str(exc)

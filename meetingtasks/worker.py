@@ -3,7 +3,8 @@
 Connected to Celery's worker signals when the app is imported, so plain
 ``celery -A meetingtasks worker`` gets it: consumer ids and the heartbeat that let the
 scheduler recover the messages of a worker that died, and the worker itself recover
-those its consumer dropped on a broker reconnect (``recovery.py``).
+those its consumer dropped on a broker reconnect (``recovery.py``); the write-behind of
+acknowledgements and events (``store/writebehind.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from celery.worker.state import active_requests
 
 from meetingtasks.recovery import WorkerConsumers
 from meetingtasks.settings import get_settings
+from meetingtasks.store import writebehind
 
 _consumers: list[WorkerConsumers] = []
 
@@ -29,9 +31,13 @@ def _start(sender: Any = None, **_: Any) -> None:
     consumers = WorkerConsumers(sender.hostname, get_settings().heartbeat_ttl, _running_tags)
     consumers.start()
     _consumers.append(consumers)
+    writebehind.worker_writes = writebehind.WriteBehind()
+    writebehind.worker_writes.start()
 
 
 @worker_shutdown.connect
 def _stop(**_: Any) -> None:
     while _consumers:
         _consumers.pop().stop()
+    if writebehind.worker_writes is not None:
+        writebehind.worker_writes.stop()

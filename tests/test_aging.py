@@ -102,5 +102,6 @@ def test_low_task_runs_under_constant_critical_load(app, redis, start_worker) ->
         stop.set()
         flooder.join()
         aging.stop()
-    # It waited behind the CRITICAL backlog it found and more, then overtook later arrivals.
-    assert labels.index("low") > 30
+    # It waited behind the CRITICAL backlog it found (30), then overtook later arrivals
+    # (CRITICAL tasks were still queued when it ran, checked above).
+    assert labels.index("low") >= 30

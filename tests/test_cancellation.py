@@ -67,7 +67,7 @@ def test_cancel_holds_across_a_worker_restart(app, redis, start_worker) -> None:
 def test_cancel_a_running_task_terminates_it(app, redis, start_worker) -> None:
     start_worker(["media"])
     running = sleep.apply_async((30,), {"journal_name": "running"}, queue="media")
-    wait_until(lambda: running.state == states.STARTED, "the task to start")
+    wait_until(lambda: events("running") == ["started"], "the task to start")
 
     assert TaskScheduler().cancel(running.id) is True
     wait_until(lambda: running.state == states.REVOKED, "the task to be revoked")

@@ -20,7 +20,7 @@ from meetingtasks.priority import Priority
 from meetingtasks.routing import get_route_table
 from meetingtasks.status import TaskStatus
 from tests.test_scheduler import queued_ids, wait_until
-from tests.worker_tasks import read_journal
+from tests.worker_tasks import read_journal, record
 
 
 @pytest.fixture
@@ -215,5 +215,8 @@ def test_register_route_and_idempotency(app, redis, dispatcher) -> None:
         assert route.timeout == 5
     finally:
         get_route_table()._routes.pop("test.record")
+    # Celery would keep the first send's options (priority HIGH) for the task for good.
+    record.apply_async(("unrouted", "routes"), queue="user")
+    assert redis.llen(get_keys().queue("user", Priority.NORMAL)) == 1
     with pytest.raises(InvalidOption):
         dispatcher.register_route("bad type", queue="media")

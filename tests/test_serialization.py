@@ -9,10 +9,12 @@ import pickle
 from pathlib import Path
 
 import pytest
+from redis import Redis
 
 from meetingtasks.errors import InvalidOption
 from meetingtasks.keys import get_keys
 from meetingtasks.priority import Priority
+from tests.conftest import REDIS_URL
 from tests.worker_tasks import read_journal, record
 
 
@@ -54,3 +56,31 @@ def test_pickled_message_pushed_by_hand_is_rejected_never_run(
     assert not marker.exists(), "the pickle was deserialised"
     assert "Refusing to deserialize untrusted content of type pickle" in worker.log()
     assert redis.llen(key) == 0  # rejected for good, not requeued to loop forever
+
+
+def test_unreadable_entries_on_a_queue_are_set_aside_and_the_worker_goes_on(
+    app, redis, start_worker
+) -> None:
+    # A genuine message whose raw text gains a lone surrogate escape: valid for Python's
+    # JSON, refused by the JSON decoder inside Redis that the fetch step uses.
+    record.apply_async(("poisoned", "unreadable"), queue="user")
+    key = get_keys().queue("user", Priority.NORMAL)
+    message = json.loads(redis.rpop(key))
+    message["headers"]["note"] = "PLACEHOLDER"
+    poisoned = json.dumps(message).replace("PLACEHOLDER", "\\udc80")
+    garbage = [b"\x80\xff not json", b"[1, 2]", b'{"body": "no properties"}', poisoned]
+    for raw in garbage:
+        redis.lpush(key, raw)
+
+    worker = start_worker(["user"])
+    after = record.apply_async(("readable", "unreadable"), queue="user")
+
+    assert after.get(timeout=60) == "readable"
+    assert [entry["label"] for entry in read_journal("unreadable")] == ["readable"]
+    raw_client = Redis.from_url(REDIS_URL)  # the fixture's client decodes to text
+    set_aside = raw_client.lrange(get_keys().malformed(), 0, -1)
+    assert sorted(set_aside) == sorted(
+        raw if isinstance(raw, bytes) else raw.encode() for raw in garbage
+    )
+    assert redis.llen(key) == 0
+    assert "fetching from" not in worker.log()

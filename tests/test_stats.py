@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 
+from meetingtasks.dispatch import TaskDispatcher
 from meetingtasks.dlq import DeadLetterQueue
 from meetingtasks.keys import get_keys
 from meetingtasks.manager import QueueManager, cluster_stats
+from meetingtasks.status import TaskStatus
 from tests.support.backlog import DEAD, DELAYED, dead_letter, expected_queues, make_backlog
 from tests.support.workers import REPO
 from tests.test_scheduler import wait_until
@@ -84,7 +86,7 @@ def test_processing_counts_the_task_a_worker_holds(app, redis, start_worker) -> 
     assert stats["queues"]["user"]["total"] == 0
     assert stats["workers"]["online"] == 1
     assert stats["workers"]["ids"][0].startswith(f"{worker.name}:")
-    assert held.state == "STARTED"
+    assert TaskDispatcher().status(held.id).status is TaskStatus.PROCESSING
 
 
 def test_workers_online_follow_starts_stops_and_deaths(app, redis, start_worker) -> None:

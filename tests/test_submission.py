@@ -22,6 +22,8 @@ NORMAL_DEFAULT = get_keys().queue("default", Priority.NORMAL)
         ({"value": object()}, {}, InvalidPayload, "not JSON-serialisable"),
         ({"value": "x" * (1024 * 1024)}, {}, InvalidPayload, "over the 1048576-byte limit"),
         ({"unknown": 1}, {}, InvalidPayload, "does not fit task system.echo"),
+        ({"value": "half \udc80 a pair"}, {}, InvalidPayload, "lone UTF-16 surrogate"),
+        ({"value": {"k": ["\ud83d"]}}, {}, InvalidPayload, "lone UTF-16 surrogate"),
         ({}, {"countdown": -5}, InvalidOption, "countdown"),
         ({}, {"countdown": "soon"}, InvalidOption, "countdown"),
         ({}, {"eta": "next tuesday"}, InvalidOption, "eta must be"),
@@ -51,6 +53,11 @@ def test_args_and_payload_must_have_the_right_shape(app, redis) -> None:
     with pytest.raises(InvalidPayload, match="does not fit"):
         app.tasks["system.echo"].delay(1, 2, 3)
     assert redis.dbsize() == 0
+
+
+def test_text_outside_ascii_and_escaped_pairs_are_accepted(app, redis) -> None:
+    app.send_task("system.echo", kwargs={"value": "café 😀 \\ud800 as plain text"})
+    assert redis.llen(NORMAL_DEFAULT) == 1
 
 
 def test_the_payload_limit_is_a_setting() -> None:

@@ -1,62 +1,63 @@
-"""Redis operations of task status: begin and finish a run, read, find overdue tasks.
+"""Redis operations of task status: finish a run, read, find overdue tasks.
 
-The first status is written with the message itself (``queueing.py``); these are the
-transitions after it, each one Lua script, so a terminal status is counted and
+The first status is written with the message itself (``queueing.py``) and
+``processing`` when a worker takes it (``lua/fetch.lua``); the end of a run is one
+Lua script that also stores Celery's result, so a terminal status is counted and
 announced exactly once whoever (worker, monitor, canceller) reports it first.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from meetingtasks.keys import Keys
 from meetingtasks.settings import get_settings
 from meetingtasks.status import TaskStatus
 from meetingtasks.store import get_redis, script
 
-RUN = 0
-CANCELLED = 1
-ALREADY_OVER = 2
 
+@dataclass(frozen=True)
+class ResultMeta:
+    """Celery's encoded result of a run, stored with the status change."""
 
-def begin(
-    keys: Keys, task_id: str, now: float, deadline: float | None, attempt: int, worker: str
-) -> int:
-    """Mark a run as started; RUN, or CANCELLED / ALREADY_OVER when it must not run."""
-    return int(
-        script("begin")(
-            keys=[keys.cancelled(task_id), keys.status(task_id), keys.deadlines(), keys.active()],
-            args=[
-                task_id,
-                now,
-                "" if deadline is None else deadline,
-                attempt,
-                worker,
-                get_settings().status_ttl,
-            ],
-        )
-    )
+    key: str
+    value: str
+    expires: int
 
 
 def finish(
     keys: Keys,
     task_id: str,
-    status: TaskStatus,
+    status: TaskStatus | None,
     now: float,
     error: str = "",
     notify: tuple[str, str] | None = None,
     session: tuple[str, str] | None = None,
+    meta: ResultMeta | None = None,
+    delivery_tag: str = "",
 ) -> bool:
-    """Move to ``status`` (retrying or terminal); False if it was already terminal.
+    """Store ``meta`` and move to ``status`` (retrying or terminal; None: store only).
 
-    ``notify`` and ``session`` are (channel, message) pairs published if it changed.
+    False if the task was already over. ``notify`` and ``session`` are (channel,
+    message) pairs published if the status changed.
     """
     notify_channel, notify_message = notify or ("", "")
     session_channel, frame = session or ("", "")
     return bool(
         script("finish")(
-            keys=[keys.status(task_id), keys.deadlines(), keys.active(), keys.task_stats()],
+            keys=[
+                keys.status(task_id),
+                keys.deadlines(),
+                keys.active(),
+                keys.task_stats(),
+                meta.key if meta else keys.result(task_id),
+                keys.unacked(),
+                keys.unacked_index(),
+                keys.unacked_owner(),
+            ],
             args=[
                 task_id,
-                status.value,
+                status.value if status else "",
                 now,
                 get_settings().status_ttl,
                 error,
@@ -64,6 +65,9 @@ def finish(
                 notify_message,
                 session_channel,
                 frame,
+                meta.value if meta else "",
+                meta.expires if meta else 0,
+                delivery_tag,
             ],
         )
     )

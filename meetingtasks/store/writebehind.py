@@ -1,0 +1,94 @@
+"""Write-behind for a worker's main process: acknowledgements and monitoring events.
+
+Per task, a Celery worker's main process would send four writes of its own: the
+acknowledgement and three events (received, started, succeeded), each a round trip
+of its own. None needs to happen before the process goes on: the result and status
+are already stored by the task itself, in the same step that removes the message from
+the unacknowledged set (``lua/finish.lua``), and events are monitoring. So they are
+queued here and flushed together every few milliseconds, in one pipeline. A worker
+killed before a flush loses a few events (Pub/Sub loses those anyway) and leaves at
+most the acknowledgements of tasks whose run did not store a result (ignored ones),
+which recovery gives back: the documented duplicate window.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from redis.client import Pipeline
+
+from meetingtasks.store import get_redis
+
+log = logging.getLogger(__name__)
+
+Write = Callable[[Pipeline], Any]
+
+
+class WriteBehind:
+    def __init__(self, interval: float = 0.005) -> None:
+        self.interval = interval
+        self._writes: list[Write] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    @property
+    def running_here(self) -> bool:
+        """Started, in this process (a forked pool process inherits the object only)."""
+        return self._thread is not None and self._pid == os.getpid()
+
+    def add(self, write: Write) -> None:
+        with self._lock:
+            self._writes.append(write)
+        if self.running_here:
+            self._wake.set()
+        else:
+            self.flush()
+
+    def start(self) -> None:
+        self._pid = os.getpid()
+        self._thread = threading.Thread(target=self._run, name="write-behind", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+        self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            writes, self._writes = self._writes, []
+        if not writes:
+            return
+        pipe = get_redis().pipeline(transaction=False)
+        for write in writes:
+            write(pipe)
+        try:
+            pipe.execute()
+        except Exception:
+            with self._lock:  # keep them for the next flush
+                self._writes[:0] = writes
+            raise
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            self._stopping.wait(self.interval)  # gather what comes in the meantime
+            try:
+                self.flush()
+            except Exception:
+                log.warning("write-behind flush failed; retrying", exc_info=True)
+
+
+#: The worker main process's write-behind, started by ``worker.py``; None elsewhere.
+worker_writes: WriteBehind | None = None
