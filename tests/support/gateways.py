@@ -168,9 +168,14 @@ class Client:
         return self.until(lambda f: f.get("request_id") == rid and f["op"] != "delta", timeout)
 
     def result(self, request_id: str, timeout: float = 60.0) -> Frame:
-        return self.until(
-            lambda f: f["op"] == "result" and f.get("request_id") == request_id, timeout
-        )
+        """The result frame of ``request_id``: already received (tasks end in any order,
+        so it may have come while another was awaited), or the next that comes."""
+
+        def match(frame: Frame) -> bool:
+            return frame["op"] == "result" and frame.get("request_id") == request_id
+
+        earlier = next((frame for frame in self.frames if match(frame)), None)
+        return earlier if earlier is not None else self.until(match, timeout)
 
     def closed(self, timeout: float = 30.0) -> tuple[int | None, str | None]:
         """Read until the server closes; its close code and reason."""
