@@ -162,18 +162,11 @@ class OwnedQoS(kombu_redis.QoS):  # type: ignore[misc]
         """In a worker, the Redis side waits for the write-behind flush: the task's own
         result write already removed the entry, so this only catches runs that stored
         no result (see store/writebehind.py)."""
-        writes = writebehind.worker_writes
-        if self.channel.owner_id is None or writes is None or not writes.running_here:
+        writes = writebehind.here()
+        if self.channel.owner_id is None or writes is None:
             super().ack(delivery_tag)
             return
-        keys = get_keys()
-        writes.add(
-            lambda pipe: (
-                pipe.zrem(keys.unacked_index(), delivery_tag)
-                .hdel(keys.unacked(), delivery_tag)
-                .hdel(keys.unacked_owner(), delivery_tag)
-            )
-        )
+        writes.add(lambda pipe: _release(pipe, delivery_tag))
         kombu_redis.virtual.QoS.ack(self, delivery_tag)
 
     def append(self, message: Any, delivery_tag: str) -> None:
@@ -199,11 +192,16 @@ class OwnedQoS(kombu_redis.QoS):  # type: ignore[misc]
             # A task that ran across a broker reconnect acknowledges through its old,
             # closed channel, where kombu has no client left (and would crash the
             # worker): acknowledge with our own client.
-            keys = get_keys()
-            pipe = get_redis().pipeline()
-            pipe.zrem(keys.unacked_index(), delivery_tag).hdel(keys.unacked(), delivery_tag)
-            return pipe.hdel(keys.unacked_owner(), delivery_tag)
+            return _release(get_redis().pipeline(), delivery_tag)
         return super()._remove_from_indices(delivery_tag, pipe).hdel(UNACKED_OWNER, delivery_tag)
+
+
+def _release(pipe: Any, delivery_tag: str) -> Any:
+    """Add to ``pipe`` (one of our clients, not kombu's prefixed one) what acknowledges
+    ``delivery_tag``: the message and its bookkeeping leave the unacknowledged set."""
+    keys = get_keys()
+    pipe.zrem(keys.unacked_index(), delivery_tag).hdel(keys.unacked(), delivery_tag)
+    return pipe.hdel(keys.unacked_owner(), delivery_tag)
 
 
 class Channel(QueueingChannelMixin, kombu_redis.Channel):  # type: ignore[misc]

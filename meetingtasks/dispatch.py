@@ -36,7 +36,6 @@ from meetingtasks.errors import InvalidOption, InvalidPayload, MeetingTasksError
 from meetingtasks.keys import Keys, get_keys
 from meetingtasks.priority import Priority
 from meetingtasks.routing import Route, get_route_table
-from meetingtasks.settings import get_settings
 from meetingtasks.status import TaskStatus
 from meetingtasks.store import get_redis, queueing
 from meetingtasks.store import status as store
@@ -191,17 +190,16 @@ class TaskDispatcher:
 
         name = request.type
         payload = submission.check_payload(app.tasks.get(name), name, (), request.payload)
-        options: dict[str, Any] = {
-            "priority": request.priority, "timeout": request.timeout,
+        options: dict[str, Any] = {  # the route's defaults where the request is silent
+            "priority": route.priority if request.priority is None else request.priority,
+            "timeout": route.timeout if request.timeout is None else request.timeout,
             "max_retries": request.max_retries, "countdown": request.delay,
             "headers": self._headers(request, notify),
         }  # fmt: skip
         submission.apply_options(options)
-        priority = int(route.priority) if options["priority"] is None else options["priority"]
-        soft = options.get("soft_time_limit", route.timeout)
-        hard = options.get("time_limit", route.timeout + get_settings().timeout_grace)
+        priority, limits = options["priority"], (options["time_limit"], options["soft_time_limit"])
         message = messages.task_message(
-            app, task_id, name, payload, route.queue, priority, (hard, soft), route.expires,
+            app, task_id, name, payload, route.queue, priority, limits, route.expires,
             options["headers"],
         )  # fmt: skip
         with queueing.batch():

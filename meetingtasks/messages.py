@@ -25,6 +25,7 @@ from celery import Celery
 from celery.utils.nodenames import anon_nodename
 from celery.utils.time import utcoffset
 
+from meetingtasks.headers import DUE_AT
 from meetingtasks.keys import Keys
 from meetingtasks.submission import Payload
 
@@ -78,7 +79,7 @@ def sent_event(app: Celery, message: dict[str, Any]) -> dict[str, Any]:
         "hostname": _origin(), "utcoffset": utcoffset(), "pid": os.getpid(),
         "clock": app.clock.forward(), "uuid": headers["id"], "root_id": headers["root_id"],
         "parent_id": None, "name": headers["task"], "args": headers["argsrepr"],
-        "kwargs": headers["kwargsrepr"], "retries": 0, "eta": headers["eta"],
+        "kwargs": headers["kwargsrepr"], "retries": 0, "eta": _iso_at(headers.get(DUE_AT)),
         "expires": headers["expires"], "queue": routing_key, "exchange": "",
         "routing_key": routing_key, "timestamp": time.time(), "type": _SENT,
     }  # fmt: skip
@@ -112,9 +113,12 @@ def _envelope(body: bytes, headers: dict[str, Any], properties: dict[str, Any]) 
 
 
 def _iso_in(seconds: float | None) -> str | None:
-    if seconds is None:
-        return None
-    return datetime.fromtimestamp(time.time() + seconds, UTC).isoformat()
+    return None if seconds is None else _iso_at(time.time() + seconds)
+
+
+def _iso_at(when: float | None) -> str | None:
+    """A unix time as Celery writes times in messages and events."""
+    return None if when is None else datetime.fromtimestamp(when, UTC).isoformat()
 
 
 def _origin() -> str:

@@ -94,7 +94,7 @@ def apply_options(options: dict[str, Any]) -> None:
         if not _positive_number(timeout):
             raise InvalidOption(f"timeout must be a positive number of seconds, not {timeout!r}")
         options["soft_time_limit"] = timeout
-        options["time_limit"] = timeout + get_settings().timeout_grace
+        options["time_limit"] = hard_limit(timeout)
     max_retries = options.pop("max_retries", None)
     if max_retries is not None:
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
@@ -104,6 +104,12 @@ def apply_options(options: dict[str, Any]) -> None:
     if expires is not None and not isinstance(expires, datetime) and not _positive_number(expires):
         raise InvalidOption(f"expires must be positive seconds or a datetime, not {expires!r}")
     options["headers"] = headers
+
+
+def hard_limit(timeout: float) -> float:
+    """The hard time limit of a run whose (soft) timeout is ``timeout``: the grace
+    between them lets the task clean up before its process is killed."""
+    return timeout + get_settings().timeout_grace
 
 
 def check_idempotency_key(key: object) -> str:

@@ -22,6 +22,7 @@ from meetingtasks.cancellation import REASON, is_cancelled
 from meetingtasks.retry import RETRYABLE_ERRORS, backoff_delay
 from meetingtasks.routing import Route, get_route_table
 from meetingtasks.settings import get_settings
+from meetingtasks.submission import hard_limit
 
 DEFAULT_MAX_RETRIES = 3
 
@@ -48,7 +49,7 @@ class MeetingTask(Task):  # type: ignore[misc]
     @property
     def time_limit(self) -> float | None:  # type: ignore[override]
         route = self.route
-        return route.timeout + get_settings().timeout_grace if route else None
+        return hard_limit(route.timeout) if route else None
 
     @property
     def max_retries(self) -> int:  # type: ignore[override]

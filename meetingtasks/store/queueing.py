@@ -89,11 +89,11 @@ def publish(channels: list[str], payload: str) -> None:
         for channel in channels:
             pipe.publish(channel, payload)
 
-    pipe = current_batch()
+    pipe, writes = current_batch(), writebehind.here()
     if pipe is not None:
         send(pipe)
-    elif writebehind.worker_writes is not None and writebehind.worker_writes.running_here:
-        writebehind.worker_writes.add(send)
+    elif writes is not None:
+        writes.add(send)
     else:
         send(get_redis())
 

@@ -46,10 +46,7 @@ class WriteBehind:
     def add(self, write: Write) -> None:
         with self._lock:
             self._writes.append(write)
-        if self.running_here:
-            self._wake.set()
-        else:
-            self.flush()
+        self._wake.set()
 
     def start(self) -> None:
         self._pid = os.getpid()
@@ -92,3 +89,11 @@ class WriteBehind:
 
 #: The worker main process's write-behind, started by ``worker.py``; None elsewhere.
 worker_writes: WriteBehind | None = None
+
+
+def here() -> WriteBehind | None:
+    """The write-behind to use in this process: the worker main process's, else None
+    (clients and the pool's forked processes, which inherit the object only, write at
+    once)."""
+    writes = worker_writes
+    return writes if writes is not None and writes.running_here else None
