@@ -90,7 +90,7 @@ task_send_sent_event = True
 task_track_started = False
 
 # -- Worker ----------------------------------------------------------------------------------
-worker_concurrency = _settings.worker_concurrency
+worker_concurrency = _settings.pool_processes
 # We use no Celery rate limits; skipping their bookkeeping speeds every message up.
 worker_disable_rate_limits = True
 include = [

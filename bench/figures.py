@@ -60,6 +60,10 @@ SPECS: tuple[FigureSpec, ...] = (
     ),
     FigureSpec(
         "worker.ours_c2", "worker", "ours (-Q default), per machine (-c 2)", TASKS,
+        baseline="worker.plain_c2",
+    ),
+    FigureSpec(
+        "worker.ours_default", "worker", "ours (-Q default), per machine (default -c)", TASKS,
         baseline="worker.plain_c2", target=5000,
     ),
     # -- latency: submit -> result ------------------------------------------------------------

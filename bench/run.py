@@ -122,6 +122,10 @@ class BenchRun:
                     key = f"worker.{app}_c{concurrency}"
                     title = f"{app} worker -c {concurrency}"
                     steps.append(Step("worker", title, (key,), self._worker(app, concurrency, key)))
+            # Ours as deployed: without -c, the pool processes our settings choose.
+            default = self._default_pool_processes()
+            key, title = "worker.ours_default", f"ours worker, default -c {default}"
+            steps.append(Step("worker", title, (key,), self._worker("ours", default, key)))
         if "latency" in c.groups:
             for app in ("plain", "ours"):
                 keys = (f"latency.{app}_p50", f"latency.{app}_p99")
@@ -156,6 +160,12 @@ class BenchRun:
 
         return run
 
+    @staticmethod
+    def _default_pool_processes() -> int:
+        from meetingtasks.settings import Settings
+
+        return Settings().pool_processes
+
     def _worker(self, app: str, concurrency: int, key: str) -> Callable[[OnProgress], None]:
         def run(on_progress: OnProgress) -> None:
             n = self.config.worker_n
@@ -164,6 +174,8 @@ class BenchRun:
                 raise RuntimeError(f"prefill queued {filled['queued']} of {n} tasks")
             params = {"app": app, "concurrency": concurrency, "n": n, "log_dir": str(self.logs)}
             out = run_child("drain", params, lambda d, t: on_progress(n + d, 2 * n))
+            if key == "worker.ours_default":
+                out["label"] = f"ours (-Q default), per machine (default -c {concurrency})"
             self.results.set(key, out.pop("rate"), **out)
 
         return run

@@ -66,7 +66,10 @@ class MeetingTasksApp(Celery):  # type: ignore[misc]
             raise
 
 
-app = MeetingTasksApp("meetingtasks", task_cls="meetingtasks.task:MeetingTask")
+# Monitoring events go straight to Redis (messages.EventDispatcher says why).
+app = MeetingTasksApp(
+    "meetingtasks", task_cls="meetingtasks.task:MeetingTask", events="meetingtasks.messages:Events"
+)
 app.config_from_object("celeryconfig")
 
 

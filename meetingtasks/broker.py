@@ -13,7 +13,8 @@
    as unacknowledged in a second command, without saying *which* worker took it: a
    worker killed between the two loses the message, and one killed later leaves it
    invisible until the visibility timeout (an hour by default). Here a worker takes a
-   message and records it with its consumer id in one Lua step (``store/lua/fetch.lua``),
+   message and records it with its consumer id in one Lua step (``store/lua/fetch.lua``;
+   a worker with several idle pool processes takes as many messages in that one step),
    so the scheduler's recoverer can give back the messages of a consumer whose
    heartbeat stopped, within seconds (``recovery.py``). An idle worker blocks on the
    queues' doorbell lists (a token is pushed with each message) instead of on BRPOP.
@@ -32,6 +33,7 @@ from queue import Empty
 from time import monotonic
 from typing import Any
 
+import orjson
 from kombu import Connection
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
@@ -52,6 +54,9 @@ consumer_base: str | None = None
 consumer_id: str | None = None
 on_new_consumer: Callable[[str | None, str], None] | None = None
 _generations = itertools.count(1)
+
+#: Most messages one fetch takes (a worker with many free pool processes).
+FETCH_MOST = 64
 
 #: Most unreadable queue entries kept aside for inspection (``Keys.malformed``).
 MALFORMED_KEPT = 1000
@@ -96,15 +101,22 @@ class QueueingChannelMixin:
                 "EVALSHA", script("fetch").sha, len(lists) + 6 + len(bells),
                 *lists, *held, *running, *bells,
                 len(lists), time.time(), self.owner_id, keys.status(""), keys.cancelled(""),
-                get_settings().status_ttl, MONITOR_SLACK, MALFORMED_KEPT,
+                get_settings().status_ttl, MONITOR_SLACK, MALFORMED_KEPT, self._room(),
             ]  # fmt: skip
         self._in_poll = self.client.connection  # type: ignore[attr-defined]
         self._brpop_sent_at = monotonic()
         self.client.connection.send_command(*command)  # type: ignore[attr-defined]
         return None
 
+    def _room(self) -> int:
+        """How many messages one fetch may take: the free prefetch slots (Celery's
+        prefetch count is concurrency x multiplier), so a worker never holds a message it
+        cannot start and strict priority holds; at most FETCH_MOST."""
+        room = self.qos.can_consume_max_estimate()  # type: ignore[attr-defined]
+        return max(1, min(room or 1, FETCH_MOST))
+
     def _brpop_read(self, **options: Any) -> bool:
-        """Deliver the message fetched, or switch between fetching and waiting."""
+        """Deliver the messages fetched, or switch between fetching and waiting."""
         if self.owner_id is None:
             return bool(super()._brpop_read(**options))  # type: ignore[misc]
         client = self.client  # type: ignore[attr-defined]
@@ -130,10 +142,10 @@ class QueueingChannelMixin:
             if self._waiting or not reply:
                 self._waiting = not self._waiting
                 raise Empty()
-            index, raw = reply
-            queue = self._taken_from[int(index) - 1]
-            self._queue_cycle.rotate(queue)  # type: ignore[attr-defined]
-            self.connection._deliver(loads(bytes_to_str(raw)), queue)  # type: ignore[attr-defined]
+            for index, raw in zip(reply[::2], reply[1::2], strict=True):
+                queue = self._taken_from[int(index) - 1]
+                self._queue_cycle.rotate(queue)  # type: ignore[attr-defined]
+                self.connection._deliver(_decode(raw), queue)  # type: ignore[attr-defined]
             return True
         finally:
             self._in_poll = None
@@ -153,6 +165,15 @@ class QueueingChannelMixin:
         """Events (task-sent…) go out as ``queueing.publish`` says."""
         topics = self._get_publish_topics(exchange, routing_key)  # type: ignore[attr-defined]
         queueing.publish([get_keys().prefix + topic for topic in topics], queueing.to_json(message))
+
+
+def _decode(raw: bytes | str) -> Any:
+    """A queued envelope: orjson (kombu's decoder, with its hook for every object, took
+    a tenth of a worker's main process), or kombu's where kombu encoded a type of its
+    own (``__type__``) somewhere inside."""
+    if (b'"__type__"' if isinstance(raw, bytes) else '"__type__"') in raw:
+        return loads(bytes_to_str(raw))
+    return orjson.loads(raw)
 
 
 class OwnedQoS(kombu_redis.QoS):  # type: ignore[misc]

@@ -133,13 +133,15 @@ class TaskDispatcher:
 
     def dispatch_batch(self, requests: list[TaskRequest | dict[str, Any]]) -> list[TaskResponse]:
         """Queue many tasks in one round trip to Redis. Each request is checked on its
-        own: a bad one is answered ``rejected`` with its error, the others are queued."""
+        own: a bad one is answered ``rejected`` with its error, the others are queued.
+        Their task-sent events go out as one event (``messages.sent_events``)."""
         responses: list[TaskResponse] = []
+        sent: list[dict[str, Any]] = []
         with queueing.batch():
             for item in requests:
                 try:
                     request = item if isinstance(item, TaskRequest) else TaskRequest(**item)
-                    responses.append(self._send(request, notify=False))
+                    responses.append(self._send(request, notify=False, sent=sent))
                 except ValidationError as exc:
                     request_id = item.get("request_id") if isinstance(item, dict) else None
                     responses.append(
@@ -147,7 +149,19 @@ class TaskDispatcher:
                             task_id=None, status=REJECTED, error=str(exc), request_id=request_id
                         )
                     )
+            self._publish_sent_events(sent)
         return responses
+
+    def _publish_sent_events(self, sent: list[dict[str, Any]]) -> None:
+        """The task-sent events of a batch's messages, SENT_EVENTS_GROUPED to an event."""
+        from meetingtasks.app import app
+
+        if not sent or not _sends_sent_events(app):
+            return
+        channel = messages.event_channel(app, self.keys, "task.multi")
+        for start in range(0, len(sent), SENT_EVENTS_GROUPED):
+            event = messages.sent_events(app, sent[start : start + SENT_EVENTS_GROUPED])
+            queueing.publish([channel], queueing.to_json(event))
 
     def dispatch_async(self, request: TaskRequest, callback: Callback) -> TaskResponse:
         """Queue a task and call ``callback(TaskResult)`` here, once, when it ends."""
@@ -155,7 +169,11 @@ class TaskDispatcher:
         return self._send(request, notify=True, callback=callback)
 
     def _send(
-        self, request: TaskRequest, notify: bool, callback: Callback | None = None
+        self,
+        request: TaskRequest,
+        notify: bool,
+        callback: Callback | None = None,
+        sent: list[dict[str, Any]] | None = None,
     ) -> TaskResponse:
         route = get_route_table().get(request.type)  # only routed types: UnknownTaskType
         task_id = task_uuid()
@@ -164,7 +182,7 @@ class TaskDispatcher:
                 self._pending[task_id] = callback
         try:
             if request.idempotency_key is None:
-                self._queue(request, route, task_id, notify)
+                self._queue(request, route, task_id, notify, sent)
                 sent_id = task_id
             else:
                 sent_id = self._send_once(request, task_id, notify)
@@ -182,10 +200,18 @@ class TaskDispatcher:
         status_name = current.status.value if current else TaskStatus.QUEUED.value
         return TaskResponse(task_id=sent_id, status=status_name, request_id=request.request_id)
 
-    def _queue(self, request: TaskRequest, route: Route, task_id: str, notify: bool) -> None:
+    def _queue(
+        self,
+        request: TaskRequest,
+        route: Route,
+        task_id: str,
+        notify: bool,
+        sent: list[dict[str, Any]] | None = None,
+    ) -> None:
         """Queue a new task the fast way (``messages.py`` says why): the same checks as
         ``send_task``, then its message, status and task-sent event in one round trip
-        (or in the enclosing batch)."""
+        (or in the enclosing batch; with ``sent``, the message is added there for the
+        batch's one task-sent event instead)."""
         from meetingtasks.app import app
 
         name = request.type
@@ -204,9 +230,11 @@ class TaskDispatcher:
         )  # fmt: skip
         with queueing.batch():
             queueing.put_task(self.keys, route.queue, priority, message)
-            if _sends_sent_events(app):
+            if sent is not None:
+                sent.append(message)
+            elif _sends_sent_events(app):
                 event = messages.sent_event(app, message)
-                channel = messages.sent_event_channel(app, self.keys)
+                channel = messages.event_channel(app, self.keys, "task.sent")
                 queueing.publish([channel], queueing.to_json(event))
 
     def _send_once(self, request: TaskRequest, task_id: str, notify: bool) -> str:
@@ -376,6 +404,10 @@ class TaskDispatcher:
                 callback = self._pending.pop(result.task_id, None)
             if callback is not None:
                 self._callbacks.submit(_run_callback, callback, result)
+
+
+#: Most task-sent events of a batch published as one event.
+SENT_EVENTS_GROUPED = 256
 
 
 @functools.cache

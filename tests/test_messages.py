@@ -26,10 +26,10 @@ def _queued(redis, queue: str, priority: Priority) -> dict:
     return message
 
 
-def _sent_events(redis, send) -> list[dict]:
-    """The task-sent events published while ``send()`` runs."""
+def _sent_events(redis, send, routing_key: str = "task.sent") -> list[dict]:
+    """The monitoring events (task-sent by default) published while ``send()`` runs."""
     pubsub = redis.pubsub()
-    pubsub.psubscribe(f"{get_keys().prefix}*celeryev/task.sent")
+    pubsub.psubscribe(f"{get_keys().prefix}*celeryev/{routing_key}")
     pubsub.get_message(timeout=5)  # the subscription itself
     send()
     events = []
@@ -37,6 +37,7 @@ def _sent_events(redis, send) -> list[dict]:
         if message["type"] == "pmessage":
             event = json.loads(message["data"])
             event["body"] = json.loads(base64.b64decode(event["body"]))
+            event["channel"] = message["channel"]
             events.append(event)
     pubsub.close()
     return events
@@ -96,3 +97,108 @@ def test_a_delayed_dispatch_waits_in_the_delay_store_like_a_delayed_send(app, re
     assert round(eta - event["body"]["timestamp"]) == 60
     assert redis.zscore(get_keys().delayed(), response.task_id) is not None
     assert redis.llen(get_keys().queue("default", Priority.NORMAL)) == 0
+
+
+def _without_clocks(event: dict) -> dict:
+    """An event envelope without what differs between two sends of one event."""
+
+    def fields(body: dict) -> dict:
+        return {k: v for k, v in body.items() if k not in ("clock", "timestamp", "local_received")}
+
+    body = event["body"]
+    return {
+        **_without_per_send(event),
+        "body": [fields(e) for e in body] if isinstance(body, list) else fields(body),
+    }
+
+
+def test_worker_events_are_published_as_celerys_dispatcher_publishes_them(app, redis) -> None:
+    """Our EventDispatcher (in every process of the app, workers included) sends what
+    Celery's own sends through kombu, one event at a time and as a buffered group."""
+    from celery.events.dispatcher import EventDispatcher as CeleryEventDispatcher
+
+    from meetingtasks.messages import EventDispatcher
+
+    assert isinstance(app.events.Dispatcher(enabled=False), EventDispatcher)
+    fields = {"uuid": "t-1", "name": "system.echo", "args": "()", "kwargs": "{}", "retries": 0}
+    published = {}
+    for kind, dispatcher_cls in (("ours", EventDispatcher), ("celery", CeleryEventDispatcher)):
+        with app.connection_for_write() as connection:
+            one = dispatcher_cls(connection, hostname="w1@host", app=app)
+            grouped = dispatcher_cls(connection, hostname="w1@host", app=app, buffer_group=["task"])
+            [single] = _sent_events(
+                redis, lambda d=one: d.send("task-received", **fields), "task.received"
+            )
+
+            def send_group(d=grouped) -> None:
+                d.send("task-started", **fields)
+                d.send("task-succeeded", result="'hi'", runtime=0.01, **fields)
+                d.flush()
+
+            [group] = _sent_events(redis, send_group, "task.multi")
+            published[kind] = (single, group)
+
+    (our_single, our_group), (celery_single, celery_group) = published["ours"], published["celery"]
+    assert _without_clocks(our_single) == _without_clocks(celery_single)
+    assert _without_clocks(our_group) == _without_clocks(celery_group)
+    assert our_single["body"]["type"] == "task-received"
+    assert [e["type"] for e in our_group["body"]] == ["task-started", "task-succeeded"]
+    assert our_group["body"][1]["result"] == "'hi'"
+
+
+def test_a_batch_is_queued_in_order_with_one_sent_event_per_group(app, redis) -> None:
+    """A batch bigger than one enqueue call and one event group: every task queued in the
+    order given (delayed ones in the delay store), with its status, and its task-sent
+    event inside ``task.multi`` events, which Celery's receivers (Flower's) unpack."""
+    from meetingtasks.dispatch import SENT_EVENTS_GROUPED
+    from meetingtasks.store.queueing import DOORBELL_TOKENS, ENQUEUE_CHUNK
+
+    n = max(ENQUEUE_CHUNK, SENT_EVENTS_GROUPED) + 44
+    requests = [TaskRequest(type="system.noop", request_id=f"r{i}") for i in range(n)]
+    requests[7] = TaskRequest(type="system.noop", request_id="later", delay=60)
+    responses = []
+    groups = _sent_events(
+        redis, lambda: responses.extend(TaskDispatcher().dispatch_batch(requests)), "task.multi"
+    )
+
+    keys = get_keys()
+    now = [r.task_id for r in responses if r.request_id != "later"]
+    [later] = [r.task_id for r in responses if r.request_id == "later"]
+    queued = [json.loads(raw)["headers"]["id"]
+              for raw in redis.lrange(keys.queue("default", Priority.NORMAL), 0, -1)]  # fmt: skip
+    assert queued[::-1] == now  # consumers pop from the right: first sent, first taken
+    assert redis.zscore(keys.delayed(), later) is not None
+    assert redis.hget(keys.status(later), "status") == "scheduled"
+    assert {redis.hget(keys.status(task_id), "status") for task_id in now} == {"queued"}
+    assert redis.llen(keys.doorbell("default")) == min(len(now), DOORBELL_TOKENS)
+
+    assert len(groups) == -(-n // SENT_EVENTS_GROUPED)
+    events = [event for group in groups for event in group["body"]]
+    assert [event["uuid"] for event in events] == [r.task_id for r in responses]
+    assert {event["type"] for event in events} == {"task-sent"}
+    assert events[7]["eta"] is not None and events[0]["eta"] is None
+
+
+def test_celerys_event_receiver_sees_every_task_sent_in_a_batch(app, redis) -> None:
+    """What Flower runs: Celery's EventReceiver unpacks the batch's grouped events."""
+    import threading
+
+    from meetingtasks.dispatch import SENT_EVENTS_GROUPED
+
+    seen: list[str] = []
+    n = SENT_EVENTS_GROUPED + 10
+    with app.connection_for_read() as connection:
+        receiver = app.events.Receiver(
+            connection, handlers={"task-sent": lambda event: seen.append(event["uuid"])}
+        )
+        ready = threading.Event()
+        thread = threading.Thread(
+            target=lambda: receiver.capture(limit=2, timeout=30, wakeup=False), daemon=True
+        )
+        receiver.on_consume_ready = lambda *args, **kwargs: ready.set()
+        thread.start()
+        assert ready.wait(30)
+        requests = [TaskRequest(type="system.noop") for _ in range(n)]
+        responses = TaskDispatcher().dispatch_batch(requests)
+        thread.join(30)
+    assert seen == [r.task_id for r in responses]

@@ -3,9 +3,9 @@
 The message and the task's first status (``queued``, or ``scheduled`` when delayed)
 are written by one Lua script (``lua/enqueue.lua``), so the status is visible to
 every process the moment the task can run, at no extra round trip. Inside ``batch()``
-the writes of many sends accumulate in one pipeline, executed when the block ends:
-one round trip per send (message and Celery's task-sent event), or per dispatcher
-batch.
+the sends accumulate and go out when the block ends, in one round trip: one script call
+for all the messages (per ENQUEUE_CHUNK), then the other writes (Celery's task-sent
+events), so a send costs one round trip, and a dispatcher batch one in all.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -29,28 +30,51 @@ from meetingtasks.store import execute, get_redis, queue_script, script, writebe
 
 _batch = threading.local()
 
-
-@contextmanager
-def batch() -> Iterator[None]:
-    """Send everything published in this block (this thread) in one round trip."""
-    if getattr(_batch, "pipe", None) is not None:
-        yield  # nested: the outer block executes
-        return
-    _batch.pipe = get_redis().pipeline(transaction=False)
-    try:
-        yield
-        execute(_batch.pipe)
-    finally:
-        _batch.pipe = None
-
-
+#: Most tasks one enqueue script call puts: a bigger batch is several calls in its one
+#: round trip, so no single call holds Redis for long.
+ENQUEUE_CHUNK = 256
 #: Most doorbell tokens kept per queue: enough to wake every idle consumer at once.
 DOORBELL_TOKENS = 100
 
 
-def current_batch() -> Pipeline | None:
-    """The pipeline of this thread's ``batch()`` block, if one is open."""
-    return getattr(_batch, "pipe", None)
+@dataclass
+class Batch:
+    """What a ``batch()`` block sends when it ends: the tasks put, per key family (one
+    enqueue script call per ENQUEUE_CHUNK of them), then the other writes, in order."""
+
+    tasks: dict[Keys, list[list[Any]]] = field(default_factory=dict)
+    writes: list[Callable[[Pipeline], Any]] = field(default_factory=list)
+
+    def send(self) -> None:
+        if not self.tasks and not self.writes:
+            return
+        pipe = get_redis().pipeline(transaction=False)
+        for keys, records in self.tasks.items():
+            for start in range(0, len(records), ENQUEUE_CHUNK):
+                keys_, args = _enqueue_call(keys, records[start : start + ENQUEUE_CHUNK])
+                queue_script(pipe, "enqueue", keys_, args)
+        for write in self.writes:
+            write(pipe)
+        execute(pipe)
+
+
+@contextmanager
+def batch() -> Iterator[None]:
+    """Send everything published in this block (this thread) in one round trip."""
+    if getattr(_batch, "current", None) is not None:
+        yield  # nested: the outer block sends
+        return
+    _batch.current = Batch()
+    try:
+        yield
+        _batch.current.send()
+    finally:
+        _batch.current = None
+
+
+def current_batch() -> Batch | None:
+    """The ``batch()`` block open in this thread, if any."""
+    return getattr(_batch, "current", None)
 
 
 def put_task(keys: Keys, queue: str, step: int, message: dict[str, Any]) -> None:
@@ -89,9 +113,9 @@ def publish(channels: list[str], payload: str) -> None:
         for channel in channels:
             pipe.publish(channel, payload)
 
-    pipe, writes = current_batch(), writebehind.here()
-    if pipe is not None:
-        send(pipe)
+    open_batch, writes = current_batch(), writebehind.here()
+    if open_batch is not None:
+        open_batch.writes.append(send)
     elif writes is not None:
         writes.add(send)
     else:
@@ -101,12 +125,13 @@ def publish(channels: list[str], payload: str) -> None:
 def status_fields(
     keys: Keys, headers: dict[str, Any], task_type: str, queue: str, step: int
 ) -> dict[str, Any]:
-    """What a task's status record says of it from the start."""
-    fields: dict[str, Any] = {"type": task_type, "queue": queue, "priority": step}
-    for field, header in (("session", h.SESSION), ("request_id", h.REQUEST),
-                          ("user", h.USER), ("meeting", h.MEETING)):  # fmt: skip
+    """What a task's status record says of it from the start (type and priority first:
+    enqueue.lua counts by them)."""
+    fields: dict[str, Any] = {"type": task_type, "priority": step, "queue": queue}
+    for name, header in (("session", h.SESSION), ("request_id", h.REQUEST),
+                         ("user", h.USER), ("meeting", h.MEETING)):  # fmt: skip
         if headers.get(header) is not None:
-            fields[field] = str(headers[header])
+            fields[name] = str(headers[header])
     if headers.get(h.SESSION) is not None:
         fields["session_channel"] = keys.session_channel(str(headers[h.SESSION]))
     if headers.get(h.NOTIFY) is not None:
@@ -126,26 +151,26 @@ def put(
     """Queue ``message`` on ``list_key`` and ring ``doorbell`` (or delay both until
     ``due``), recording ``status``.
 
-    ``status`` holds the hash fields of a first send; None for a retry, whose status
-    the worker keeps (``retrying``).
+    ``status`` holds the hash fields of a first send (``status_fields``: type and
+    priority first); None for a retry, whose status the worker keeps (``retrying``).
     """
     first = "" if status is None else (TaskStatus.SCHEDULED if due else TaskStatus.QUEUED).value
-    fields = [] if status is None else [x for pair in _ordered(status) for x in pair]
+    fields: list[Any] = []
+    for pair in (status or {}).items():
+        fields.extend(pair)
     entry = json.dumps([list_key, message, keys.status(task_id), doorbell]) if due else ""
-    call = (
-        [keys.status(task_id), keys.task_stats(), list_key, doorbell, keys.delayed(),
-         keys.delayed_messages()],
-        [task_id, message, "" if due is None else due, entry, first, time.time(),
-         get_settings().status_ttl, DOORBELL_TOKENS, *fields],
-    )  # fmt: skip
-    pipe = current_batch()
-    if pipe is not None:
-        queue_script(pipe, "enqueue", *call)
+    record = [task_id, list_key, doorbell, message, "" if due is None else due, entry, first,
+              len(fields) // 2, *fields]  # fmt: skip
+    open_batch = current_batch()
+    if open_batch is not None:
+        open_batch.tasks.setdefault(keys, []).append(record)
     else:
-        script("enqueue")(*call)
+        script("enqueue")(*_enqueue_call(keys, [record]))
 
 
-def _ordered(fields: dict[str, Any]) -> list[tuple[str, Any]]:
-    """The status fields with type and priority first (enqueue.lua counts by them)."""
-    rest = [(k, v) for k, v in fields.items() if k not in ("type", "priority")]
-    return [("type", fields["type"]), ("priority", fields["priority"]), *rest]
+def _enqueue_call(keys: Keys, records: list[list[Any]]) -> tuple[list[Any], list[Any]]:
+    """KEYS and ARGV of lua/enqueue.lua for ``records`` (one list of fields per task)."""
+    args = [time.time(), get_settings().status_ttl, DOORBELL_TOKENS, keys.status("")]
+    for record in records:
+        args.extend(record)
+    return [keys.task_stats(), keys.delayed(), keys.delayed_messages()], args

@@ -1,37 +1,64 @@
--- Put one task message on its queue (or in the delay store) with its first status.
--- One command for what is otherwise ten: the cost of a send is mostly its commands.
+-- Put task messages on their queues (or in the delay store) with their first status.
+-- One command for a whole batch of sends: the cost of a send is mostly its commands, so
+-- counters and doorbell tokens are added once per batch, not once per message.
 --
--- KEYS[1]  HASH   status of the task
--- KEYS[2]  HASH   cluster-wide counters
--- KEYS[3]  LIST   the queue list at the message's priority   (sent now)
--- KEYS[4]  LIST   the queue's doorbell                       (sent now)
--- KEYS[5]  ZSET   delayed task ids by due time                (sent for later)
--- KEYS[6]  HASH   delayed task entries                        (sent for later)
--- ARGV[1]  task id
--- ARGV[2]  the kombu message
--- ARGV[3]  due time (unix seconds), or '' to queue now
--- ARGV[4]  delayed entry: JSON [list key, message, status key, doorbell key], or ''
--- ARGV[5]  first status ('queued' or 'scheduled'), or '' for a retry (its status stays)
--- ARGV[6]  now (unix seconds)
--- ARGV[7]  status TTL (seconds)
--- ARGV[8]  most tokens a doorbell keeps
--- ARGV[9..] the status record's fields, as field, value pairs (type and priority first)
--- returns  1
+-- KEYS[1]  HASH   cluster-wide counters
+-- KEYS[2]  ZSET   delayed task ids by due time
+-- KEYS[3]  HASH   delayed task entries
+-- ARGV[1]  now (unix seconds)
+-- ARGV[2]  status TTL (seconds)
+-- ARGV[3]  most tokens a doorbell keeps
+-- ARGV[4]  key prefix of task status hashes (meetingtasks.keys: status(id) = prefix .. id)
+-- then, for each task, in the order sent:
+--   task id, queue list key (at the message's priority), the queue's doorbell key,
+--   the kombu message, due time (unix seconds) or '' to queue now,
+--   delayed entry (JSON [list key, message, status key, doorbell key]) or '',
+--   first status ('queued' or 'scheduled'), or '' for a retry (its status stays),
+--   the number m of status fields, then m field, value pairs (type and priority first)
+-- returns  the number of tasks put
+--
+-- The status keys are built from their family prefix, as fetch.lua does: a batch
+-- holds any number of tasks.
 
-if ARGV[5] ~= '' then
-  redis.call('DEL', KEYS[1])  -- a task sent anew (dead-letter requeue) starts afresh
-  redis.call('HSET', KEYS[1], 'status', ARGV[5], 'created_at', ARGV[6], unpack(ARGV, 9))
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[7]))
-  redis.call('HINCRBY', KEYS[2], 'dispatched', 1)
-  redis.call('HINCRBY', KEYS[2], 'type:' .. ARGV[10] .. ':dispatched', 1)
-  redis.call('HINCRBY', KEYS[2], 'priority:' .. ARGV[12] .. ':dispatched', 1)
+local now, ttl, most, prefix = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local counts, rings, bells = {}, {}, {}
+
+local function count(field)
+  counts[field] = (counts[field] or 0) + 1
 end
-if ARGV[3] == '' then
-  redis.call('LPUSH', KEYS[3], ARGV[2])
-  redis.call('LPUSH', KEYS[4], 1)
-  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[8]) - 1)
-else
-  redis.call('HSET', KEYS[6], ARGV[1], ARGV[4])
-  redis.call('ZADD', KEYS[5], tonumber(ARGV[3]), ARGV[1])
+
+local i, put = 5, 0
+while i <= #ARGV do
+  local id, list, bell, message = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local due, entry, first, m = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], tonumber(ARGV[i + 7])
+  local fields = i + 8
+  if first ~= '' then
+    local key = prefix .. id
+    redis.call('DEL', key)  -- a task sent anew (dead-letter requeue) starts afresh
+    redis.call('HSET', key, 'status', first, 'created_at', now,
+               unpack(ARGV, fields, fields + 2 * m - 1))
+    redis.call('EXPIRE', key, ttl)
+    count('dispatched')
+    count('type:' .. ARGV[fields + 1] .. ':dispatched')
+    count('priority:' .. ARGV[fields + 3] .. ':dispatched')
+  end
+  if due == '' then
+    redis.call('LPUSH', list, message)
+    if not rings[bell] then bells[#bells + 1] = bell end
+    rings[bell] = (rings[bell] or 0) + 1
+  else
+    redis.call('HSET', KEYS[3], id, entry)
+    redis.call('ZADD', KEYS[2], tonumber(due), id)
+  end
+  put = put + 1
+  i = fields + 2 * m
 end
-return 1
+for field, n in pairs(counts) do redis.call('HINCRBY', KEYS[1], field, n) end
+-- One token per message queued, up to what wakes every idle consumer at once.
+for _, bell in ipairs(bells) do
+  local tokens = {}
+  for t = 1, math.min(rings[bell], most) do tokens[t] = 1 end
+  redis.call('LPUSH', bell, unpack(tokens))
+  redis.call('LTRIM', bell, 0, most - 1)
+end
+return put

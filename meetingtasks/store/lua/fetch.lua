@@ -1,4 +1,4 @@
--- A consumer takes the next message to run, in one atomic step: records that it holds
+-- A consumer takes the next messages to run (as many as it has room for), in one atomic step: records that it holds
 -- it, marks the task processing, and skips tasks that must not run.
 --
 -- Kombu pops with BRPOP and records the message as unacknowledged in a second command:
@@ -23,7 +23,9 @@
 -- ARGV[6]      status TTL (seconds)
 -- ARGV[7]      seconds past a run's time limit before the monitor calls it lost
 -- ARGV[8]      most entries the malformed list keeps
--- returns      {index of the list popped (1-based), message}, or nil when all are empty
+-- ARGV[9]      most messages to take (the consumer's free prefetch slots)
+-- returns      {index of the list popped (1-based), message, index, message, ...} in the
+--              order taken (priority order), or nil when all are empty
 --
 -- The status and tombstone keys are built here from their family prefixes because the
 -- task id is only known once the message is popped.
@@ -79,12 +81,18 @@ local function take(raw)
   return true
 end
 
+local most = tonumber(ARGV[9])
+local taken = {}
 for i = 1, n do
-  local raw = redis.call('RPOP', KEYS[i])
-  while raw do
-    if take(raw) then return {i, raw} end
-    raw = redis.call('RPOP', KEYS[i])
+  while #taken < 2 * most do
+    local raw = redis.call('RPOP', KEYS[i])
+    if not raw then break end
+    if take(raw) then
+      taken[#taken + 1] = i
+      taken[#taken + 1] = raw
+    end
   end
 end
+if #taken > 0 then return taken end
 for i = n + 7, #KEYS do redis.call('DEL', KEYS[i]) end
 return nil
