@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from datetime import datetime
 
 from meetingtasks.dispatch import TaskDispatcher, TaskRequest
@@ -187,17 +188,19 @@ def test_celerys_event_receiver_sees_every_task_sent_in_a_batch(app, redis) -> N
 
     seen: list[str] = []
     n = SENT_EVENTS_GROUPED + 10
+    patterns = redis.execute_command("PUBSUB", "NUMPAT")
     with app.connection_for_read() as connection:
         receiver = app.events.Receiver(
             connection, handlers={"task-sent": lambda event: seen.append(event["uuid"])}
         )
-        ready = threading.Event()
         thread = threading.Thread(
             target=lambda: receiver.capture(limit=2, timeout=30, wakeup=False), daemon=True
         )
-        receiver.on_consume_ready = lambda *args, **kwargs: ready.set()
         thread.start()
-        assert ready.wait(30)
+        deadline = time.monotonic() + 30  # until its subscription is live in Redis
+        while redis.execute_command("PUBSUB", "NUMPAT") <= patterns:
+            assert time.monotonic() < deadline, "the receiver never subscribed"
+            time.sleep(0.01)
         requests = [TaskRequest(type="system.noop") for _ in range(n)]
         responses = TaskDispatcher().dispatch_batch(requests)
         thread.join(30)

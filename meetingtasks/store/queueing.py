@@ -11,22 +11,24 @@ events), so a send costs one round trip, and a dispatcher batch one in all.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
 from kombu.utils.json import dumps
-from redis.client import Pipeline
 
 from meetingtasks import headers as h
 from meetingtasks.keys import Keys
 from meetingtasks.settings import get_settings
 from meetingtasks.status import TaskStatus
-from meetingtasks.store import execute, get_redis, queue_script, script, writebehind
+from meetingtasks.store import get_redis, script, writebehind
 
 _batch = threading.local()
 
@@ -39,37 +41,86 @@ DOORBELL_TOKENS = 100
 
 @dataclass
 class Batch:
-    """What a ``batch()`` block sends when it ends: the tasks put, per key family (one
-    enqueue script call per ENQUEUE_CHUNK of them), then the other writes, in order."""
+    """What a ``batch()`` block sends: the tasks put, per key family, and the events
+    published, in that order.
+
+    The events ride in the last enqueue script call, so a single send (message, status
+    and task-sent event) is one command. A batch is one script call per ENQUEUE_CHUNK
+    tasks: each full chunk goes out from a sender thread while the next is being built
+    (Redis's work overlaps ours), the rest when the block ends, which waits for all.
+    """
 
     tasks: dict[Keys, list[list[Any]]] = field(default_factory=dict)
-    writes: list[Callable[[Pipeline], Any]] = field(default_factory=list)
+    #: (channel, message) pairs to publish once the tasks are queued.
+    events: list[tuple[str, str]] = field(default_factory=list)
+    shipped: list[Future[Any]] = field(default_factory=list)
+
+    def add(self, keys: Keys, record: list[Any]) -> None:
+        records = self.tasks.setdefault(keys, [])
+        records.append(record)
+        if len(records) == ENQUEUE_CHUNK:
+            self.shipped.append(_sender().submit(script("enqueue"), *_enqueue_call(keys, records)))
+            self.tasks[keys] = []
 
     def send(self) -> None:
-        if not self.tasks and not self.writes:
-            return
-        pipe = get_redis().pipeline(transaction=False)
-        for keys, records in self.tasks.items():
-            for start in range(0, len(records), ENQUEUE_CHUNK):
-                keys_, args = _enqueue_call(keys, records[start : start + ENQUEUE_CHUNK])
-                queue_script(pipe, "enqueue", keys_, args)
-        for write in self.writes:
-            write(pipe)
-        execute(pipe)
+        calls = [_enqueue_call(keys, records) for keys, records in self.tasks.items() if records]
+        if calls:
+            _with_events(calls[-1][1], self.events)
+        else:
+            calls = [([], [])] if self.events else []  # events alone
+        for keys_, args in calls:
+            write = (
+                partial(script("enqueue"), keys_, args)
+                if keys_
+                else partial(_publish_now, self.events)
+            )
+            if self.shipped:  # after the chunks shipped, in order
+                self.shipped.append(_sender().submit(write))
+            else:
+                write()
+        self.wait()
+
+    def wait(self) -> None:
+        """Until every chunk shipped is written; raises the first failure."""
+        errors = [f.exception() for f in self.shipped]
+        self.shipped.clear()
+        if any(errors):
+            raise next(e for e in errors if e is not None)
+
+
+_senders: dict[int, ThreadPoolExecutor] = {}
+
+
+def _sender() -> ThreadPoolExecutor:
+    """This process's sender thread (one: chunks are written in the order shipped)."""
+    pid = os.getpid()
+    if pid not in _senders:
+        _senders.clear()  # a forked child inherits the object, not the thread
+        _senders[pid] = ThreadPoolExecutor(1, thread_name_prefix="batch-sender")
+    return _senders[pid]
+
+
+def _publish_now(events: list[tuple[str, str]]) -> None:
+    pipe = get_redis().pipeline(transaction=False)
+    for channel, message in events:
+        pipe.publish(channel, message)
+    pipe.execute()
 
 
 @contextmanager
 def batch() -> Iterator[None]:
-    """Send everything published in this block (this thread) in one round trip."""
+    """Send everything published in this block (this thread) in one round trip (a big
+    batch: one per ENQUEUE_CHUNK tasks, overlapping)."""
     if getattr(_batch, "current", None) is not None:
         yield  # nested: the outer block sends
         return
-    _batch.current = Batch()
+    current = _batch.current = Batch()
     try:
         yield
-        _batch.current.send()
+        current.send()
     finally:
         _batch.current = None
+        current.wait()  # what was shipped before a failure is written, or raises
 
 
 def current_batch() -> Batch | None:
@@ -115,7 +166,7 @@ def publish(channels: list[str], payload: str) -> None:
 
     open_batch, writes = current_batch(), writebehind.here()
     if open_batch is not None:
-        open_batch.writes.append(send)
+        open_batch.events.extend((channel, payload) for channel in channels)
     elif writes is not None:
         writes.add(send)
     else:
@@ -163,14 +214,24 @@ def put(
               len(fields) // 2, *fields]  # fmt: skip
     open_batch = current_batch()
     if open_batch is not None:
-        open_batch.tasks.setdefault(keys, []).append(record)
+        open_batch.add(keys, record)
     else:
         script("enqueue")(*_enqueue_call(keys, [record]))
 
 
 def _enqueue_call(keys: Keys, records: list[list[Any]]) -> tuple[list[Any], list[Any]]:
-    """KEYS and ARGV of lua/enqueue.lua for ``records`` (one list of fields per task)."""
-    args = [time.time(), get_settings().status_ttl, DOORBELL_TOKENS, keys.status("")]
+    """KEYS and ARGV of lua/enqueue.lua for ``records`` (one list of fields per task),
+    publishing nothing (``_with_events`` adds events)."""
+    args = [time.time(), get_settings().status_ttl, DOORBELL_TOKENS, keys.status(""), 0]
     for record in records:
         args.extend(record)
     return [keys.task_stats(), keys.delayed(), keys.delayed_messages()], args
+
+
+def _with_events(args: list[Any], events: list[tuple[str, str]]) -> None:
+    """Make the enqueue call with ``args`` publish ``events`` after queueing its tasks."""
+    args[_EVENTS_ARG : _EVENTS_ARG + 1] = [len(events), *(x for pair in events for x in pair)]
+
+
+#: Where enqueue.lua's ARGV says how many events follow (0-based).
+_EVENTS_ARG = 4

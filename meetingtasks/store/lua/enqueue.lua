@@ -9,6 +9,8 @@
 -- ARGV[2]  status TTL (seconds)
 -- ARGV[3]  most tokens a doorbell keeps
 -- ARGV[4]  key prefix of task status hashes (meetingtasks.keys: status(id) = prefix .. id)
+-- ARGV[5]  the number p of events to publish once the tasks are put (task-sent…),
+--          then p channel, message pairs
 -- then, for each task, in the order sent:
 --   task id, queue list key (at the message's priority), the queue's doorbell key,
 --   the kombu message, due time (unix seconds) or '' to queue now,
@@ -27,7 +29,8 @@ local function count(field)
   counts[field] = (counts[field] or 0) + 1
 end
 
-local i, put = 5, 0
+local events = tonumber(ARGV[5])
+local i, put = 6 + 2 * events, 0
 while i <= #ARGV do
   local id, list, bell, message = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local due, entry, first, m = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], tonumber(ARGV[i + 7])
@@ -61,4 +64,5 @@ for _, bell in ipairs(bells) do
   redis.call('LPUSH', bell, unpack(tokens))
   redis.call('LTRIM', bell, 0, most - 1)
 end
+for e = 6, 5 + 2 * events, 2 do redis.call('PUBLISH', ARGV[e], ARGV[e + 1]) end
 return put
