@@ -25,6 +25,7 @@ Select it with ``broker_transport`` (celeryconfig.py does); URLs stay ``redis://
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import time
@@ -86,27 +87,35 @@ class QueueingChannelMixin:
         queues = self._queue_cycle.consume(len(self.active_queues))  # type: ignore[attr-defined]
         if not queues:
             return None
-        keys = get_keys()
-        bells = [keys.doorbell(queue) for queue in queues]
         if self._waiting:
+            bells = self._fetch_command(tuple(queues))[2]
             wait = self.brpop_timeout if timeout is None else timeout  # type: ignore[attr-defined]
             command: list[Any] = ["BRPOP", *bells, wait or 0]
         else:
-            order = [(queue, step) for step in self.priority_steps for queue in queues]  # type: ignore[attr-defined]
-            self._taken_from = [queue for queue, _ in order]
-            lists = [keys.queue(queue, step) for queue, step in order]
-            held = [keys.unacked(), keys.unacked_index(), keys.unacked_owner()]
-            running = [keys.deadlines(), keys.active(), keys.malformed()]
-            command = [
-                "EVALSHA", script("fetch").sha, len(lists) + 6 + len(bells),
-                *lists, *held, *running, *bells,
-                len(lists), time.time(), self.owner_id, keys.status(""), keys.cancelled(""),
-                get_settings().status_ttl, MONITOR_SLACK, MALFORMED_KEPT, self._room(),
-            ]  # fmt: skip
+            head, tail, _, self._taken_from = self._fetch_command(tuple(queues))
+            command = [*head, time.time(), *tail, self._room()]
         self._in_poll = self.client.connection  # type: ignore[attr-defined]
         self._brpop_sent_at = monotonic()
         self.client.connection.send_command(*command)  # type: ignore[attr-defined]
         return None
+
+    @functools.lru_cache(maxsize=64)  # noqa: B019 (a worker has a few channels, kept for life)
+    def _fetch_command(
+        self, queues: tuple[str, ...]
+    ) -> tuple[list[Any], list[Any], list[str], list[str]]:
+        """The parts of the fetch for ``queues`` that do not change between fetches:
+        the command before and after its time, the doorbells, the queue of each list."""
+        keys = get_keys()
+        bells = [keys.doorbell(queue) for queue in queues]
+        order = [(queue, step) for step in self.priority_steps for queue in queues]  # type: ignore[attr-defined]
+        lists = [keys.queue(queue, step) for queue, step in order]
+        held = [keys.unacked(), keys.unacked_index(), keys.unacked_owner()]
+        running = [keys.deadlines(), keys.active(), keys.malformed()]
+        head = ["EVALSHA", script("fetch").sha, len(lists) + 6 + len(bells),
+                *lists, *held, *running, *bells, len(lists)]  # fmt: skip
+        tail = [self.owner_id, keys.status(""), keys.cancelled(""), get_settings().status_ttl,
+                MONITOR_SLACK, MALFORMED_KEPT]  # fmt: skip
+        return head, tail, bells, [queue for queue, _ in order]
 
     def _room(self) -> int:
         """How many messages one fetch may take: the free prefetch slots (Celery's
@@ -187,7 +196,7 @@ class OwnedQoS(kombu_redis.QoS):  # type: ignore[misc]
         if self.channel.owner_id is None or writes is None:
             super().ack(delivery_tag)
             return
-        writes.add(lambda pipe: _release(pipe, delivery_tag))
+        writes.add_to_group(_release, delivery_tag)
         kombu_redis.virtual.QoS.ack(self, delivery_tag)
 
     def append(self, message: Any, delivery_tag: str) -> None:
@@ -213,16 +222,17 @@ class OwnedQoS(kombu_redis.QoS):  # type: ignore[misc]
             # A task that ran across a broker reconnect acknowledges through its old,
             # closed channel, where kombu has no client left (and would crash the
             # worker): acknowledge with our own client.
-            return _release(get_redis().pipeline(), delivery_tag)
+            return _release(get_redis().pipeline(), [delivery_tag])
         return super()._remove_from_indices(delivery_tag, pipe).hdel(UNACKED_OWNER, delivery_tag)
 
 
-def _release(pipe: Any, delivery_tag: str) -> Any:
+def _release(pipe: Any, delivery_tags: list[str]) -> Any:
     """Add to ``pipe`` (one of our clients, not kombu's prefixed one) what acknowledges
-    ``delivery_tag``: the message and its bookkeeping leave the unacknowledged set."""
+    ``delivery_tags``: the messages and their bookkeeping leave the unacknowledged set,
+    in three commands however many there are."""
     keys = get_keys()
-    pipe.zrem(keys.unacked_index(), delivery_tag).hdel(keys.unacked(), delivery_tag)
-    return pipe.hdel(keys.unacked_owner(), delivery_tag)
+    pipe.zrem(keys.unacked_index(), *delivery_tags).hdel(keys.unacked(), *delivery_tags)
+    return pipe.hdel(keys.unacked_owner(), *delivery_tags)
 
 
 class Channel(QueueingChannelMixin, kombu_redis.Channel):  # type: ignore[misc]

@@ -80,8 +80,11 @@ def report(
         notify_channel = record.get("notify_channel", "")
         session_channel = record.get("session_channel", "")
         request_id = record.get("request_id")
-    notify = (notify_channel, json.dumps({"task_id": task_id, "status": status.value}))
-    session = (session_channel, session_frame(task_id, status, request_id, result, error))
+    notify = session = None  # messages built only for whoever listens
+    if notify_channel:
+        notify = (notify_channel, json.dumps({"task_id": task_id, "status": status.value}))
+    if session_channel:
+        session = (session_channel, session_frame(task_id, status, request_id, result, error))
     tag = (h.get(request, h.DELIVERY_TAG) or "") if request is not None else ""
     return store.finish(keys, task_id, status, time.time(), error, notify, session, meta, tag)
 

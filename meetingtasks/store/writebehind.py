@@ -26,12 +26,28 @@ from meetingtasks.store import get_redis
 log = logging.getLogger(__name__)
 
 Write = Callable[[Pipeline], Any]
+#: A write of many items at once (acknowledgements: one command for all their tags).
+GroupWrite = Callable[[Pipeline, list[Any]], Any]
+
+
+#: This process's id, kept current across forks (asked on every ack and event, and a
+#: system call costs a few microseconds on a virtual machine).
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 class WriteBehind:
     def __init__(self, interval: float = 0.005) -> None:
         self.interval = interval
         self._writes: list[Write] = []
+        self._groups: dict[GroupWrite, list[Any]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -41,17 +57,23 @@ class WriteBehind:
     @property
     def running_here(self) -> bool:
         """Started, in this process (a forked pool process inherits the object only)."""
-        return self._thread is not None and self._pid == os.getpid()
+        return self._thread is not None and self._pid == _pid
+
+    def start(self) -> None:
+        self._pid = _pid
+        self._thread = threading.Thread(target=self._run, name="write-behind", daemon=True)
+        self._thread.start()
 
     def add(self, write: Write) -> None:
         with self._lock:
             self._writes.append(write)
         self._wake.set()
 
-    def start(self) -> None:
-        self._pid = os.getpid()
-        self._thread = threading.Thread(target=self._run, name="write-behind", daemon=True)
-        self._thread.start()
+    def add_to_group(self, write: GroupWrite, item: Any) -> None:
+        """Add ``item`` to what the next flush passes to ``write``, once, with the rest."""
+        with self._lock:
+            self._groups.setdefault(write, []).append(item)
+        self._wake.set()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -64,16 +86,21 @@ class WriteBehind:
     def flush(self) -> None:
         with self._lock:
             writes, self._writes = self._writes, []
-        if not writes:
+            groups, self._groups = self._groups, {}
+        if not writes and not groups:
             return
         pipe = get_redis().pipeline(transaction=False)
         for write in writes:
             write(pipe)
+        for group_write, items in groups.items():
+            group_write(pipe, items)
         try:
             pipe.execute()
         except Exception:
             with self._lock:  # keep them for the next flush
                 self._writes[:0] = writes
+                for group_write, items in groups.items():
+                    self._groups.setdefault(group_write, [])[:0] = items
             raise
 
     def _run(self) -> None:
