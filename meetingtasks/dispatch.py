@@ -26,11 +26,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from celery.utils import uuid as task_uuid
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticError
 
-from meetingtasks import cancellation, messages, submission
+from meetingtasks import cancellation, ids, messages, submission
 from meetingtasks import headers as h
 from meetingtasks.errors import InvalidOption, InvalidPayload, MeetingTasksError, ValidationError
 from meetingtasks.keys import Keys, get_keys
@@ -176,7 +175,7 @@ class TaskDispatcher:
         sent: list[dict[str, Any]] | None = None,
     ) -> TaskResponse:
         route = get_route_table().get(request.type)  # only routed types: UnknownTaskType
-        task_id = task_uuid()
+        task_id = ids.uuid4()
         if callback is not None:
             with self._lock:
                 self._pending[task_id] = callback

@@ -16,7 +16,6 @@ import base64
 import functools
 import os
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +27,7 @@ from celery.utils.nodenames import anon_nodename
 from celery.utils.time import utcoffset
 from kombu.utils.json import dumps as kombu_dumps
 
+from meetingtasks import ids
 from meetingtasks.headers import DUE_AT
 from meetingtasks.keys import Keys, get_keys
 from meetingtasks.store import queueing
@@ -167,7 +167,7 @@ class Events(CeleryEvents):  # type: ignore[misc]
 def _envelope(body: bytes, headers: dict[str, Any], properties: dict[str, Any]) -> dict[str, Any]:
     """What kombu's virtual transport makes of a published message."""
     properties["body_encoding"] = "base64"
-    properties["delivery_tag"] = str(uuid.uuid4())
+    properties["delivery_tag"] = ids.uuid4()
     return {
         "body": base64.b64encode(body).decode(),
         "content-encoding": "utf-8",

@@ -3,9 +3,9 @@
 The message and the task's first status (``queued``, or ``scheduled`` when delayed)
 are written by one Lua script (``lua/enqueue.lua``), so the status is visible to
 every process the moment the task can run, at no extra round trip. Inside ``batch()``
-the sends accumulate and go out when the block ends, in one round trip: one script call
-for all the messages (per ENQUEUE_CHUNK), then the other writes (Celery's task-sent
-events), so a send costs one round trip, and a dispatcher batch one in all.
+the sends accumulate: one script call per ENQUEUE_CHUNK messages, Celery's task-sent
+events riding in the last, so a send costs one command and a dispatcher batch a few,
+written while the batch is still being built (``Batch``).
 """
 
 from __future__ import annotations
@@ -66,15 +66,11 @@ class Batch:
         calls = [_enqueue_call(keys, records) for keys, records in self.tasks.items() if records]
         if calls:
             _with_events(calls[-1][1], self.events)
+            writes = [partial(script("enqueue"), keys_, args) for keys_, args in calls]
         else:
-            calls = [([], [])] if self.events else []  # events alone
-        for keys_, args in calls:
-            write = (
-                partial(script("enqueue"), keys_, args)
-                if keys_
-                else partial(_publish_now, self.events)
-            )
-            if self.shipped:  # after the chunks shipped, in order
+            writes = [partial(_publish_now, self.events)] if self.events else []
+        for write in writes:
+            if self.shipped:  # after the chunks shipped, in their order
                 self.shipped.append(_sender().submit(write))
             else:
                 write()
