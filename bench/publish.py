@@ -153,19 +153,17 @@ def _loop_dispatch_batch(dispatch: Any, name: str, batch_size: int, result: dict
     statuses: Counter[str] = Counter()
     result["response_statuses"] = statuses
 
-    prepared: list[list[Any]] = []
+    prepared: list[list[list[Any]]] = []  # the next timed loop's batches
+
+    def build(n: int) -> list[list[Any]]:
+        sizes = [min(batch_size, n - start) for start in range(0, n, batch_size)]
+        return [[dispatch.TaskRequest(type=name, payload={}) for _ in range(s)] for s in sizes]
 
     def prepare(n: int) -> None:
-        sizes = [min(batch_size, n - start) for start in range(0, n, batch_size)]
-        prepared[:] = [
-            [dispatch.TaskRequest(type=name, payload={}) for _ in range(size)] for size in sizes
-        ]
+        prepared.append(build(n))
 
     def loop(n: int, report: Callable[[int], None]) -> None:
-        if sum(map(len, prepared)) != n:
-            prepare(n)
-        batches, done = list(prepared), 0
-        prepared.clear()
+        batches, done = prepared.pop() if prepared else build(n), 0
         for batch in batches:
             responses = dispatcher.dispatch_batch(batch)
             statuses.update(str(getattr(r, "status", r)) for r in responses)

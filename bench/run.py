@@ -125,7 +125,8 @@ class BenchRun:
             # Ours as deployed: without -c, the pool processes our settings choose.
             default = self._default_pool_processes()
             key, title = "worker.ours_default", f"ours worker, default -c {default}"
-            steps.append(Step("worker", title, (key,), self._worker("ours", default, key)))
+            label = f"ours (-Q default), per machine (default -c {default})"
+            steps.append(Step("worker", title, (key,), self._worker("ours", default, key, label)))
         if "latency" in c.groups:
             for app in ("plain", "ours"):
                 keys = (f"latency.{app}_p50", f"latency.{app}_p99")
@@ -166,7 +167,9 @@ class BenchRun:
 
         return Settings().pool_processes
 
-    def _worker(self, app: str, concurrency: int, key: str) -> Callable[[OnProgress], None]:
+    def _worker(
+        self, app: str, concurrency: int, key: str, label: str | None = None
+    ) -> Callable[[OnProgress], None]:
         def run(on_progress: OnProgress) -> None:
             n = self.config.worker_n
             filled = run_child("prefill", {"app": app, "n": n}, lambda d, t: on_progress(d, 2 * t))
@@ -174,8 +177,8 @@ class BenchRun:
                 raise RuntimeError(f"prefill queued {filled['queued']} of {n} tasks")
             params = {"app": app, "concurrency": concurrency, "n": n, "log_dir": str(self.logs)}
             out = run_child("drain", params, lambda d, t: on_progress(n + d, 2 * n))
-            if key == "worker.ours_default":
-                out["label"] = f"ours (-Q default), per machine (default -c {concurrency})"
+            if label is not None:
+                out["label"] = label
             self.results.set(key, out.pop("rate"), **out)
 
         return run

@@ -25,7 +25,6 @@ Select it with ``broker_transport`` (celeryconfig.py does); URLs stay ``redis://
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import time
@@ -68,11 +67,13 @@ class QueueingChannelMixin:
     takes them atomically, recording the consumer holding each."""
 
     owner_id: str | None = None
+    _fetch_commands: dict[tuple[str, ...], Any]
     _waiting = False  # blocked on the doorbells, not taking a message
     _taken_from: list[str] = []
 
     def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
         global consumer_id
+        self._fetch_commands = {}
         if self.owner_id is None and consumer_base is not None:
             previous, consumer_id = consumer_id, f"{consumer_base}/{next(_generations)}"
             self.owner_id = consumer_id
@@ -99,12 +100,19 @@ class QueueingChannelMixin:
         self.client.connection.send_command(*command)  # type: ignore[attr-defined]
         return None
 
-    @functools.lru_cache(maxsize=64)  # noqa: B019 (a worker has a few channels, kept for life)
     def _fetch_command(
         self, queues: tuple[str, ...]
     ) -> tuple[list[Any], list[Any], list[str], list[str]]:
         """The parts of the fetch for ``queues`` that do not change between fetches:
-        the command before and after its time, the doorbells, the queue of each list."""
+        the command before and after its time, the doorbells, the queue of each list
+        (built once per queue order this channel consumes in)."""
+        if queues not in self._fetch_commands:
+            self._fetch_commands[queues] = self._build_fetch_command(queues)
+        return self._fetch_commands[queues]
+
+    def _build_fetch_command(
+        self, queues: tuple[str, ...]
+    ) -> tuple[list[Any], list[Any], list[str], list[str]]:
         keys = get_keys()
         bells = [keys.doorbell(queue) for queue in queues]
         order = [(queue, step) for step in self.priority_steps for queue in queues]  # type: ignore[attr-defined]

@@ -19,13 +19,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from celery import Celery
 from celery.app.events import Events as CeleryEvents
 from celery.events.dispatcher import EventDispatcher as CeleryEventDispatcher
 from celery.utils.nodenames import anon_nodename
 from celery.utils.time import utcoffset
-from kombu.utils.json import dumps as kombu_dumps
 
 from meetingtasks import ids
 from meetingtasks.headers import DUE_AT
@@ -114,11 +112,7 @@ def event_message(
         "delivery_info": {"exchange": EVENT_EXCHANGE, "routing_key": routing_key},
         "priority": 0,
     }
-    try:
-        encoded = orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)
-    except TypeError:  # what orjson does not take (kombu's encoder knows more types)
-        encoded = kombu_dumps(body).encode()
-    return _envelope(encoded, dict(headers), properties)
+    return _envelope(queueing.to_json(body).encode(), dict(headers), properties)
 
 
 @functools.cache

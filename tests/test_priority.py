@@ -68,3 +68,28 @@ def test_backlog_runs_in_priority_order(app, redis, start_worker) -> None:
     assert len(order) == len(batch)
     assert order == sorted(order), "a lower-priority task ran before a higher one"
     assert [order.count(p) for p in counts] == list(counts.values())
+
+
+def test_a_worker_with_idle_processes_takes_several_messages_in_priority_order(
+    app, redis, start_worker
+) -> None:
+    """One fetch takes a message for every idle pool process (they share the fetch's
+    start time), and only in priority order: nothing lower is taken while a higher one
+    waits, beyond what was already running."""
+    processes = 4
+    counts = {Priority.LOW: 60, Priority.CRITICAL: 12}
+    batch = [p for p, n in counts.items() for _ in range(n)]
+    random.Random(11).shuffle(batch)
+    sent = {
+        record.apply_async((p.name,), {"sleep": 0.02}, queue="media", priority=p).id: p
+        for p in batch
+    }
+
+    start_worker(["media"], concurrency=processes)
+    order = [Priority(entry["priority"]) for entry in wait_for_journal("order", len(batch))]
+
+    keys = get_keys()
+    started = [redis.hget(keys.status(task_id), "started_at") for task_id in sent]
+    assert max(started.count(at) for at in set(started)) > 1, "no fetch took several"
+    last_critical = max(i for i, p in enumerate(order) if p is Priority.CRITICAL)
+    assert last_critical < counts[Priority.CRITICAL] + processes

@@ -84,16 +84,23 @@ class Batch:
             raise next(e for e in errors if e is not None)
 
 
-_senders: dict[int, ThreadPoolExecutor] = {}
+_sender_pool: ThreadPoolExecutor | None = None
 
 
 def _sender() -> ThreadPoolExecutor:
     """This process's sender thread (one: chunks are written in the order shipped)."""
-    pid = os.getpid()
-    if pid not in _senders:
-        _senders.clear()  # a forked child inherits the object, not the thread
-        _senders[pid] = ThreadPoolExecutor(1, thread_name_prefix="batch-sender")
-    return _senders[pid]
+    global _sender_pool
+    if _sender_pool is None:
+        _sender_pool = ThreadPoolExecutor(1, thread_name_prefix="batch-sender")
+    return _sender_pool
+
+
+def _forked() -> None:
+    global _sender_pool
+    _sender_pool = None  # a forked child inherits the object, not its thread
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def _publish_now(events: list[tuple[str, str]]) -> None:

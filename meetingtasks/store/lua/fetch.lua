@@ -1,5 +1,6 @@
--- A consumer takes the next messages to run (as many as it has room for), in one atomic step: records that it holds
--- it, marks the task processing, and skips tasks that must not run.
+-- A consumer takes the next messages to run (as many as it has room for), in one atomic
+-- step: records that it holds each, marks its task processing, and skips tasks that must
+-- not run.
 --
 -- Kombu pops with BRPOP and records the message as unacknowledged in a second command:
 -- a worker killed between the two loses the message for good. Here it is one step, and
