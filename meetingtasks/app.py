@@ -9,23 +9,22 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.utils import uuid
 
-from meetingtasks import submission
+from meetingtasks import ids, sending, submission
 from meetingtasks.errors import ConfigurationError, UnknownTaskType
 from meetingtasks.keys import get_keys
 from meetingtasks.routing import get_route_table
 from meetingtasks.settings import get_settings
-from meetingtasks.store import get_redis, queueing
+from meetingtasks.store import get_redis
 
 
 class MeetingTasksApp(Celery):  # type: ignore[misc]
-    """Celery, with the checks and per-message options every send of the app understands.
+    """Celery, sending every task through our one send path (``sending.py``).
 
-    Every way of sending a task (``delay``, ``apply_async``, ``send_task``, retries,
-    canvas) goes through ``send_task``, so this is the one place they are checked:
+    ``delay``, ``apply_async``, ``send_task``, retries and canvas all end in
+    ``send_task``, so every send is checked the same way and queued in one round trip:
     - the payload must be JSON, within the size limit, and fit the task's signature;
-    - ``priority`` may be a Priority, its name or its step; anything else is refused;
+    - ``priority`` may be a Priority, its name or a number 0-9; anything else is refused;
     - ``timeout=S`` sets the soft time limit to S and the hard one S + grace later;
     - ``max_retries=N`` travels in a header and bounds this message's retries;
     - ``idempotency_key=K`` returns the task first sent with K within the window;
@@ -34,33 +33,39 @@ class MeetingTasksApp(Celery):  # type: ignore[misc]
     """
 
     def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
-        args, kwargs, _ = submission.check_payload(self.tasks.get(name), name, args, kwargs)
-        submission.apply_options(options)
+        result_cls = options.pop("result_cls", None) or self.AsyncResult
+        add_to_parent = options.pop("add_to_parent", True)
         key = options.pop("idempotency_key", None)
-        # The message, its status and Celery's task-sent event: one round trip.
-        with queueing.batch():
-            if key is None:
-                return super().send_task(name, args, kwargs, **options)
+        if key is None:
+            sent = sending.send(self, name, args, kwargs, options)
+        else:
             key = submission.check_idempotency_key(key)
-            return self._send_once(key, name, args, kwargs, options)
+            sent = self._send_once(key, name, args, kwargs, options)
+        result = result_cls(sent.task_id)
+        result.ignored = sent.ignore_result
+        if add_to_parent:
+            parent = self.current_worker_task
+            if parent:
+                parent.add_trail(result)
+        return result
 
     def _send_once(
         self, key: str, name: str, args: Any, kwargs: Any, options: dict[str, Any]
-    ) -> Any:
+    ) -> sending.Sent:
         """Send unless ``key`` was used within the window; either way return that task.
 
         The key is claimed before sending, and released if sending fails, so two
         concurrent submissions with one key queue one task.
         """
-        task_id = options.pop("task_id", None) or uuid()
+        task_id = options.pop("task_id", None) or ids.uuid4()
         redis_key = get_keys().idempotency(key)
         window = get_settings().idempotency_window
         if not get_redis().set(redis_key, task_id, nx=True, ex=window):
             first = get_redis().get(redis_key)
             if first is not None:
-                return self.AsyncResult(first)
+                return sending.Sent(first, options.get("ignore_result"))
         try:
-            return super().send_task(name, args, kwargs, task_id=task_id, **options)
+            return sending.send(self, name, args, kwargs, {**options, "task_id": task_id})
         except BaseException:
             get_redis().delete(redis_key)
             raise

@@ -16,7 +16,6 @@ catches any that a reconnect made this process miss.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import threading
@@ -29,8 +28,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticError
 
-from meetingtasks import cancellation, ids, messages, submission
+from meetingtasks import cancellation, ids, sending
 from meetingtasks import headers as h
+from meetingtasks.app import app
 from meetingtasks.errors import InvalidOption, InvalidPayload, MeetingTasksError, ValidationError
 from meetingtasks.keys import Keys, get_keys
 from meetingtasks.priority import Priority
@@ -133,14 +133,13 @@ class TaskDispatcher:
     def dispatch_batch(self, requests: list[TaskRequest | dict[str, Any]]) -> list[TaskResponse]:
         """Queue many tasks in one round trip to Redis. Each request is checked on its
         own: a bad one is answered ``rejected`` with its error, the others are queued.
-        Their task-sent events go out as one event (``messages.sent_events``)."""
+        Their task-sent events go out grouped (``messages.sent_event_messages``)."""
         responses: list[TaskResponse] = []
-        sent: list[dict[str, Any]] = []
         with queueing.batch():
             for item in requests:
                 try:
                     request = item if isinstance(item, TaskRequest) else TaskRequest(**item)
-                    responses.append(self._send(request, notify=False, sent=sent))
+                    responses.append(self._send(request, notify=False))
                 except ValidationError as exc:
                     request_id = item.get("request_id") if isinstance(item, dict) else None
                     responses.append(
@@ -148,19 +147,7 @@ class TaskDispatcher:
                             task_id=None, status=REJECTED, error=str(exc), request_id=request_id
                         )
                     )
-            self._publish_sent_events(sent)
         return responses
-
-    def _publish_sent_events(self, sent: list[dict[str, Any]]) -> None:
-        """The task-sent events of a batch's messages, SENT_EVENTS_GROUPED to an event."""
-        from meetingtasks.app import app
-
-        if not sent or not _sends_sent_events(app):
-            return
-        channel = messages.event_channel(app, self.keys, "task.multi")
-        for start in range(0, len(sent), SENT_EVENTS_GROUPED):
-            event = messages.sent_events(app, sent[start : start + SENT_EVENTS_GROUPED])
-            queueing.publish([channel], queueing.to_json(event))
 
     def dispatch_async(self, request: TaskRequest, callback: Callback) -> TaskResponse:
         """Queue a task and call ``callback(TaskResult)`` here, once, when it ends."""
@@ -168,23 +155,27 @@ class TaskDispatcher:
         return self._send(request, notify=True, callback=callback)
 
     def _send(
-        self,
-        request: TaskRequest,
-        notify: bool,
-        callback: Callback | None = None,
-        sent: list[dict[str, Any]] | None = None,
+        self, request: TaskRequest, notify: bool, callback: Callback | None = None
     ) -> TaskResponse:
-        route = get_route_table().get(request.type)  # only routed types: UnknownTaskType
+        """Send through the app's one send path (``sending.py``); only routed types."""
+        get_route_table().get(request.type)  # UnknownTaskType for anything else
         task_id = ids.uuid4()
         if callback is not None:
             with self._lock:
                 self._pending[task_id] = callback
+        options: dict[str, Any] = {
+            "task_id": task_id, "priority": request.priority, "timeout": request.timeout,
+            "max_retries": request.max_retries, "countdown": request.delay,
+            "headers": self._headers(request, notify),
+        }  # fmt: skip
         try:
             if request.idempotency_key is None:
-                self._queue(request, route, task_id, notify, sent)
-                sent_id = task_id
+                sent_id = sending.send(app, request.type, (), request.payload, options)[0]
             else:
-                sent_id = self._send_once(request, task_id, notify)
+                key = request.idempotency_key
+                sent_id = app.send_task(
+                    request.type, (), request.payload, idempotency_key=key, **options
+                ).id
         except BaseException:
             with self._lock:
                 self._pending.pop(task_id, None)
@@ -198,61 +189,6 @@ class TaskDispatcher:
         current = self.status(sent_id)
         status_name = current.status.value if current else TaskStatus.QUEUED.value
         return TaskResponse(task_id=sent_id, status=status_name, request_id=request.request_id)
-
-    def _queue(
-        self,
-        request: TaskRequest,
-        route: Route,
-        task_id: str,
-        notify: bool,
-        sent: list[dict[str, Any]] | None = None,
-    ) -> None:
-        """Queue a new task the fast way (``messages.py`` says why): the same checks as
-        ``send_task``, then its message, status and task-sent event in one round trip
-        (or in the enclosing batch; with ``sent``, the message is added there for the
-        batch's one task-sent event instead)."""
-        from meetingtasks.app import app
-
-        name = request.type
-        payload = submission.check_payload(app.tasks.get(name), name, (), request.payload)
-        options: dict[str, Any] = {  # the route's defaults where the request is silent
-            "priority": route.priority if request.priority is None else request.priority,
-            "timeout": route.timeout if request.timeout is None else request.timeout,
-            "max_retries": request.max_retries, "countdown": request.delay,
-            "headers": self._headers(request, notify),
-        }  # fmt: skip
-        submission.apply_options(options)
-        priority, limits = options["priority"], (options["time_limit"], options["soft_time_limit"])
-        message = messages.task_message(
-            app, task_id, name, payload, route.queue, priority, limits, route.expires,
-            options["headers"],
-        )  # fmt: skip
-        with queueing.batch():
-            queueing.put_task(self.keys, route.queue, priority, message)
-            if sent is not None:
-                sent.append(message)
-            elif _sends_sent_events(app):
-                event = messages.sent_event(app, message)
-                channel = messages.event_channel(app, self.keys, "task.sent")
-                queueing.publish([channel], queueing.to_json(event))
-
-    def _send_once(self, request: TaskRequest, task_id: str, notify: bool) -> str:
-        """Send through Celery with the idempotency key: the id of the task queued, or
-        of the earlier one the key named."""
-        from meetingtasks.app import app
-
-        result = app.send_task(
-            request.type,
-            kwargs=request.payload,
-            task_id=task_id,
-            priority=request.priority,
-            timeout=request.timeout,
-            max_retries=request.max_retries,
-            countdown=request.delay,
-            idempotency_key=request.idempotency_key,
-            headers=self._headers(request, notify),
-        )
-        return str(result.id)
 
     def _headers(self, request: TaskRequest, notify: bool) -> dict[str, str]:
         pairs = (
@@ -270,8 +206,6 @@ class TaskDispatcher:
 
     def statuses(self, task_ids: list[str]) -> list[TaskResult | None]:
         """Several at once, in one round trip (plus one for the completed ones' results)."""
-        from meetingtasks.app import app
-
         records = store.read(self.keys, task_ids)
         results = [
             _result(task_id, record) if record else None
@@ -403,16 +337,6 @@ class TaskDispatcher:
                 callback = self._pending.pop(result.task_id, None)
             if callback is not None:
                 self._callbacks.submit(_run_callback, callback, result)
-
-
-#: Most task-sent events of a batch published as one event.
-SENT_EVENTS_GROUPED = 256
-
-
-@functools.cache
-def _sends_sent_events(app: Any) -> bool:
-    """Celery's setting, read once (reading ``app.conf`` costs as much as a dumps)."""
-    return bool(app.conf.task_send_sent_event)
 
 
 def _run_callback(callback: Callback, result: TaskResult) -> None:

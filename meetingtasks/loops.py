@@ -5,11 +5,17 @@ timeout detection) has the same lifecycle, so they share it: ``start()`` returns
 once, ``stop()`` lets the current step finish and joins. A step that raises is logged
 and the loop goes on (Redis restarts must not kill the scheduler); steps return how
 much work they did, and a busy step runs again without waiting.
+
+A loop that every worker runs (``peers``: how many run it now) waits ``interval``
+times that many, drawn between half and one and a half of it, as Sidekiq's scheduled
+set poller does: N workers together sweep about as often as one process would, and
+their sweeps do not fall in step.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +28,7 @@ class Periodic:
     name: str
     step: Callable[[], int]
     interval: float = 1.0
+    peers: Callable[[], int] | None = None
     runs: int = 0
     errors: int = 0
     _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -52,7 +59,13 @@ class Periodic:
                 self.errors += 1
                 log.exception("%s: step failed; retrying in %.1fs", self.name, self.interval)
             if not busy:
-                self._stopping.wait(self.interval)
+                self._stopping.wait(self.pause())
+
+    def pause(self) -> float:
+        """Seconds until the next step when the last one found nothing to do."""
+        if self.peers is None:
+            return self.interval
+        return self.interval * max(1, self.peers()) * random.uniform(0.5, 1.5)
 
     def stats(self) -> dict[str, object]:
         return {"running": self.running, "runs": self.runs, "errors": self.errors}

@@ -1,106 +1,50 @@
-"""Celery task messages (protocol 2) and their task-sent events, built directly.
+"""The kombu envelopes of task messages and monitoring events, built directly.
 
-Why our own: ``send_task`` costs about half a millisecond per task here, nearly all of
-it generic machinery the dispatcher does not need: kombu's Producer declares the queue
-again and wraps each publish in retry logic, Celery's builder takes a safe repr of the
-arguments, and the task-sent event goes out through a second Producer. The message
-format is fixed and documented (Celery's "Message Protocol v2"), so the dispatcher
-builds it here and queues it through the same ``store.queueing`` step as the
-transport; ``tests/test_messages.py`` checks what is built here against what
-``send_task`` queues, field by field, so the two paths cannot drift apart.
+What kombu's virtual transport makes of a published message is fixed (base64 body,
+content type and encoding, headers, properties with delivery info and tag), so the
+send path (``sending.py``) and the event dispatcher build it here instead of going
+through kombu's Producer, which per message declares its exchange again and wraps the
+publish in retry logic. ``tests/test_sending.py`` and ``tests/test_messages.py``
+compare what is built here with what Celery and kombu send, field by field.
 """
 
 from __future__ import annotations
 
 import base64
 import functools
-import os
-import time
-from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
 from celery.app.events import Events as CeleryEvents
 from celery.events.dispatcher import EventDispatcher as CeleryEventDispatcher
-from celery.utils.nodenames import anon_nodename
 from celery.utils.time import utcoffset
 
 from meetingtasks import ids
-from meetingtasks.headers import DUE_AT
 from meetingtasks.keys import Keys, get_keys
 from meetingtasks.store import queueing
-from meetingtasks.submission import Payload
 
-#: Celery's limit on the argument reprs shown by Flower and the logs.
-REPR_MAX = 1024
-#: The third element of Celery's body: no callbacks, errbacks, chain or chord.
-_EMBED = '{"callbacks": null, "errbacks": null, "chain": null, "chord": null}'
-_SENT = "task-sent"
+#: Most task-sent events published as one ``task.multi`` event (a batch's).
+SENT_EVENTS_GROUPED = 256
 #: Celery's exchange of monitoring events.
 EVENT_EXCHANGE = "celeryev"
 
 
-def task_message(
-    app: Celery,
-    task_id: str,
-    name: str,
-    payload: Payload,
-    queue: str,
-    priority: int,
-    time_limits: tuple[float | None, float | None],
-    expires: float | None,
-    headers: dict[str, Any],
-) -> dict[str, Any]:
-    """The kombu envelope of one task message, as ``send_task`` would queue it.
-
-    ``payload`` is what ``submission.check_payload`` accepted (its JSON becomes the
-    body), ``time_limits`` is (hard, soft) in seconds, ``expires`` seconds from now.
-    """
-    body = f"{payload.json[:-1]}, {_EMBED}]".encode()
-    task_headers = {
-        "lang": "py", "task": name, "id": task_id, "shadow": None, "eta": None,
-        "expires": _iso_in(expires), "group": None, "group_index": None, "retries": 0,
-        "timelimit": list(time_limits), "root_id": task_id, "parent_id": None,
-        "argsrepr": repr(payload.args)[:REPR_MAX],
-        "kwargsrepr": repr(payload.kwargs)[:REPR_MAX], "origin": _origin(),
-        "ignore_result": None, "replaced_task_nesting": 0, "stamped_headers": None,
-        "stamps": {}, **headers,
-    }  # fmt: skip
-    properties = {
-        "correlation_id": task_id, "reply_to": app.thread_oid, "delivery_mode": 2,
-        "delivery_info": {"exchange": "", "routing_key": queue}, "priority": priority,
-    }  # fmt: skip
-    if expires is not None:  # kombu's message TTL, in milliseconds
-        properties["expiration"] = str(int(expires * 1000))
-    return _envelope(body, task_headers, properties)
-
-
-def sent_event(app: Celery, message: dict[str, Any]) -> dict[str, Any]:
-    """The task-sent event Celery publishes for ``message`` (Flower lists it)."""
-    fields = sent_event_fields(app, message)
-    return event_message(fields, "task.sent", {"hostname": fields["hostname"]}, delivery_mode=1)
-
-
-def sent_events(app: Celery, messages: list[dict[str, Any]]) -> dict[str, Any]:
-    """The task-sent events of many messages as one ``task.multi`` event, as a Celery
-    worker groups its task events (Celery's event receivers, Flower's too, take both)."""
-    return event_message(
-        [sent_event_fields(app, message) for message in messages], "task.multi",
-        {"hostname": _origin()}, delivery_mode=1,
-    )  # fmt: skip
-
-
-def sent_event_fields(app: Celery, message: dict[str, Any]) -> dict[str, Any]:
-    headers = message["headers"]
-    routing_key = message["properties"]["delivery_info"]["routing_key"]
-    return {
-        "hostname": _origin(), "utcoffset": utcoffset(), "pid": os.getpid(),
-        "clock": app.clock.forward(), "uuid": headers["id"], "root_id": headers["root_id"],
-        "parent_id": None, "name": headers["task"], "args": headers["argsrepr"],
-        "kwargs": headers["kwargsrepr"], "retries": 0, "eta": _iso_at(headers.get(DUE_AT)),
-        "expires": headers["expires"], "queue": routing_key, "exchange": "",
-        "routing_key": routing_key, "timestamp": time.time(), "type": _SENT,
-    }  # fmt: skip
+def sent_event_messages(app: Celery, events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(channel, message) pairs that publish task-sent ``events``: one alone as Celery's
+    dispatcher sends it, many as ``task.multi`` events of SENT_EVENTS_GROUPED, as a
+    Celery worker groups its task events (Celery's receivers, Flower's too, take both)."""
+    keys = get_keys()
+    if len(events) == 1:
+        [event] = events
+        message = event_message(event, "task.sent", {"hostname": event["hostname"]}, 1)
+        return [(event_channel(app, keys, "task.sent"), queueing.to_json(message))]
+    channel = event_channel(app, keys, "task.multi")
+    pairs = []
+    for start in range(0, len(events), SENT_EVENTS_GROUPED):
+        group = events[start : start + SENT_EVENTS_GROUPED]
+        message = event_message(group, "task.multi", {"hostname": group[0]["hostname"]}, 1)
+        pairs.append((channel, queueing.to_json(message)))
+    return pairs
 
 
 def event_message(
@@ -112,7 +56,7 @@ def event_message(
         "delivery_info": {"exchange": EVENT_EXCHANGE, "routing_key": routing_key},
         "priority": 0,
     }
-    return _envelope(queueing.to_json(body).encode(), dict(headers), properties)
+    return envelope(queueing.to_json(body).encode(), dict(headers), properties)
 
 
 @functools.cache
@@ -158,7 +102,7 @@ class Events(CeleryEvents):  # type: ignore[misc]
     dispatcher_cls = "meetingtasks.messages:EventDispatcher"
 
 
-def _envelope(body: bytes, headers: dict[str, Any], properties: dict[str, Any]) -> dict[str, Any]:
+def envelope(body: bytes, headers: dict[str, Any], properties: dict[str, Any]) -> dict[str, Any]:
     """What kombu's virtual transport makes of a published message."""
     properties["body_encoding"] = "base64"
     properties["delivery_tag"] = ids.uuid4()
@@ -169,22 +113,3 @@ def _envelope(body: bytes, headers: dict[str, Any], properties: dict[str, Any]) 
         "headers": headers,
         "properties": properties,
     }
-
-
-def _iso_in(seconds: float | None) -> str | None:
-    return None if seconds is None else _iso_at(time.time() + seconds)
-
-
-def _iso_at(when: float | None) -> str | None:
-    """A unix time as Celery writes times in messages and events."""
-    return None if when is None else datetime.fromtimestamp(when, UTC).isoformat()
-
-
-def _origin() -> str:
-    return _nodename(os.getpid())
-
-
-@functools.cache
-def _nodename(pid: int) -> str:
-    """Celery's name for a process that is not a worker (``gen<pid>@<host>``)."""
-    return anon_nodename()

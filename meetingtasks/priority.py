@@ -23,21 +23,20 @@ class Priority(IntEnum):
 
     @classmethod
     def parse(cls, value: object) -> Priority:
-        """Accept a Priority, its name in any case (``"high"``) or its exact step number."""
+        """Accept a Priority, its name in any case (``"high"``) or a Celery priority number
+        0-9, which lands on the level kombu would put it in (the step at or above it:
+        5 is HIGH, 8 is NORMAL)."""
         if isinstance(value, Priority):
             return value
         if isinstance(value, str):
             member = cls.__members__.get(value.strip().upper())
             if member is not None:
                 return member
-        elif isinstance(value, int) and not isinstance(value, bool):
-            try:
-                return cls(value)
-            except ValueError:
-                pass
+        elif type(value) is int and value in _BY_NUMBER:
+            return _BY_NUMBER[value]
         raise InvalidPriority(
-            f"bad priority {value!r}: use one of {', '.join(cls.names())}"
-            f" (or their steps {', '.join(str(int(p)) for p in cls)})"
+            f"bad priority {value!r}: use one of {', '.join(cls.names())}, or a number 0-9 "
+            "(0 is served first)"
         )
 
     @classmethod
@@ -49,6 +48,9 @@ class Priority(IntEnum):
         members = list(Priority)
         return members[max(members.index(self) - 1, 0)]
 
+
+#: Celery's priority numbers, each at the level kombu's steps put it in.
+_BY_NUMBER = {n: max((p for p in Priority if p <= n), key=int) for n in range(10)}
 
 #: The kombu priority steps, highest first, one Redis list each.
 PRIORITY_STEPS: list[int] = [int(p) for p in Priority]

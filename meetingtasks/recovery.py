@@ -7,8 +7,8 @@ it back if the worker never does. Two ways that happens, both handled here:
 - **The worker dies** (kill -9, OOM, host lost). Each message is recorded with the id
   of the consumer holding it (``broker.py``), and each worker keeps its consumer id in
   the ``consumers`` roster with a lapse time, renewed every ``ttl / 5``. The
-  scheduler's ``Recoverer`` gives back the messages of any consumer that lapsed, to
-  the front of their queues, with kombu's own restore.
+  ``Recoverer`` (a scheduler loop, run by every worker) gives back the messages of any
+  consumer that lapsed, to the front of their queues (``store/held.py``).
 - **The worker loses its broker connection** and Celery restarts its consumer,
   dropping the messages it had reserved but not started. The new consumer gets a new
   id (a new generation); at that moment the worker keeps the messages of the tasks
@@ -25,27 +25,30 @@ import os
 import socket
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from meetingtasks import broker
 from meetingtasks.keys import Keys, get_keys
-from meetingtasks.store import get_redis, writebehind
+from meetingtasks.store import get_redis, held, writebehind
 
 log = logging.getLogger(__name__)
 
 
 class Heartbeat:
-    """Keeps this worker's current consumer id alive in the ``consumers`` roster."""
+    """Keeps this worker's current consumer id alive in the ``consumers`` roster, and
+    counts the live ones (the embedded scheduler loops spread their sweeps over them)."""
 
     def __init__(self, ttl: float, keys: Keys | None = None) -> None:
         self.ttl = ttl
         self.keys = keys or get_keys()
+        #: Live consumers in the roster at the last beat (at least this one).
+        self.live = 1
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
     def beat(self, retire: str | None = None) -> None:
-        """Renew the current id (dropping ``retire``), and prune ids lapsed a TTL ago."""
+        """Renew the current id (dropping ``retire``), prune ids lapsed a TTL ago, and
+        count those alive."""
         now = time.time()
         pipe = get_redis().pipeline(transaction=False)
         if broker.consumer_id is not None:
@@ -53,7 +56,8 @@ class Heartbeat:
         if retire is not None:
             pipe.zrem(self.keys.consumers(), retire)
         pipe.zremrangebyscore(self.keys.consumers(), "-inf", now - self.ttl)
-        pipe.execute()
+        pipe.zcount(self.keys.consumers(), now, "+inf")
+        self.live = max(1, int(pipe.execute()[-1]))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
@@ -74,45 +78,26 @@ class Heartbeat:
                 log.warning("heartbeat to Redis failed; retrying", exc_info=True)
 
 
-def held_by(keys: Keys) -> dict[str, list[str]]:
-    """Consumer id -> delivery tags of the messages it holds."""
-    held: dict[str, list[str]] = defaultdict(list)
-    for tag, owner in get_redis().hgetall(keys.unacked_owner()).items():
-        held[owner].append(tag)
-    return held
-
-
-def restore(tags: Iterable[str]) -> int:
-    """Put held messages back at the front of their queues (kombu's own restore)."""
-    from meetingtasks.app import app
-
-    restored = 0
-    with app.connection_for_write() as connection:
-        qos = connection.default_channel.qos
-        for tag in tags:
-            qos.restore_by_tag(tag)
-            restored += 1
-    return restored
-
-
 class Recoverer:
-    """The scheduler's loop step: gives the messages of lapsed consumers back."""
+    """A scheduler loop's step: gives the messages of lapsed consumers back."""
 
     def __init__(self, keys: Keys | None = None) -> None:
         self.keys = keys or get_keys()
 
     def sweep(self) -> int:
-        """Restore every message a lapsed consumer held; returns how many."""
-        held = held_by(self.keys)
-        if not held:
+        """Give back every message a lapsed consumer held; returns how many."""
+        holders = held.held_by(self.keys)
+        if not holders:
             return 0
         alive = set(get_redis().zrangebyscore(self.keys.consumers(), time.time(), "+inf"))
-        restored = 0
-        for owner, tags in held.items():
+        given = 0
+        for owner, tags in holders.items():
             if owner not in alive:
-                log.warning("consumer %s is gone: returning %d message(s)", owner, len(tags))
-                restored += restore(tags)
-        return restored
+                returned = held.give_back(self.keys, owner, tags)
+                if returned:
+                    log.warning("consumer %s is gone: returned %d message(s)", owner, returned)
+                given += returned
+        return given
 
 
 class WorkerConsumers:
@@ -133,18 +118,21 @@ class WorkerConsumers:
         self.heartbeat.stop()
 
     def hand_over(self, previous: str | None, current: str) -> None:
-        """A new consumer starts: it keeps what still runs, the rest goes back at once."""
-        self.heartbeat.beat(retire=previous)
+        """A new consumer starts: it keeps what still runs, the rest goes back at once.
+
+        The new id joins the roster first and the old one leaves it last, so no
+        recoverer (every worker runs one) ever sees these messages' holder as gone."""
+        self.heartbeat.beat()
         if previous is None:
             return
         if writebehind.worker_writes is not None:
             writebehind.worker_writes.flush()  # acknowledgements still waiting count too
-        tags = held_by(self.keys).get(previous, [])
+        tags = held.held_by(self.keys).get(previous, [])
         running = self.running_tags()
         keep = [tag for tag in tags if tag in running]
-        if keep:
-            get_redis().hset(self.keys.unacked_owner(), mapping=dict.fromkeys(keep, current))
-        returned = restore(tag for tag in tags if tag not in running)
+        held.reassign(self.keys, keep, current)
+        returned = held.give_back(self.keys, previous, [tag for tag in tags if tag not in running])
+        self.heartbeat.beat(retire=previous)
         if tags:
             log.warning(
                 "consumer restarted: kept %d running message(s), returned %d", len(keep), returned

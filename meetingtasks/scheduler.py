@@ -11,6 +11,7 @@ past their deadline (``TimeoutMonitor``): four small loops with one lifecycle.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -93,15 +94,24 @@ class TimeoutMonitor:
     def sweep(self) -> int:
         from meetingtasks.app import app
 
-        overdue = status_store.overdue(self.keys, time.time(), self.batch)
         ttl = get_settings().cancel_ttl
-        for task_id in overdue:
-            get_redis().set(self.keys.cancelled(task_id), "timeout", ex=ttl)
-            app.backend.mark_as_failure(
-                task_id, TimeLimitExceeded("no result within its time limit: its worker was lost")
-            )
-            get_redis().zrem(self.keys.deadlines(), task_id)
-        return len(overdue)
+        ended = 0
+        for task_id, deadline in status_store.overdue(self.keys, time.time(), self.batch):
+            # Claimed by taking it off the deadlines: of several monitors (every worker
+            # runs one), only one ends it; given back if ending it fails.
+            if not get_redis().zrem(self.keys.deadlines(), task_id):
+                continue
+            try:
+                get_redis().set(self.keys.cancelled(task_id), "timeout", ex=ttl)
+                app.backend.mark_as_failure(
+                    task_id,
+                    TimeLimitExceeded("no result within its time limit: its worker was lost"),
+                )
+            except BaseException:
+                get_redis().zadd(self.keys.deadlines(), {task_id: deadline})
+                raise
+            ended += 1
+        return ended
 
 
 @dataclass
@@ -112,26 +122,28 @@ class SchedulerService:
     loops: list[Periodic]
 
     @classmethod
-    def create(cls, interval: float | None = None) -> SchedulerService:
+    def create(
+        cls, interval: float | None = None, peers: Callable[[], int] | None = None
+    ) -> SchedulerService:
+        """The four loops; ``peers`` (how many processes run them now) spreads their
+        sweeps when every worker runs them (``loops.Periodic``)."""
         settings = get_settings()
         keys = get_keys()
         scheduler = TaskScheduler(keys)
         aging = PriorityAging(settings.priority_aging, keys=keys)
         recoverer = Recoverer(keys)
         monitor = TimeoutMonitor(keys)
+        due_interval = interval or settings.scheduler_interval
         return cls(
             scheduler,
             [
-                Periodic(
-                    "due-tasks",
-                    _counted(keys, "moved", scheduler.move_due),
-                    interval or settings.scheduler_interval,
-                ),
-                Periodic("priority-aging", _counted(keys, "promoted", aging.sweep), 1.0),
-                Periodic("recovery", _counted(keys, "recovered", recoverer.sweep), 2.0),
-                Periodic("timeouts", _counted(keys, "timed_out", monitor.sweep), 1.0),
+                Periodic("due-tasks", _counted(keys, "moved", scheduler.move_due), due_interval,
+                         peers),
+                Periodic("priority-aging", _counted(keys, "promoted", aging.sweep), 1.0, peers),
+                Periodic("recovery", _counted(keys, "recovered", recoverer.sweep), 2.0, peers),
+                Periodic("timeouts", _counted(keys, "timed_out", monitor.sweep), 1.0, peers),
             ],
-        )
+        )  # fmt: skip
 
     def start(self) -> None:
         for loop in self.loops:

@@ -73,11 +73,18 @@ class Settings(BaseSettings):
         description="Seconds between two sweeps of the scheduler for due delayed tasks: the "
         "most a delayed task runs late, besides queueing.",
     )
+    embedded_scheduler: bool = Field(
+        True,
+        description="Run the scheduler loops (due delays and retries, recovery of dead "
+        "workers' messages, priority aging, the timeout monitor) inside every worker's main "
+        "process, their sweeps spread over the workers online. Off: run `meetingtasks "
+        "scheduler` yourself, or delays and retries never fire.",
+    )
     heartbeat_ttl: float = Field(
         15.0,
         gt=1,
         description="Seconds after a worker's last heartbeat before it counts as dead and "
-        "the scheduler gives the messages it held back to their queues.",
+        "the other workers (or a scheduler) give the messages it held back to their queues.",
     )
     cancel_ttl: int = Field(
         7 * 24 * 3600,

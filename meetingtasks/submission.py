@@ -101,7 +101,9 @@ def apply_options(options: dict[str, Any]) -> None:
             raise InvalidOption(f"max_retries must be a whole number >= 0, not {max_retries!r}")
         headers[h.MAX_RETRIES] = max_retries
     expires = options.get("expires")
-    if expires is not None and not isinstance(expires, datetime) and not _positive_number(expires):
+    if isinstance(expires, str | datetime):
+        parse_datetime(expires, "expires")
+    elif expires is not None and not _positive_number(expires):
         raise InvalidOption(f"expires must be positive seconds or a datetime, not {expires!r}")
     options["headers"] = headers
 
@@ -125,16 +127,24 @@ def _positive_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
+def parse_datetime(value: Any, option: str) -> datetime:
+    """A datetime or ISO 8601 string as an aware datetime (naive ones are UTC)."""
+    try:
+        when = datetime.fromisoformat(value) if isinstance(value, str) else value
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        when.timestamp()
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise InvalidOption(
+            f"{option} must be a datetime or ISO 8601 string, not {value!r}"
+        ) from exc
+    return when  # type: ignore[no-any-return]
+
+
 def _due_time(eta: Any, countdown: Any, now: float) -> float | None:
     """Unix time a delayed message becomes runnable, from Celery's eta or countdown."""
     if eta is not None:
-        try:
-            when = datetime.fromisoformat(eta) if isinstance(eta, str) else eta
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=UTC)
-            due = float(when.timestamp())
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise InvalidOption(f"eta must be a datetime or ISO 8601 string, not {eta!r}") from exc
+        due = parse_datetime(eta, "eta").timestamp()
     elif countdown is not None:
         if not isinstance(countdown, int | float) or isinstance(countdown, bool) or countdown < 0:
             raise InvalidOption(f"countdown must be seconds >= 0, not {countdown!r}")

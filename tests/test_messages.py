@@ -1,8 +1,7 @@
-"""The dispatcher's own message builder queues what Celery's ``send_task`` queues."""
+"""Monitoring events as Celery sends them, one at a time and grouped; batches of sends."""
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from datetime import datetime
@@ -10,6 +9,7 @@ from datetime import datetime
 from meetingtasks.dispatch import TaskDispatcher, TaskRequest
 from meetingtasks.keys import get_keys
 from meetingtasks.priority import Priority
+from tests.support.messages import published
 
 #: Differ between any two sends: ids, clocks and times.
 PER_SEND = {"id", "root_id", "correlation_id", "delivery_tag", "mt_tag", "mt_enqueued_at"}
@@ -21,76 +21,10 @@ def _without_per_send(value: object) -> object:
     return value
 
 
-def _queued(redis, queue: str, priority: Priority) -> dict:
-    message = json.loads(redis.rpop(get_keys().queue(queue, priority)))
-    message["body"] = json.loads(base64.b64decode(message["body"]))
-    return message
-
-
-def _sent_events(redis, send, routing_key: str = "task.sent") -> list[dict]:
-    """The monitoring events (task-sent by default) published while ``send()`` runs."""
-    pubsub = redis.pubsub()
-    pubsub.psubscribe(f"{get_keys().prefix}*celeryev/{routing_key}")
-    pubsub.get_message(timeout=5)  # the subscription itself
-    send()
-    events = []
-    while (message := pubsub.get_message(timeout=2)) is not None:
-        if message["type"] == "pmessage":
-            event = json.loads(message["data"])
-            event["body"] = json.loads(base64.b64decode(event["body"]))
-            event["channel"] = message["channel"]
-            events.append(event)
-    pubsub.close()
-    return events
-
-
-def test_dispatch_queues_the_message_send_task_queues(app, redis) -> None:
-    request = TaskRequest(
-        type="ai.llm_chat", payload={"prompt": "hello"}, priority="CRITICAL", timeout=30,
-        max_retries=2, session_id="s1", request_id="r1", user_id="u1", meeting_id="m1",
-    )  # fmt: skip
-    dispatcher = TaskDispatcher()
-    events = _sent_events(redis, lambda: dispatcher.dispatch(request))
-    ours = _queued(redis, "ai", Priority.CRITICAL)
-    app.send_task(
-        "ai.llm_chat", kwargs={"prompt": "hello"}, priority="CRITICAL", timeout=30,
-        max_retries=2, headers=dispatcher._headers(request, notify=False),
-    )  # fmt: skip
-    celerys = _queued(redis, "ai", Priority.CRITICAL)
-
-    assert _without_per_send(ours["headers"]).keys() == _without_per_send(celerys["headers"]).keys()
-    # Expiry: the route's 300 s after each was sent.
-    for message in (ours, celerys):
-        expires = datetime.fromisoformat(message["headers"].pop("expires")).timestamp()
-        assert round(expires - message["headers"]["mt_enqueued_at"]) == 300
-    assert _without_per_send(ours) == _without_per_send(celerys)
-    assert ours["headers"]["timelimit"] == [30 + 5.0, 30]
-
-    [event] = events
-    assert event["properties"]["delivery_info"] == {
-        "exchange": "celeryev",
-        "routing_key": "task.sent",
-    }
-    assert event["body"]["type"] == "task-sent"
-    assert event["body"]["uuid"] == ours["headers"]["id"]
-    assert event["body"]["queue"] == "ai"
-    assert event["body"]["kwargs"] == "{'prompt': 'hello'}"
-
-
-def test_route_defaults_fill_what_the_request_leaves_out(app, redis) -> None:
-    TaskDispatcher().dispatch(TaskRequest(type="ai.summarize", payload={"text": "t"}))
-    app.send_task("ai.summarize", kwargs={"text": "t"})
-    route_priority = Priority.NORMAL
-    ours, celerys = _queued(redis, "ai", route_priority), _queued(redis, "ai", route_priority)
-    assert ours["headers"]["timelimit"] == celerys["headers"]["timelimit"]
-    assert ours["properties"]["priority"] == celerys["properties"]["priority"]
-    assert ours["body"] == celerys["body"]
-
-
 def test_a_delayed_dispatch_waits_in_the_delay_store_like_a_delayed_send(app, redis) -> None:
     request = TaskRequest(type="system.echo", payload={}, delay=60)
     responses = []
-    [event] = _sent_events(redis, lambda: responses.append(TaskDispatcher().dispatch(request)))
+    [event] = published(redis, lambda: responses.append(TaskDispatcher().dispatch(request)))
     [response] = responses
     assert response.status == "scheduled"
     # The task-sent event shows when it will run, as Celery's does for a countdown.
@@ -122,12 +56,12 @@ def test_worker_events_are_published_as_celerys_dispatcher_publishes_them(app, r
 
     assert isinstance(app.events.Dispatcher(enabled=False), EventDispatcher)
     fields = {"uuid": "t-1", "name": "system.echo", "args": "()", "kwargs": "{}", "retries": 0}
-    published = {}
+    seen = {}
     for kind, dispatcher_cls in (("ours", EventDispatcher), ("celery", CeleryEventDispatcher)):
         with app.connection_for_write() as connection:
             one = dispatcher_cls(connection, hostname="w1@host", app=app)
             grouped = dispatcher_cls(connection, hostname="w1@host", app=app, buffer_group=["task"])
-            [single] = _sent_events(
+            [single] = published(
                 redis, lambda d=one: d.send("task-received", **fields), "task.received"
             )
 
@@ -136,10 +70,10 @@ def test_worker_events_are_published_as_celerys_dispatcher_publishes_them(app, r
                 d.send("task-succeeded", result="'hi'", runtime=0.01, **fields)
                 d.flush()
 
-            [group] = _sent_events(redis, send_group, "task.multi")
-            published[kind] = (single, group)
+            [group] = published(redis, send_group, "task.multi")
+            seen[kind] = (single, group)
 
-    (our_single, our_group), (celery_single, celery_group) = published["ours"], published["celery"]
+    (our_single, our_group), (celery_single, celery_group) = seen["ours"], seen["celery"]
     assert _without_clocks(our_single) == _without_clocks(celery_single)
     assert _without_clocks(our_group) == _without_clocks(celery_group)
     assert our_single["body"]["type"] == "task-received"
@@ -151,14 +85,14 @@ def test_a_batch_is_queued_in_order_with_one_sent_event_per_group(app, redis) ->
     """A batch bigger than one enqueue call and one event group: every task queued in the
     order given (delayed ones in the delay store), with its status, and its task-sent
     event inside ``task.multi`` events, which Celery's receivers (Flower's) unpack."""
-    from meetingtasks.dispatch import SENT_EVENTS_GROUPED
+    from meetingtasks.messages import SENT_EVENTS_GROUPED
     from meetingtasks.store.queueing import DOORBELL_TOKENS, ENQUEUE_CHUNK
 
     n = max(ENQUEUE_CHUNK, SENT_EVENTS_GROUPED) + 44
     requests = [TaskRequest(type="system.noop", request_id=f"r{i}") for i in range(n)]
     requests[7] = TaskRequest(type="system.noop", request_id="later", delay=60)
     responses = []
-    groups = _sent_events(
+    groups = published(
         redis, lambda: responses.extend(TaskDispatcher().dispatch_batch(requests)), "task.multi"
     )
 
@@ -184,7 +118,7 @@ def test_celerys_event_receiver_sees_every_task_sent_in_a_batch(app, redis) -> N
     """What Flower runs: Celery's EventReceiver unpacks the batch's grouped events."""
     import threading
 
-    from meetingtasks.dispatch import SENT_EVENTS_GROUPED
+    from meetingtasks.messages import SENT_EVENTS_GROUPED
 
     seen: list[str] = []
     n = SENT_EVENTS_GROUPED + 10

@@ -35,6 +35,9 @@ NORMAL_DEFAULT = get_keys().queue("default", Priority.NORMAL)
         ({}, {"idempotency_key": ""}, InvalidOption, "idempotency_key"),
         ({}, {"idempotency_key": "k" * 201}, InvalidOption, "idempotency_key"),
         ({}, {"priority": "asap"}, ValidationError, "bad priority"),
+        ({}, {"priority": 42}, ValidationError, "bad priority"),
+        ({}, {"queue": "nowhere"}, InvalidOption, "unknown queue 'nowhere'"),
+        ({}, {"expires": "tomorrow"}, InvalidOption, "expires must be"),
     ],
 )
 def test_bad_submissions_are_refused_and_nothing_is_queued(
@@ -106,3 +109,19 @@ def test_a_key_is_released_when_sending_fails(app, redis) -> None:
         app.send_task("system.nonexistent", idempotency_key="retry-me")
     good = app.send_task("system.echo", kwargs={"value": 1}, idempotency_key="retry-me")
     assert redis.get(get_keys().idempotency("retry-me")) == good.id
+
+
+def test_every_way_of_sending_refuses_bad_input_before_queueing(app, redis) -> None:
+    """delay(), apply_async() and dispatch() share the checks of send_task."""
+    from meetingtasks.dispatch import TaskDispatcher, TaskRequest
+    from tests.worker_tasks import record
+
+    with pytest.raises(InvalidPayload, match="not JSON-serialisable"):
+        record.delay(object())
+    with pytest.raises(InvalidOption, match="unknown queue"):
+        record.apply_async(("x",), queue="nowhere")
+    with pytest.raises(ValidationError, match="bad priority"):
+        record.apply_async(("x",), priority="whenever")
+    with pytest.raises(InvalidPayload, match="not JSON-serialisable"):
+        TaskDispatcher().dispatch(TaskRequest(type="system.echo", payload={"value": {1, 2}}))
+    assert redis.dbsize() == 0

@@ -14,7 +14,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -53,6 +53,9 @@ class Batch:
     tasks: dict[Keys, list[list[Any]]] = field(default_factory=dict)
     #: (channel, message) pairs to publish once the tasks are queued.
     events: list[tuple[str, str]] = field(default_factory=list)
+    #: Task-sent events, published together (grouped) by ``encode_sent`` at the end.
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    encode_sent: Callable[[list[dict[str, Any]]], list[tuple[str, str]]] | None = None
     shipped: list[Future[Any]] = field(default_factory=list)
 
     def add(self, keys: Keys, record: list[Any]) -> None:
@@ -63,6 +66,8 @@ class Batch:
             self.tasks[keys] = []
 
     def send(self) -> None:
+        if self.sent and self.encode_sent is not None:
+            self.events.extend(self.encode_sent(self.sent))
         calls = [_enqueue_call(keys, records) for keys, records in self.tasks.items() if records]
         if calls:
             _with_events(calls[-1][1], self.events)
@@ -129,6 +134,19 @@ def batch() -> Iterator[None]:
 def current_batch() -> Batch | None:
     """The ``batch()`` block open in this thread, if any."""
     return getattr(_batch, "current", None)
+
+
+def add_sent_event(
+    event: dict[str, Any], encode: Callable[[list[dict[str, Any]]], list[tuple[str, str]]]
+) -> None:
+    """Publish a task-sent event with the current batch (``encode`` turns the batch's
+    events into (channel, message) pairs: one, or grouped); outside one, at once."""
+    open_batch = current_batch()
+    if open_batch is None:
+        _publish_now(encode([event]))
+        return
+    open_batch.sent.append(event)
+    open_batch.encode_sent = encode
 
 
 def put_task(keys: Keys, queue: str, step: int, message: dict[str, Any]) -> None:

@@ -81,9 +81,12 @@ def read(keys: Keys, task_ids: list[str]) -> list[dict[str, str]]:
     return list(pipe.execute())
 
 
-def overdue(keys: Keys, now: float, limit: int) -> list[str]:
-    """Running tasks past their deadline."""
-    return list(get_redis().zrangebyscore(keys.deadlines(), "-inf", now, start=0, num=limit))
+def overdue(keys: Keys, now: float, limit: int) -> list[tuple[str, float]]:
+    """Running tasks past their deadline, with it."""
+    found = get_redis().zrangebyscore(
+        keys.deadlines(), "-inf", now, start=0, num=limit, withscores=True
+    )
+    return [(task_id, float(deadline)) for task_id, deadline in found]
 
 
 def counters(keys: Keys) -> dict[str, int]:

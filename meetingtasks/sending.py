@@ -1,0 +1,324 @@
+"""The one send path: every task message of the app is built and queued here.
+
+``task.delay()``, ``apply_async()``, ``app.send_task()``, canvas (chain, group, chord),
+``self.retry``, dead-letter requeues and ``TaskDispatcher.dispatch`` all end in
+``send``, which does what Celery's ``send_task`` does, in its order:
+
+1. the payload and our per-message options are checked (``submission.py``): bad input
+   raises a ``ValidationError`` and nothing is queued;
+2. Celery's router picks the queue (routes/, ``queue=``, ``task_routes``);
+3. Celery's own builder makes the message (``app.amqp.create_task_message``: the
+   headers, body and task-sent event fields Celery always sends);
+4. the publish signals fire (a ``before_task_publish`` handler may still add headers);
+5. one enqueue script call puts the message, its first status and the task-sent event
+   (``store/queueing.py``), or the delay store takes it when it is not yet due.
+
+Why not Celery's publish: per message, kombu's Producer declares the queue again,
+wraps the publish in its retry machinery and sends the task-sent event through a
+second producer, and every ``app.conf`` read walks layered dictionaries; together that
+cost more than everything else a send does. What kombu's virtual transport makes of a
+message (its envelope) is fixed, so it is built here (``messages.envelope``);
+``tests/test_sending.py`` compares the result with Celery's own path, field by field.
+
+A message for a non-direct exchange, or one to compress, goes through Celery's own
+``send_task`` instead (it still reaches Redis through our transport, with its status).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+from typing import Any, NamedTuple
+
+from celery import Celery, signals
+from celery.app.amqp import AMQP
+from celery.app.base import Celery as CeleryBase
+from celery.events.event import Event
+from celery.exceptions import QueueNotFound
+from celery.utils.nodenames import anon_nodename
+from celery.utils.saferepr import saferepr
+from celery.utils.time import utcoffset
+from kombu import Exchange
+from kombu.common import Broadcast
+from kombu.utils.functional import maybe_list
+from kombu.utils.json import dumps
+
+from meetingtasks import ids, messages, submission
+from meetingtasks.errors import InvalidOption
+from meetingtasks.keys import get_keys
+from meetingtasks.priority import Priority
+from meetingtasks.routing import get_route_table
+from meetingtasks.store import queueing
+
+
+class Sent(NamedTuple):
+    task_id: str
+    ignore_result: bool | None
+
+
+#: Options Celery's ``send_task``, its message builder, ``send_task_message`` and kombu's
+#: ``Producer.publish`` take by name; whatever else a caller passes becomes a message
+#: property, as it does in Celery.
+_CONSUMED = frozenset(inspect.signature(CeleryBase.send_task).parameters) | frozenset(
+    inspect.signature(AMQP.as_task_v2).parameters
+) | {
+    "callbacks", "errbacks", "headers", "queue", "exchange", "routing_key", "retry",
+    "retry_policy", "serializer", "delivery_mode", "compression", "declare",
+    "exchange_type", "timeout", "confirm_timeout", "event_dispatcher", "mandatory",
+    "immediate", "content_type", "content_encoding", "priority", "expiration",
+}  # fmt: skip
+
+
+class _Sender:
+    """What a send reads from the app, read once per process: ``app.conf`` lookups and
+    cached properties cost microseconds each, as much as building the message."""
+
+    def __init__(self, app: Celery) -> None:
+        conf = app.conf
+        self.app = app
+        self.build = app.amqp.create_task_message
+        self.router = app.amqp.router
+        self.queues = app.amqp.queues
+        self.default_queue = app.amqp.default_queue
+        self.sent_event = bool(conf.task_send_sent_event)
+        self.default_priority = Priority.parse(conf.task_default_priority or 0)
+        self.default_delivery_mode = _delivery_mode(conf.task_default_delivery_mode)
+        self.inherit_parent_priority = bool(conf.task_inherit_parent_priority)
+        self.retry_policy = dict(conf.task_publish_retry_policy)
+        self.repr_levels = conf.task_repr_maxlevels
+        self.args_size = app.amqp.argsrepr_maxsize
+        self.kwargs_size = app.amqp.kwargsrepr_maxsize
+        self.encode_sent = functools.partial(messages.sent_event_messages, app)
+
+    def send(self, name: str, args: Any, kwargs: Any, options: dict[str, Any]) -> Sent:
+        app = self.app
+        task = options.pop("task_type", None)
+        if task is None:
+            # A plain send_task takes the defaults of the task (its route) as Celery
+            # does; apply_async merged them already.
+            task = app.tasks.get(name)
+            defaults = task._get_exec_options() if task is not None else _route_defaults(name)
+            options = {**{k: v for k, v in defaults.items() if v is not None}, **options}
+        payload = submission.check_payload(task, name, args, kwargs)
+        submission.apply_options(options)
+        task_id = options.pop("task_id", None) or ids.uuid4()
+        options = self.route(options, options.pop("route_name", None) or name, payload, task)
+        if _not_ours(options):
+            CeleryBase.send_task(
+                app, name, payload.args, payload.kwargs, task_id=task_id, task_type=task,
+                add_to_parent=False, **options,
+            )  # fmt: skip
+            return Sent(task_id, options.get("ignore_result"))
+
+        expires = options.get("expires")
+        if expires is not None:
+            options["expiration"] = max(_seconds_until(app, expires), 0)
+        if not options.get("root_id") or not options.get("parent_id"):
+            parent = app.current_worker_task
+            if parent:
+                request = parent.request
+                options["root_id"] = options.get("root_id") or request.root_id or request.id
+                options["parent_id"] = options.get("parent_id") or request.id
+                if self.inherit_parent_priority:
+                    options.setdefault("priority", request.delivery_info.get("priority"))
+        # Celery computes these unless given (and given ones also become properties).
+        argsrepr = options.get("argsrepr") or fast_saferepr(
+            payload.args, self.args_size, self.repr_levels
+        )
+        kwargsrepr = options.get("kwargsrepr") or fast_saferepr(
+            payload.kwargs, self.kwargs_size, self.repr_levels
+        )
+        headers, properties, body, sent_event = self.build(
+            task_id, name, payload.args, payload.kwargs,
+            countdown=options.get("countdown"), eta=options.get("eta"),
+            group_id=options.get("group_id"), group_index=options.get("group_index"),
+            expires=expires, retries=options.get("retries") or 0, chord=options.get("chord"),
+            callbacks=maybe_list(options.get("link")),
+            errbacks=maybe_list(options.get("link_error")),
+            reply_to=options.get("reply_to") or app.thread_oid,
+            time_limit=options.get("time_limit"),
+            soft_time_limit=options.get("soft_time_limit"),
+            create_sent_event=self.sent_event, root_id=options.get("root_id"),
+            parent_id=options.get("parent_id"), shadow=options.get("shadow"),
+            chain=options.get("chain"), origin=_nodename(os.getpid()),
+            ignore_result=options.get("ignore_result"), argsrepr=argsrepr,
+            kwargsrepr=kwargsrepr, stamped_headers=options.get("stamped_headers"),
+            replaced_task_nesting=options.get("replaced_task_nesting") or 0,
+            **{stamp: options[stamp] for stamp in options.get("stamped_headers") or ()},
+        )  # fmt: skip
+        self.publish(name, payload, headers, properties, body, sent_event, options)
+        return Sent(task_id, options.get("ignore_result"))
+
+    def route(
+        self, options: dict[str, Any], name: str, payload: submission.Payload, task: Any
+    ) -> dict[str, Any]:
+        """Celery's routing, with our error for a queue nobody declared."""
+        asked = options.get("queue")
+        try:
+            return dict(self.router.route(options, name, payload.args, payload.kwargs, task))
+        except QueueNotFound as exc:
+            what = repr(asked) if asked is not None else f"({exc})"
+            raise InvalidOption(
+                f"unknown queue {what}: declare it in routes/ "
+                f"(queues: {', '.join(sorted(self.queues))})"
+            ) from exc
+
+    def publish(
+        self,
+        name: str,
+        payload: submission.Payload,
+        headers: dict[str, Any],
+        properties: dict[str, Any],
+        body: tuple[Any, ...],
+        sent_event: dict[str, Any] | None,
+        options: dict[str, Any],
+    ) -> None:
+        """What Celery's ``send_task_message`` and kombu's ``Producer.publish`` do with a
+        built message, down to the transport's envelope; then one enqueue."""
+        extra_headers = options.get("headers")
+        if extra_headers:
+            headers.update(extra_headers)
+        queue = options.get("queue") or self.default_queue
+        if isinstance(queue, str):
+            queue = self.queues[queue]
+        routing_key = options.get("routing_key") or queue.name
+        stamps = options.get("stamped_headers") or ()
+        properties.update(
+            (key, value) for key, value in options.items()
+            if key not in _CONSUMED and key not in stamps
+        )  # fmt: skip
+        if signals.before_task_publish.receivers:
+            signals.before_task_publish.send(
+                sender=name, body=body, exchange="", routing_key=routing_key, declare=[queue],
+                headers=headers, properties=properties, retry_policy=dict(self.retry_policy),
+            )  # fmt: skip
+        mode = options.get("delivery_mode") or queue.exchange.delivery_mode
+        properties["delivery_mode"] = _delivery_mode(mode) if mode else self.default_delivery_mode
+        expiration = options.get("expiration")
+        if expiration is not None:
+            properties["expiration"] = str(int(expiration * 1000))
+        properties["delivery_info"] = {"exchange": "", "routing_key": routing_key}
+        priority = options.get("priority")
+        step = int(self.default_priority if priority is None else Priority.parse(priority))
+        properties["priority"] = step
+        message = messages.envelope(_body_json(payload, body), headers, properties)
+        with queueing.batch():
+            queueing.put_task(get_keys(), queue.name, step, message)
+            if sent_event is not None:
+                event = Event(
+                    "task-sent", hostname=_nodename(os.getpid()), utcoffset=utcoffset(),
+                    pid=os.getpid(), clock=self.app.clock.forward(), **sent_event,
+                    queue=queue.name, exchange="", routing_key=routing_key,
+                )  # fmt: skip
+                queueing.add_sent_event(event, self.encode_sent)
+        if signals.after_task_publish.receivers:
+            signals.after_task_publish.send(
+                sender=name, body=body, headers=headers, exchange="", routing_key=routing_key
+            )
+
+
+@functools.cache
+def _sender(app: Celery) -> _Sender:
+    return _Sender(app)
+
+
+def send(app: Celery, name: str, args: Any, kwargs: Any, options: dict[str, Any]) -> Sent:
+    """Send task ``name``: Celery's ``send_task`` semantics, our checks, one round trip.
+
+    ``options`` are ``apply_async``'s (Celery's and ours: ``timeout``, ``max_retries``);
+    the caller handles ``idempotency_key``, ``result_cls`` and ``add_to_parent``.
+    """
+    return _sender(app).send(name, args, kwargs, options)
+
+
+def _route_defaults(name: str) -> dict[str, Any]:
+    """The exec options of a routed type no task of this process implements."""
+    route = get_route_table().find(name)
+    if route is None:
+        return {}
+    return {
+        "priority": int(route.priority),
+        "soft_time_limit": route.timeout,
+        "time_limit": submission.hard_limit(route.timeout),
+        "expires": route.expires,
+    }
+
+
+def _not_ours(options: dict[str, Any]) -> bool:
+    """Whether Celery must publish this one itself: an explicit exchange, a queue bound to
+    a non-direct exchange (kombu resolves their bindings), or compression."""
+    if options.get("exchange") or options.get("compression"):
+        return True
+    queue = options.get("queue")
+    exchange = getattr(queue, "exchange", None)
+    return isinstance(queue, Broadcast) or (exchange is not None and exchange.type != "direct")
+
+
+#: The third element of the body when there are no callbacks, errbacks, chain or chord.
+_NO_EMBED = dumps({"callbacks": None, "errbacks": None, "chain": None, "chord": None})
+
+
+def _body_json(payload: submission.Payload, body: tuple[Any, ...]) -> bytes:
+    """The body as kombu's JSON serializer writes it: ``[args, kwargs, embed]``, reusing
+    the text ``check_payload`` already encoded the arguments to."""
+    embed = body[2]
+    embed_json = _NO_EMBED if all(v is None for v in embed.values()) else dumps(embed)
+    return f"{payload.json[:-1]}, {embed_json}]".encode()
+
+
+def _delivery_mode(mode: Any) -> int:
+    """kombu's ``maybe_delivery_mode``: a name (``"persistent"``) or a number."""
+    if isinstance(mode, int):
+        return mode
+    return int(Exchange.delivery_modes[mode]) if mode else 2
+
+
+def _seconds_until(app: Celery, expires: Any) -> float:
+    """Celery's message TTL from ``expires`` (seconds, a datetime or an ISO string)."""
+    if isinstance(expires, int | float):
+        return float(expires)
+    when = submission.parse_datetime(expires, "expires")
+    return (when - app.now()).total_seconds()
+
+
+@functools.cache
+def _nodename(pid: int) -> str:
+    """Celery's name for a process that is not a worker (``gen<pid>@<host>``)."""
+    return anon_nodename()
+
+
+# -- argsrepr ---------------------------------------------------------------------------
+
+_PLAIN_SCALARS = (int, float, bool, type(None))
+
+
+def fast_saferepr(value: Any, maxsize: int, maxlevels: int) -> str:
+    """Celery's ``saferepr(value, maxsize, maxlevels)``, shown by Flower and the logs.
+
+    saferepr walks the value token by token (25 us for a small dict here, as much as
+    the rest of a send); for the usual arguments (plain JSON values of printable ASCII,
+    shallow and short) it equals ``repr``, which is checked first and used then.
+    """
+    text = repr(value)
+    if len(text) < maxsize and _plain(value, maxlevels, 0):
+        return text
+    return saferepr(value, maxsize, maxlevels=maxlevels)
+
+
+def _plain(value: Any, maxlevels: int, level: int) -> bool:
+    """Whether saferepr renders ``value`` (at nesting ``level``) exactly as repr does."""
+    kind = type(value)
+    if kind is str:
+        return value.isascii() and value.isprintable() and "'" not in value and "\\" not in value
+    if kind in _PLAIN_SCALARS:
+        return True
+    if kind is tuple or kind is list or kind is dict:
+        if maxlevels and level >= maxlevels:  # saferepr shows it as "[...]"
+            return False
+        items = value.items() if kind is dict else ((None, v) for v in value)
+        return all(
+            (k is None or _plain(k, maxlevels, level + 1)) and _plain(v, maxlevels, level + 1)
+            for k, v in items
+        )
+    return False

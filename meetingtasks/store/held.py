@@ -1,0 +1,82 @@
+"""Redis operations on the messages workers hold (kombu's unacknowledged set, plus who
+holds each): who holds what, and giving a lost holder's messages back.
+
+Kombu's own restore watches the whole unacknowledged hash (every take and every
+acknowledgement in the cluster aborts it and makes it start over) and pushes no doorbell
+token, so an idle worker would not wake for a message given back. Here each message is
+given back by one script (``lua/recover.lua``), only if its holder still holds it as it
+was read, so any number of workers recovering at once give each message back once.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from meetingtasks.keys import Keys
+from meetingtasks.priority import Priority
+from meetingtasks.store import get_redis, script
+from meetingtasks.store.queueing import DOORBELL_TOKENS, to_json
+
+
+def held_by(keys: Keys) -> dict[str, list[str]]:
+    """Consumer id -> delivery tags of the messages it holds."""
+    held: dict[str, list[str]] = defaultdict(list)
+    for tag, owner in get_redis().hgetall(keys.unacked_owner()).items():
+        held[owner].append(tag)
+    return held
+
+
+def reassign(keys: Keys, tags: list[str], owner: str) -> None:
+    """Record ``owner`` as the holder of ``tags`` (a worker's new consumer keeps them)."""
+    if tags:
+        get_redis().hset(keys.unacked_owner(), mapping=dict.fromkeys(tags, owner))
+
+
+def give_back(keys: Keys, owner: str, tags: Iterable[str]) -> int:
+    """Put the messages ``owner`` holds under ``tags`` back at the front of their queues;
+    returns how many went back (fewer if some were acknowledged or given back meanwhile).
+
+    A message published to a named exchange (not Celery's default) is left to kombu's
+    visibility-timeout restore, which knows that exchange's bindings.
+    """
+    tags = list(tags)
+    if not tags:
+        return 0
+    entries = get_redis().hmget(keys.unacked(), tags)
+    call_keys = [keys.unacked(), keys.unacked_index(), keys.unacked_owner()]
+    args: list[Any] = [owner, DOORBELL_TOKENS]
+    for tag, entry in zip(tags, entries, strict=True):
+        if entry is None:
+            continue
+        message, exchange, queue = orjson.loads(entry)
+        if exchange:
+            continue
+        _mark_redelivered(message)
+        step = Priority.parse(_priority(message))
+        call_keys += [keys.queue(queue, step), keys.doorbell(queue)]
+        args += [tag, entry, to_json(message)]
+    if len(args) == 2:
+        return 0
+    return int(script("recover")(keys=call_keys, args=args))
+
+
+def _mark_redelivered(message: dict[str, Any]) -> None:
+    """What kombu marks on a message it gives back (Celery's deduplication reads it)."""
+    headers = message.get("headers")
+    if isinstance(headers, dict):
+        headers["redelivered"] = True
+    info = (message.get("properties") or {}).get("delivery_info")
+    if isinstance(info, dict):
+        info["redelivered"] = True
+
+
+def _priority(message: dict[str, Any]) -> int:
+    """The message's priority as kombu reads it: 0-9, anything else the highest."""
+    try:
+        return min(max(int(message["properties"]["priority"]), 0), 9)
+    except (KeyError, TypeError, ValueError):
+        return 0
