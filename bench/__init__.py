@@ -9,7 +9,7 @@ config         sizes of a run (``--quick`` or the default) and what it measures
 child          how the orchestrator runs a measurement in a child process (progress, result)
 apps           the two apps compared: a plain default Celery app and ours
 plain_app      the plain Celery app itself (also ``celery -A bench.plain_app worker``)
-publish        publishes per second: ``delay()``, ``send_task``, batched dispatch
+publish        publishes per second: plain and our ``delay()``, ``dispatch()``, batched dispatch
 workers        no-op tasks per second of real worker processes, steady state
 latency        submit -> result latency without the gateway, at a stated rate
 gateway        WebSocket figures through ``meetingtasks gateway`` (when it exists)

@@ -55,6 +55,6 @@ def load(kind: str) -> BenchApp:
         queue = get_route_table().get(name).queue
         return BenchApp(
             OURS, ours, name, queue, "meetingtasks", (queue,),
-            send=lambda **options: ours.send_task(name, **options),
+            send=ours.tasks[name].apply_async,
         )  # fmt: skip
     raise ValueError(f"unknown app {kind!r}: {PLAIN} or {OURS}")

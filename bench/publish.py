@@ -26,7 +26,7 @@ from bench.apps import OURS, PLAIN, load
 from bench.child import Progress
 
 WARMUP = 200
-KINDS = ("plain_delay", "send_task", "dispatcher_single", "batch")
+KINDS = ("plain_delay", "delay", "dispatcher_single", "batch")
 
 
 def dispatcher_api() -> tuple[Any | None, str]:
@@ -53,8 +53,8 @@ def measure(
 ) -> dict[str, Any]:
     bench_app = load(PLAIN if kind == "plain_delay" else OURS)
     result: dict[str, Any] = {"status": "measured", "note": ""}
-    if kind in ("plain_delay", "send_task"):
-        # plain: noop.delay(); ours: app.send_task("system.noop"), as a service would.
+    if kind in ("plain_delay", "delay"):
+        # plain: noop.delay(); ours: the no-op task's delay(), as a service would.
         send = bench_app.send
         loop = _loop_one_at_a_time(send)
     elif kind == "dispatcher_single":

@@ -109,8 +109,8 @@ class BenchRun:
             steps += [
                 Step("dispatch", "plain Celery delay()", ("dispatch.plain_delay",),
                      self._publish("plain_delay", "dispatch.plain_delay")),
-                Step("dispatch", "ours send_task()", ("dispatch.send_task",),
-                     self._publish("send_task", "dispatch.send_task")),
+                Step("dispatch", "ours task.delay()", ("dispatch.delay",),
+                     self._publish("delay", "dispatch.delay")),
                 Step("dispatch", "ours TaskDispatcher.dispatch()", ("dispatch.dispatcher_single",),
                      self._publish("dispatcher_single", "dispatch.dispatcher_single")),
                 Step("dispatch", "ours batched dispatch", ("dispatch.batch",),
@@ -199,7 +199,7 @@ class BenchRun:
 
     @staticmethod
     def _app_name(app: str) -> str:
-        return "plain Celery `delay()`" if app == "plain" else "ours `send_task()` (no gateway)"
+        return "plain Celery `delay()`" if app == "plain" else "ours `delay()` (no gateway)"
 
     def _gateway(self, keys: tuple[str, ...]) -> Callable[[OnProgress], None]:
         def run(on_progress: OnProgress) -> None:

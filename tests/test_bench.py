@@ -38,7 +38,7 @@ def fake_results() -> Results:
         config=QUICK.to_json(),
     )  # fmt: skip
     results.set("dispatch.plain_delay", 2000.0)
-    results.set("dispatch.send_task", 1000.0)
+    results.set("dispatch.delay", 1000.0)
     results.set("dispatch.batch", 4000.0, Status.PROVISIONAL, "dispatch_batch not built yet")
     results.skip(["dispatch.dispatcher_single"], "TaskDispatcher not built yet")
     results.set("latency.plain_p99", 20.0)
@@ -52,7 +52,7 @@ def test_report_shows_ratios_targets_and_why_a_figure_is_missing(tmp_path: Path)
     assert [p.name for p in written] == ["results.json", "results.md"]
     data = json.loads((tmp_path / "results.json").read_text())
     assert set(data["figures"]) == {spec.key for spec in SPECS}
-    send = data["figures"]["dispatch.send_task"]
+    send = data["figures"]["dispatch.delay"]
     assert send["ratio_to_plain_celery"] == 0.5
     assert send["ratio_to_target"] == 0.2 and send["meets_target"] is False
     assert data["figures"]["latency.ws_p99"]["meets_target"] is True
@@ -78,7 +78,7 @@ def test_plot_is_a_png(tmp_path: Path) -> None:
 def test_a_figure_without_value_must_say_it_was_not_measured() -> None:
     results = Results()
     with pytest.raises(ValueError):
-        results.set("dispatch.send_task", None)
+        results.set("dispatch.delay", None)
     with pytest.raises(KeyError):
         results.set("dispatch.made_up", 1.0)
 
@@ -221,7 +221,7 @@ def test_a_tiny_quick_run_end_to_end(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     figures = json.loads((tmp_path / "results.json").read_text())["figures"]
     assert figures["dispatch.plain_delay"]["status"] == "measured"
-    assert figures["dispatch.send_task"]["details"]["queued"] == 50 + 50
+    assert figures["dispatch.delay"]["details"]["queued"] == 50 + 50
     assert figures["dispatch.batch"]["status"] in ("measured", "provisional")
     assert figures["redis.set_p16"]["value"] > 0
     assert figures["worker.plain_c1"]["status"] == "not measured"  # left out by --only

@@ -67,8 +67,10 @@ def test_a_due_task_is_queued_at_its_priority_with_no_eta_left(app, redis) -> No
 
 
 def test_delay_past_the_visibility_timeout_runs_once_across_a_worker_restart(
-    app, redis, start_worker, scheduler
+    app, redis, start_worker
 ) -> None:
+    """Workers only: the delay outlives the visibility timeout, the worker that was
+    running when it was sent, and a second worker joins late; it runs once."""
     # Plain Celery would hand this ETA task to a worker at once, which would hold it in
     # memory and, with a 2 s visibility timeout, see it redelivered every 2 s.
     worker = start_worker(["media"], env=SHORT_VISIBILITY)
@@ -77,6 +79,8 @@ def test_delay_past_the_visibility_timeout_runs_once_across_a_worker_restart(
     time.sleep(2)
     worker.kill()  # during the delay
     start_worker(["media"], env=SHORT_VISIBILITY)
+    time.sleep(2)
+    start_worker(["media"], env=SHORT_VISIBILITY)  # joins late, still before it is due
 
     runs = wait_until(lambda: read_journal("once"), "the delayed task to run")
     time.sleep(4)  # two more visibility timeouts: a redelivery would show now
@@ -149,3 +153,37 @@ def test_two_scheduler_processes_queue_each_due_task_exactly_once(
     assert sorted(queued) == sorted(sent)
     moved = int(redis.hget(get_keys().scheduler_stats(), "moved"))
     assert moved == 10_000
+
+
+def test_three_workers_run_each_due_task_exactly_once(app, redis, start_worker) -> None:
+    """Every worker runs the scheduler loops: three at once still queue each due task once."""
+    for _ in range(3):
+        start_worker(["media"], env={"MEETINGTASKS_SCHEDULER_INTERVAL": "0.05"})
+    sent = {
+        record.apply_async((f"d{i}", "spread"), queue="media", countdown=1).id for i in range(300)
+    }
+    wait_until(lambda: len(read_journal("spread")) >= len(sent), "every delayed task to run", 120)
+    time.sleep(1)  # a task moved twice would run a second time now
+    runs = [entry["id"] for entry in read_journal("spread")]
+    assert sorted(runs) == sorted(sent)
+    assert int(redis.hget(get_keys().scheduler_stats(), "moved")) == len(sent)
+
+
+def test_with_the_embedded_loops_off_only_a_scheduler_process_fires_delays(
+    app, redis, start_worker, tmp_path: Path
+) -> None:
+    start_worker(["media"], env={"MEETINGTASKS_EMBEDDED_SCHEDULER": "0"})
+    result = record.apply_async(("later", "apart"), queue="media", countdown=0.5)
+    time.sleep(2)
+    assert TaskScheduler().pending() == 1 and read_journal("apart") == []
+
+    with open(tmp_path / "scheduler.log", "wb") as out:
+        scheduler = subprocess.Popen(
+            [sys.executable, "-m", "meetingtasks", "scheduler"], cwd=REPO, stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        assert result.get(timeout=60) == "later"
+    finally:
+        scheduler.terminate()
+        scheduler.wait(30)

@@ -100,3 +100,47 @@ def until_fixed(self, flag: str, journal_name: str = "fixed") -> str:
     if not get_redis().exists(flag):
         raise Permanent(f"{flag} is not set")
     return "fixed"
+
+
+@app.task(name="test.add")
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task(name="test.total")
+def total(numbers: list[int]) -> int:
+    """A chord's body: the results of its header, added up."""
+    return sum(numbers)
+
+
+@app.task(name="test.context", bind=True)
+def context(self) -> dict:
+    """What the worker saw of this run's message."""
+    request = self.request
+    headers = request.headers or {}
+    return {
+        "id": request.id, "root_id": request.root_id, "parent_id": request.parent_id,
+        "retries": request.retries, "priority": request.delivery_info.get("priority"),
+        "queue": request.delivery_info.get("routing_key"),
+        "headers": {k: v for k, v in headers.items() if not k.startswith("mt_")},
+    }  # fmt: skip
+
+
+@app.task(name="test.spawn", bind=True)
+def spawn(self) -> str:
+    """Sends a child from inside a run: the child's parent and root are this run."""
+    return str(context.apply_async(queue="media").id)
+
+
+@app.task(name="test.retry_explicitly", bind=True)
+def retry_explicitly(self, journal_name: str, times: int) -> int:
+    """Calls Celery's ``self.retry`` itself (not through a Retryable error)."""
+    _note(journal_name, retries=self.request.retries)
+    if self.request.retries < times:
+        raise self.retry(countdown=0.2, max_retries=times)
+    return self.request.retries
+
+
+@app.task(name="test.boom")
+def boom() -> None:
+    raise Permanent("boom")

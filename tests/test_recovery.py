@@ -1,0 +1,87 @@
+"""Giving back what a lost consumer held: once, at the front of its queue, racing safely."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from meetingtasks.keys import get_keys
+from meetingtasks.loops import Periodic
+from meetingtasks.priority import Priority
+from meetingtasks.recovery import Recoverer
+from meetingtasks.store import get_redis, held, script
+from tests.worker_tasks import record
+
+
+def take(app, owner: str, queue: str = "media", most: int = 10) -> list[str]:
+    """Take up to ``most`` messages from ``queue`` as consumer ``owner``, with the fetch
+    step a worker uses; returns their delivery tags."""
+    with app.connection_for_read() as connection:
+        channel = connection.default_channel
+        channel.owner_id = owner
+        head, tail, _, _ = channel._build_fetch_command((queue,))
+        get_redis().script_load(script("fetch").script)
+        reply = get_redis().execute_command(*head, time.time(), *tail, most)
+    return [json.loads(raw)["properties"]["delivery_tag"] for raw in (reply or [])[1::2]]
+
+
+def next_first(redis, queue: str, priority: Priority) -> list[dict]:
+    """The messages of one list, the next to be taken first (workers pop the right end)."""
+    raw = redis.lrange(get_keys().queue(queue, priority), 0, -1)
+    return [json.loads(message) for message in reversed(raw)]
+
+
+def test_a_lost_consumers_message_goes_back_to_the_front_once(app, redis) -> None:
+    keys = get_keys()
+    first = record.apply_async(("first",), queue="media", priority=Priority.HIGH)
+    tags = take(app, "dead/1", most=1)
+    later = record.apply_async(("later",), queue="media", priority=Priority.HIGH)
+    redis.delete(keys.doorbell("media"))
+
+    assert held.give_back(keys, "dead/1", tags) == 1
+    assert held.give_back(keys, "dead/1", tags) == 0  # a second recoverer finds nothing
+
+    messages = next_first(redis, "media", Priority.HIGH)
+    assert [m["headers"]["id"] for m in messages] == [first.id, later.id]  # first runs next
+    back = messages[0]
+    assert back["headers"]["redelivered"] is True
+    assert back["properties"]["delivery_info"]["redelivered"] is True
+    assert redis.llen(keys.doorbell("media")) == 1  # idle workers wake for it
+    for key in (keys.unacked(), keys.unacked_owner()):
+        assert redis.hlen(key) == 0
+    assert redis.zcard(keys.unacked_index()) == 0
+
+
+def test_a_message_whose_holder_changed_is_not_given_back(app, redis) -> None:
+    """A worker's new consumer took over a running task (``held.reassign``): a recoverer
+    that still sees the old holder gives nothing back."""
+    keys = get_keys()
+    record.apply_async(("running",), queue="media")
+    tags = take(app, "worker/1")
+    held.reassign(keys, tags, "worker/2")
+    assert held.give_back(keys, "worker/1", tags) == 0
+    assert redis.hgetall(keys.unacked_owner()) == dict.fromkeys(tags, "worker/2")
+
+
+def test_the_recoverer_gives_back_only_what_lapsed_consumers_hold(app, redis) -> None:
+    keys = get_keys()
+    for label in ("a", "b", "c"):
+        record.apply_async((label,), queue="media")
+    lapsed, alive = take(app, "lapsed/1", most=2), take(app, "alive/1", most=1)
+    now = time.time()
+    redis.zadd(keys.consumers(), {"lapsed/1": now - 1, "alive/1": now + 60})
+
+    assert Recoverer(keys).sweep() == 2
+    assert set(redis.hgetall(keys.unacked_owner())) == set(alive)
+    assert redis.llen(keys.queue("media", Priority.NORMAL)) == len(lapsed)
+
+
+@pytest.mark.parametrize("peers", [1, 4])
+def test_a_loop_run_by_every_worker_waits_longer_the_more_workers_run_it(peers: int) -> None:
+    loop = Periodic("sweep", lambda: 0, interval=2.0, peers=lambda: peers)
+    pauses = [loop.pause() for _ in range(200)]
+    assert all(0.5 * 2.0 * peers <= p <= 1.5 * 2.0 * peers for p in pauses)
+    assert max(pauses) - min(pauses) > 0.5 * peers  # jittered, not in step
+    assert Periodic("alone", lambda: 0, interval=2.0).pause() == 2.0
