@@ -42,6 +42,7 @@ from meetingtasks.store import status as store
 log = logging.getLogger(__name__)
 
 REJECTED = "rejected"
+QUEUED, SCHEDULED = TaskStatus.QUEUED.value, TaskStatus.SCHEDULED.value
 Ident = str | None
 
 
@@ -181,8 +182,8 @@ class TaskDispatcher:
                 self._pending.pop(task_id, None)
             raise
         if sent_id == task_id:
-            status = TaskStatus.SCHEDULED if request.delay else TaskStatus.QUEUED
-            return TaskResponse(task_id=task_id, status=status.value, request_id=request.request_id)
+            status = SCHEDULED if request.delay else QUEUED
+            return TaskResponse(task_id=task_id, status=status, request_id=request.request_id)
         if callback is not None:  # the idempotency key named an earlier task
             with self._lock:
                 self._pending[sent_id] = self._pending.pop(task_id)

@@ -11,6 +11,7 @@ Lua scripts receive their keys from here; they never build one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 from meetingtasks.priority import Priority
 
@@ -183,8 +184,9 @@ class Keys:
         return f"{self.prefix}gateway:secret"
 
 
+@cache
 def get_keys() -> Keys:
-    """The key names of this process's deployment namespace."""
+    """The key names of this process's deployment namespace (settings are read once)."""
     from meetingtasks.settings import get_settings
 
     return Keys(get_settings().namespace)

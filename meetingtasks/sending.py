@@ -29,19 +29,19 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import time
 from typing import Any, NamedTuple
 
 from celery import Celery, signals
 from celery.app.amqp import AMQP
 from celery.app.base import Celery as CeleryBase
-from celery.events.event import Event
 from celery.exceptions import QueueNotFound
 from celery.utils.nodenames import anon_nodename
 from celery.utils.saferepr import saferepr
 from celery.utils.time import utcoffset
-from kombu import Exchange
+from kombu import Exchange, Queue
 from kombu.common import Broadcast
-from kombu.utils.functional import maybe_list
+from kombu.utils.functional import maybe_evaluate, maybe_list
 from kombu.utils.json import dumps
 
 from meetingtasks import ids, messages, submission
@@ -79,6 +79,13 @@ class _Sender:
         self.app = app
         self.build = app.amqp.create_task_message
         self.router = app.amqp.router
+        routes = [maybe_evaluate(route) for route in self.router.routes]
+        #: The one route function of ``task_routes``, when it is one (see ``route``).
+        self.single_route = (
+            routes[0]
+            if len(routes) == 1 and callable(routes[0]) and not hasattr(routes[0], "route_for_task")
+            else None
+        )
         self.queues = app.amqp.queues
         self.default_queue = app.amqp.default_queue
         self.sent_event = bool(conf.task_send_sent_event)
@@ -99,7 +106,7 @@ class _Sender:
             # does; apply_async merged them already.
             task = app.tasks.get(name)
             defaults = task._get_exec_options() if task is not None else _route_defaults(name)
-            options = {**{k: v for k, v in defaults.items() if v is not None}, **options}
+            options = {**defaults, **options}
         payload = submission.check_payload(task, name, args, kwargs)
         submission.apply_options(options)
         task_id = options.pop("task_id", None) or ids.uuid4()
@@ -122,30 +129,29 @@ class _Sender:
                 options["parent_id"] = options.get("parent_id") or request.id
                 if self.inherit_parent_priority:
                     options.setdefault("priority", request.delivery_info.get("priority"))
-        # Celery computes these unless given (and given ones also become properties).
-        argsrepr = options.get("argsrepr") or fast_saferepr(
-            payload.args, self.args_size, self.repr_levels
-        )
-        kwargsrepr = options.get("kwargsrepr") or fast_saferepr(
-            payload.kwargs, self.kwargs_size, self.repr_levels
-        )
+        # What Celery's send_task hands its message builder (by name: the rest of the
+        # options would make it build a dictionary of extras on every call).
+        stamped = options.get("stamped_headers")
         headers, properties, body, sent_event = self.build(
             task_id, name, payload.args, payload.kwargs,
             countdown=options.get("countdown"), eta=options.get("eta"),
             group_id=options.get("group_id"), group_index=options.get("group_index"),
-            expires=expires, retries=options.get("retries") or 0, chord=options.get("chord"),
+            expires=expires, retries=options.get("retries", 0), chord=options.get("chord"),
             callbacks=maybe_list(options.get("link")),
             errbacks=maybe_list(options.get("link_error")),
             reply_to=options.get("reply_to") or app.thread_oid,
-            time_limit=options.get("time_limit"),
-            soft_time_limit=options.get("soft_time_limit"),
+            time_limit=options.get("time_limit"), soft_time_limit=options.get("soft_time_limit"),
             create_sent_event=self.sent_event, root_id=options.get("root_id"),
             parent_id=options.get("parent_id"), shadow=options.get("shadow"),
-            chain=options.get("chain"), origin=_nodename(os.getpid()),
-            ignore_result=options.get("ignore_result"), argsrepr=argsrepr,
-            kwargsrepr=kwargsrepr, stamped_headers=options.get("stamped_headers"),
-            replaced_task_nesting=options.get("replaced_task_nesting") or 0,
-            **{stamp: options[stamp] for stamp in options.get("stamped_headers") or ()},
+            chain=options.get("chain"), origin=_process.nodename,
+            ignore_result=options.get("ignore_result"),
+            argsrepr=options.get("argsrepr")
+            or fast_saferepr(payload.args, self.args_size, self.repr_levels),
+            kwargsrepr=options.get("kwargsrepr")
+            or fast_saferepr(payload.kwargs, self.kwargs_size, self.repr_levels),
+            stamped_headers=stamped,
+            replaced_task_nesting=options.get("replaced_task_nesting", 0),
+            **({stamp: options[stamp] for stamp in stamped} if stamped else {}),
         )  # fmt: skip
         self.publish(name, payload, headers, properties, body, sent_event, options)
         return Sent(task_id, options.get("ignore_result"))
@@ -153,16 +159,47 @@ class _Sender:
     def route(
         self, options: dict[str, Any], name: str, payload: submission.Payload, task: Any
     ) -> dict[str, Any]:
-        """Celery's routing, with our error for a queue nobody declared."""
-        asked = options.get("queue")
+        """Where the message goes, as Celery's router decides: the first route of
+        ``task_routes`` that answers (ours: routes/ and an explicit ``queue=``), else the
+        default queue, with the caller's options over the route's.
+
+        While ``task_routes`` is one function (ours, as configured), that is done here:
+        the router's generic machinery and its ``app.conf`` read cost as much as building
+        the message. Any other ``task_routes`` go through Celery's router.
+        """
+        if self.single_route is None:
+            asked = options.get("queue")
+            try:
+                return dict(self.router.route(options, name, payload.args, payload.kwargs, task))
+            except QueueNotFound as exc:
+                raise self.unknown_queue(asked if asked is not None else f"({exc})") from exc
+        queue = options.pop("queue", None)
+        if queue:
+            options["queue"] = self.queue(queue)
+        found = self.single_route(name, payload.args, payload.kwargs, options, task=task)
+        if found is None:
+            if "queue" in options:
+                return options
+            found = {"queue": self.default_queue}
+        else:
+            found = {"queue": found} if isinstance(found, str) else dict(found)
+            if found.get("queue"):
+                found["queue"] = self.queue(found["queue"])
+        found.update((key, value) for key, value in options.items() if value is not None)
+        return found
+
+    def queue(self, queue: Any) -> Queue:
+        """A declared queue by name (or as given); unknown ones are refused."""
+        if isinstance(queue, Queue):
+            return queue
         try:
-            return dict(self.router.route(options, name, payload.args, payload.kwargs, task))
-        except QueueNotFound as exc:
-            what = repr(asked) if asked is not None else f"({exc})"
-            raise InvalidOption(
-                f"unknown queue {what}: declare it in routes/ "
-                f"(queues: {', '.join(sorted(self.queues))})"
-            ) from exc
+            return self.queues[queue]
+        except KeyError:
+            raise self.unknown_queue(repr(queue)) from None
+
+    def unknown_queue(self, what: str) -> InvalidOption:
+        declared = ", ".join(sorted(self.queues))
+        return InvalidOption(f"unknown queue {what}: declare it in routes/ (queues: {declared})")
 
     def publish(
         self,
@@ -183,11 +220,10 @@ class _Sender:
         if isinstance(queue, str):
             queue = self.queues[queue]
         routing_key = options.get("routing_key") or queue.name
-        stamps = options.get("stamped_headers") or ()
-        properties.update(
-            (key, value) for key, value in options.items()
-            if key not in _CONSUMED and key not in stamps
-        )  # fmt: skip
+        extra = options.keys() - _CONSUMED
+        if extra:
+            extra.difference_update(options.get("stamped_headers") or ())
+            properties.update((key, options[key]) for key in extra)
         if signals.before_task_publish.receivers:
             signals.before_task_publish.send(
                 sender=name, body=body, exchange="", routing_key=routing_key, declare=[queue],
@@ -203,15 +239,15 @@ class _Sender:
         step = int(self.default_priority if priority is None else Priority.parse(priority))
         properties["priority"] = step
         message = messages.envelope(_body_json(payload, body), headers, properties)
-        with queueing.batch():
-            queueing.put_task(get_keys(), queue.name, step, message)
-            if sent_event is not None:
-                event = Event(
-                    "task-sent", hostname=_nodename(os.getpid()), utcoffset=utcoffset(),
-                    pid=os.getpid(), clock=self.app.clock.forward(), **sent_event,
-                    queue=queue.name, exchange="", routing_key=routing_key,
-                )  # fmt: skip
-                queueing.add_sent_event(event, self.encode_sent)
+        event = None
+        if sent_event is not None:  # what Celery's EventDispatcher.publish makes of it
+            event = {
+                "hostname": _process.nodename, "utcoffset": utcoffset(), "pid": _process.pid,
+                "clock": self.app.clock.forward(), **sent_event, "queue": queue.name,
+                "exchange": "", "routing_key": routing_key, "timestamp": time.time(),
+                "type": "task-sent",
+            }  # fmt: skip
+        queueing.put_task(get_keys(), queue.name, step, message, event, self.encode_sent)
         if signals.after_task_publish.receivers:
             signals.after_task_publish.send(
                 sender=name, body=body, headers=headers, exchange="", routing_key=routing_key
@@ -256,14 +292,15 @@ def _not_ours(options: dict[str, Any]) -> bool:
 
 
 #: The third element of the body when there are no callbacks, errbacks, chain or chord.
-_NO_EMBED = dumps({"callbacks": None, "errbacks": None, "chain": None, "chord": None})
+_NO_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+_NO_EMBED_JSON = dumps(_NO_EMBED)
 
 
 def _body_json(payload: submission.Payload, body: tuple[Any, ...]) -> bytes:
     """The body as kombu's JSON serializer writes it: ``[args, kwargs, embed]``, reusing
     the text ``check_payload`` already encoded the arguments to."""
     embed = body[2]
-    embed_json = _NO_EMBED if all(v is None for v in embed.values()) else dumps(embed)
+    embed_json = _NO_EMBED_JSON if embed == _NO_EMBED else dumps(embed)
     return f"{payload.json[:-1]}, {embed_json}]".encode()
 
 
@@ -282,10 +319,24 @@ def _seconds_until(app: Celery, expires: Any) -> float:
     return (when - app.now()).total_seconds()
 
 
-@functools.cache
-def _nodename(pid: int) -> str:
-    """Celery's name for a process that is not a worker (``gen<pid>@<host>``)."""
-    return anon_nodename()
+class _Process:
+    """This process's id and Celery's name for it (``gen<pid>@<host>``), kept current
+    across forks instead of asked on every send."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.nodename = anon_nodename()
+
+
+_process = _Process()
+
+
+def _forked() -> None:
+    global _process
+    _process = _Process()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 # -- argsrepr ---------------------------------------------------------------------------
@@ -301,7 +352,7 @@ def fast_saferepr(value: Any, maxsize: int, maxlevels: int) -> str:
     shallow and short) it equals ``repr``, which is checked first and used then.
     """
     text = repr(value)
-    if len(text) < maxsize and _plain(value, maxlevels, 0):
+    if not value or (len(text) < maxsize and _plain(value, maxlevels, 0)):
         return text
     return saferepr(value, maxsize, maxlevels=maxlevels)
 

@@ -13,7 +13,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from kombu.utils.json import dumps
+from kombu.utils.json import JSONEncoder
 
 from meetingtasks import headers as h
 from meetingtasks.errors import InvalidOption, InvalidPayload
@@ -23,6 +23,9 @@ from meetingtasks.settings import get_settings
 MAX_DELAY_SECONDS = 366 * 24 * 3600
 MAX_IDEMPOTENCY_KEY = 200
 
+#: kombu's JSON encoder, as kombu's ``dumps`` makes one per call (its output, the body a
+#: worker decodes; one instance spares a tenth of a send's checks).
+_ENCODER = JSONEncoder()
 #: A UTF-16 surrogate escape (backslash-u-d8..df) in JSON text; a lone one is not Unicode.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
@@ -43,7 +46,7 @@ def check_payload(task: Any, name: str, args: Any, kwargs: Any) -> Payload:
         raise InvalidPayload(f"payload of {name} must be a JSON object, not {kind}")
     args, kwargs = tuple(args or ()), dict(kwargs or {})
     try:
-        text = dumps([args, kwargs])
+        text = _ENCODER.encode([args, kwargs])
     except (TypeError, ValueError) as exc:
         raise InvalidPayload(f"payload of {name} is not JSON-serialisable: {exc}") from exc
     if _SURROGATE_ESCAPE.search(text):

@@ -64,11 +64,13 @@ class MeetingTask(Task):  # type: ignore[misc]
     def _get_exec_options(self) -> dict[str, Any]:
         """Celery computes these once per task and keeps them; ours come from the route
         table, which ``TaskDispatcher.register_route`` may change at run time (a new
-        Route object), so they are kept per route."""
+        Route object), so they are kept per route. Unset ones are left out (a None
+        default is no default)."""
         route = self.route
         cached = self.__dict__.get("_exec_options")
         if cached is None or cached[0] is not route:
-            cached = self.__dict__["_exec_options"] = (route, extract_exec_options(self))
+            options = {k: v for k, v in extract_exec_options(self).items() if v is not None}
+            cached = self.__dict__["_exec_options"] = (route, options)
         return dict(cached[1])
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -14,10 +14,8 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -39,7 +37,6 @@ ENQUEUE_CHUNK = 256
 DOORBELL_TOKENS = 100
 
 
-@dataclass
 class Batch:
     """What a ``batch()`` block sends: the tasks put, per key family, and the events
     published, in that order.
@@ -50,13 +47,16 @@ class Batch:
     (Redis's work overlaps ours), the rest when the block ends, which waits for all.
     """
 
-    tasks: dict[Keys, list[list[Any]]] = field(default_factory=dict)
-    #: (channel, message) pairs to publish once the tasks are queued.
-    events: list[tuple[str, str]] = field(default_factory=list)
-    #: Task-sent events, published together (grouped) by ``encode_sent`` at the end.
-    sent: list[dict[str, Any]] = field(default_factory=list)
-    encode_sent: Callable[[list[dict[str, Any]]], list[tuple[str, str]]] | None = None
-    shipped: list[Future[Any]] = field(default_factory=list)
+    __slots__ = ("encode_sent", "events", "sent", "shipped", "tasks")
+
+    def __init__(self) -> None:
+        self.tasks: dict[Keys, list[list[Any]]] = {}
+        #: (channel, message) pairs to publish once the tasks are queued.
+        self.events: list[tuple[str, str]] = []
+        #: Task-sent events, published together (grouped) by ``encode_sent`` at the end.
+        self.sent: list[dict[str, Any]] = []
+        self.encode_sent: Callable[[list[dict[str, Any]]], list[tuple[str, str]]] | None = None
+        self.shipped: list[Future[Any]] = []
 
     def add(self, keys: Keys, record: list[Any]) -> None:
         records = self.tasks.setdefault(keys, [])
@@ -115,20 +115,29 @@ def _publish_now(events: list[tuple[str, str]]) -> None:
     pipe.execute()
 
 
-@contextmanager
-def batch() -> Iterator[None]:
+class batch:
     """Send everything published in this block (this thread) in one round trip (a big
-    batch: one per ENQUEUE_CHUNK tasks, overlapping)."""
-    if getattr(_batch, "current", None) is not None:
-        yield  # nested: the outer block sends
-        return
-    current = _batch.current = Batch()
-    try:
-        yield
-        current.send()
-    finally:
-        _batch.current = None
-        current.wait()  # what was shipped before a failure is written, or raises
+    batch: one per ENQUEUE_CHUNK tasks, overlapping). A block inside another one adds
+    to the outer one, which sends. (A class, not a generator: every send opens one.)"""
+
+    __slots__ = ("current",)
+
+    def __enter__(self) -> None:
+        if getattr(_batch, "current", None) is not None:
+            self.current = None
+        else:
+            self.current = _batch.current = Batch()
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        current = self.current
+        if current is None:
+            return
+        try:
+            if kind is None:
+                current.send()
+        finally:
+            _batch.current = None
+            current.wait()  # what was shipped before a failure is written, or raises
 
 
 def current_batch() -> Batch | None:
@@ -136,24 +145,24 @@ def current_batch() -> Batch | None:
     return getattr(_batch, "current", None)
 
 
-def add_sent_event(
-    event: dict[str, Any], encode: Callable[[list[dict[str, Any]]], list[tuple[str, str]]]
+#: Turns task-sent events into (channel, message) pairs to publish: one, or grouped.
+EncodeEvents = Callable[[list[dict[str, Any]]], list[tuple[str, str]]]
+
+
+def put_task(
+    keys: Keys,
+    queue: str,
+    step: int,
+    message: dict[str, Any],
+    sent_event: dict[str, Any] | None = None,
+    encode: EncodeEvents | None = None,
 ) -> None:
-    """Publish a task-sent event with the current batch (``encode`` turns the batch's
-    events into (channel, message) pairs: one, or grouped); outside one, at once."""
-    open_batch = current_batch()
-    if open_batch is None:
-        _publish_now(encode([event]))
-        return
-    open_batch.sent.append(event)
-    open_batch.encode_sent = encode
-
-
-def put_task(keys: Keys, queue: str, step: int, message: dict[str, Any]) -> None:
     """Queue a Celery task message (kombu's envelope) on ``queue`` at priority ``step``,
-    or in the delay store when its due time is ahead; a first send records its status."""
+    or in the delay store when its due time is ahead; a first send records its status.
+    Its task-sent event, if any, is published by the same script call (``encode`` makes
+    it a message; in a batch, the batch's events are encoded together, grouped)."""
     headers = message["headers"]
-    task_id, task_type = headers["id"], headers["task"]
+    task_id = headers["id"]
     due = headers.get(h.DUE_AT)
     due = float(due) if due is not None and float(due) > time.time() else None
     if due is not None:
@@ -161,10 +170,27 @@ def put_task(keys: Keys, queue: str, step: int, message: dict[str, Any]) -> None
     # The worker's task removes its message from the unacknowledged set by this tag,
     # in the step that stores its result (lua/finish.lua).
     headers[h.DELIVERY_TAG] = message["properties"]["delivery_tag"]
-    first_send = not headers.get("retries")
-    status = status_fields(keys, headers, task_type, queue, step) if first_send else None
-    list_key, doorbell = keys.queue(queue, step), keys.doorbell(queue)
-    put(keys, task_id, list_key, doorbell, to_json(message), due, status)
+    list_key = keys.queue(queue, step)
+    doorbell = keys.doorbell(queue)
+    if headers.get("retries"):  # a retry: its status stays what the worker made it
+        first, fields = "", []
+    else:
+        first = SCHEDULED if due else QUEUED
+        fields = status_fields(keys, headers, queue, step)
+    entry = json.dumps([list_key, to_json(message), keys.status(task_id), doorbell]) if due else ""
+    record = [task_id, list_key, doorbell, "" if due else to_json(message), due or "", entry,
+              first, len(fields) // 2, *fields]  # fmt: skip
+    open_batch = current_batch()
+    if open_batch is not None:
+        open_batch.add(keys, record)
+        if sent_event is not None:
+            open_batch.sent.append(sent_event)
+            open_batch.encode_sent = encode
+        return
+    call_keys, args = _enqueue_call(keys, [record])
+    if sent_event is not None and encode is not None:
+        _with_events(args, encode([sent_event]))
+    script("enqueue")(call_keys, args)
 
 
 def to_json(envelope: dict[str, Any]) -> str:
@@ -194,50 +220,28 @@ def publish(channels: list[str], payload: str) -> None:
         send(get_redis())
 
 
-def status_fields(
-    keys: Keys, headers: dict[str, Any], task_type: str, queue: str, step: int
-) -> dict[str, Any]:
-    """What a task's status record says of it from the start (type and priority first:
-    enqueue.lua counts by them)."""
-    fields: dict[str, Any] = {"type": task_type, "priority": step, "queue": queue}
-    for name, header in (("session", h.SESSION), ("request_id", h.REQUEST),
-                         ("user", h.USER), ("meeting", h.MEETING)):  # fmt: skip
-        if headers.get(header) is not None:
-            fields[name] = str(headers[header])
-    if headers.get(h.SESSION) is not None:
-        fields["session_channel"] = keys.session_channel(str(headers[h.SESSION]))
-    if headers.get(h.NOTIFY) is not None:
-        fields["notify_channel"] = keys.notify_channel(str(headers[h.NOTIFY]))
+#: First statuses a send records (``TaskStatus`` values).
+QUEUED, SCHEDULED = TaskStatus.QUEUED.value, TaskStatus.SCHEDULED.value
+
+#: Status fields copied from a message's headers when present.
+_FROM_HEADERS = (("session", h.SESSION), ("request_id", h.REQUEST), ("user", h.USER),
+                 ("meeting", h.MEETING))  # fmt: skip
+
+
+def status_fields(keys: Keys, headers: dict[str, Any], queue: str, step: int) -> list[Any]:
+    """What a task's status record says of it from the start, as field, value pairs
+    (type and priority first: enqueue.lua counts by them)."""
+    fields: list[Any] = ["type", headers["task"], "priority", step, "queue", queue]
+    for name, header in _FROM_HEADERS:
+        value = headers.get(header)
+        if value is not None:
+            fields += (name, str(value))
+    session, notify = headers.get(h.SESSION), headers.get(h.NOTIFY)
+    if session is not None:
+        fields += ("session_channel", keys.session_channel(str(session)))
+    if notify is not None:
+        fields += ("notify_channel", keys.notify_channel(str(notify)))
     return fields
-
-
-def put(
-    keys: Keys,
-    task_id: str,
-    list_key: str,
-    doorbell: str,
-    message: str,
-    due: float | None,
-    status: dict[str, Any] | None,
-) -> None:
-    """Queue ``message`` on ``list_key`` and ring ``doorbell`` (or delay both until
-    ``due``), recording ``status``.
-
-    ``status`` holds the hash fields of a first send (``status_fields``: type and
-    priority first); None for a retry, whose status the worker keeps (``retrying``).
-    """
-    first = "" if status is None else (TaskStatus.SCHEDULED if due else TaskStatus.QUEUED).value
-    fields: list[Any] = []
-    for pair in (status or {}).items():
-        fields.extend(pair)
-    entry = json.dumps([list_key, message, keys.status(task_id), doorbell]) if due else ""
-    record = [task_id, list_key, doorbell, message, "" if due is None else due, entry, first,
-              len(fields) // 2, *fields]  # fmt: skip
-    open_batch = current_batch()
-    if open_batch is not None:
-        open_batch.add(keys, record)
-    else:
-        script("enqueue")(*_enqueue_call(keys, [record]))
 
 
 def _enqueue_call(keys: Keys, records: list[list[Any]]) -> tuple[list[Any], list[Any]]:

@@ -13,7 +13,8 @@
 --          then p channel, message pairs
 -- then, for each task, in the order sent:
 --   task id, queue list key (at the message's priority), the queue's doorbell key,
---   the kombu message, due time (unix seconds) or '' to queue now,
+--   the kombu message ('' when delayed: the entry holds it), due time (unix seconds)
+--   or '' to queue now,
 --   delayed entry (JSON [list key, message, status key, doorbell key]) or '',
 --   first status ('queued' or 'scheduled'), or '' for a retry (its status stays),
 --   the number m of status fields, then m field, value pairs (type and priority first)
@@ -61,8 +62,9 @@ for field, n in pairs(counts) do redis.call('HINCRBY', KEYS[1], field, n) end
 for _, bell in ipairs(bells) do
   local tokens = {}
   for t = 1, math.min(rings[bell], most) do tokens[t] = 1 end
-  redis.call('LPUSH', bell, unpack(tokens))
-  redis.call('LTRIM', bell, 0, most - 1)
+  if redis.call('LPUSH', bell, unpack(tokens)) > most then
+    redis.call('LTRIM', bell, 0, most - 1)
+  end
 end
 for e = 6, 5 + 2 * events, 2 do redis.call('PUBLISH', ARGV[e], ARGV[e + 1]) end
 return put

@@ -22,8 +22,9 @@ for _, id in ipairs(due) do
     local entry = cjson.decode(raw)
     redis.call('LPUSH', entry[1], entry[2])
     if entry[4] then
-      redis.call('LPUSH', entry[4], 1)
-      redis.call('LTRIM', entry[4], 0, tonumber(ARGV[3]) - 1)
+      if redis.call('LPUSH', entry[4], 1) > tonumber(ARGV[3]) then
+        redis.call('LTRIM', entry[4], 0, tonumber(ARGV[3]) - 1)
+      end
     end
     if entry[3] and redis.call('HGET', entry[3], 'status') == 'scheduled' then
       redis.call('HSET', entry[3], 'status', 'queued')

@@ -26,8 +26,7 @@ for a = 3, #ARGV, 3 do
   if redis.call('HGET', KEYS[3], tag) == owner and redis.call('HGET', KEYS[1], tag) == held then
     local list, bell = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
     redis.call('RPUSH', list, message)
-    redis.call('LPUSH', bell, 1)
-    redis.call('LTRIM', bell, 0, most - 1)
+    if redis.call('LPUSH', bell, 1) > most then redis.call('LTRIM', bell, 0, most - 1) end
     redis.call('HDEL', KEYS[1], tag)
     redis.call('ZREM', KEYS[2], tag)
     redis.call('HDEL', KEYS[3], tag)
