@@ -166,10 +166,13 @@ class Results:
         spec = SPEC_BY_KEY[key]
         if spec.baseline is None:
             return None
-        value, base = self.figure(key).value, self.figure(spec.baseline).value
+        figure = self.figure(key)
+        value, base = figure.value, self.figure(spec.baseline).value
         if value is None or not base:
             return None
-        return value / base
+        # Measured in turn with the baseline, round by round: the median of those ratios.
+        paired = figure.details.get("ratio_median")
+        return float(paired) if paired is not None else value / base
 
     def ratio_to_target(self, key: str) -> float | None:
         spec = SPEC_BY_KEY[key]

@@ -1,22 +1,18 @@
 """Publishes per second from one client process: plain ``delay()``, ours one at a time, batched.
 
-Each kind runs in its own child process: a warm-up (connections, caches) that is not
-timed, then ``repeat`` timed loops of ``n`` tasks; the median loop is the figure. With
-``profile_path`` the timed loops run under cProfile and the profile is written there.
-
-The batched figure uses ``TaskDispatcher().dispatch_batch`` as soon as
-``meetingtasks.dispatch`` provides it (checked at run time); until then it measures
-batches of ``send_task`` over one producer and says it is provisional.
+One timed loop of ``n`` tasks per child process, after a warm-up (connections, caches)
+that is not timed. The orchestrator runs the kinds in turn, round after round
+(``run.py``), so plain Celery and ours are measured side by side at the same moments:
+this machine's speed drifts by a fifth within minutes, and a ratio of figures taken
+minutes apart would measure the drift. With ``profile_path`` the loop runs under
+cProfile and the profile is written there.
 """
 
 from __future__ import annotations
 
 import cProfile
-import functools
-import importlib
 import io
 import pstats
-import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -28,95 +24,46 @@ from bench.child import Progress
 WARMUP = 200
 KINDS = ("plain_delay", "delay", "dispatcher_single", "batch")
 
-
-def dispatcher_api() -> tuple[Any | None, str]:
-    """``meetingtasks.dispatch`` if it has TaskDispatcher.dispatch_batch and TaskRequest,
-    else None and why."""
-    try:
-        module = importlib.import_module("meetingtasks.dispatch")
-    except ModuleNotFoundError as exc:
-        if exc.name == "meetingtasks.dispatch":
-            return None, "TaskDispatcher (meetingtasks/dispatch.py) not built yet"
-        return None, f"meetingtasks.dispatch failed to import: {exc}"
-    except Exception as exc:
-        return None, f"meetingtasks.dispatch failed to import: {type(exc).__name__}: {exc}"
-    dispatcher = getattr(module, "TaskDispatcher", None)
-    if dispatcher is None or not hasattr(module, "TaskRequest"):
-        return None, "meetingtasks.dispatch has no TaskDispatcher/TaskRequest yet"
-    if not hasattr(dispatcher, "dispatch_batch"):
-        return None, "TaskDispatcher.dispatch_batch not built yet"
-    return module, ""
+Loop = Callable[[int, Callable[[int], None]], None]
 
 
-def measure(
-    kind: str, n: int, repeat: int, batch_size: int, profile_path: str | None = None
-) -> dict[str, Any]:
+def measure(kind: str, n: int, batch_size: int, profile_path: str | None = None) -> dict[str, Any]:
     bench_app = load(PLAIN if kind == "plain_delay" else OURS)
-    result: dict[str, Any] = {"status": "measured", "note": ""}
+    result: dict[str, Any] = {}
     if kind in ("plain_delay", "delay"):
         # plain: noop.delay(); ours: the no-op task's delay(), as a service would.
-        send = bench_app.send
-        loop = _loop_one_at_a_time(send)
+        loop = _loop_one_at_a_time(bench_app.send)
     elif kind == "dispatcher_single":
-        dispatch, why = dispatcher_api()
-        if dispatch is None:
-            return {"skipped": why}
-        dispatcher = dispatch.TaskDispatcher()
-        request = dispatch.TaskRequest(type=bench_app.noop, payload={})
+        from meetingtasks.dispatch import TaskDispatcher, TaskRequest
+
+        dispatcher, request = TaskDispatcher(), TaskRequest(type=bench_app.noop, payload={})
         loop = _loop_one_at_a_time(lambda: dispatcher.dispatch(request))
     elif kind == "batch":
-        dispatch, why = dispatcher_api()
-        if dispatch is None:
-            result.update(status="provisional", note=f"{why}: batches of send_task over one "
-                          "producer instead of dispatch_batch")  # fmt: skip
-            loop = _loop_producer_batches(bench_app, batch_size)
-        else:
-            result["note"] = f"TaskDispatcher().dispatch_batch, {batch_size} requests a call"
-            loop = _loop_dispatch_batch(dispatch, bench_app.noop, batch_size, result)
+        result["note"] = f"TaskDispatcher().dispatch_batch, {batch_size} requests a call"
+        loop = _loop_dispatch_batch(bench_app.noop, batch_size, result)
     else:
         raise ValueError(f"unknown publish kind {kind!r}, one of {KINDS}")
 
     loop(min(WARMUP, n), lambda done: None)
-    report = Progress(n * repeat)
+    report = Progress(n)
+    prepare = getattr(loop, "prepare", None)
+    if prepare is not None:  # inputs built before the clock starts
+        prepare(n)
     profiler = cProfile.Profile() if profile_path else None
-    samples = []
-    for round_ in range(repeat):
-        prepare = getattr(loop, "prepare", None)
-        if prepare is not None:  # inputs built before the clock starts
-            prepare(n)
-        if profiler:
-            profiler.enable()
-        start = time.perf_counter()
-        loop(n, functools.partial(_advance, report, round_ * n))
-        elapsed = time.perf_counter() - start
-        if profiler:
-            profiler.disable()
-        samples.append(n / elapsed)
+    if profiler:
+        profiler.enable()
+    start = time.perf_counter()
+    loop(n, report)
+    elapsed = time.perf_counter() - start
     if profiler and profile_path:
-        _write_profile(profiler, profile_path, f"{kind}: {repeat} x {n} tasks")
-    expected = min(WARMUP, n) + n * repeat
+        profiler.disable()
+        _write_profile(profiler, profile_path, f"{kind}: {n} tasks")
     with bench_app.app.connection_for_write() as connection:
         queued = bench_app.queue_depth(connection)
+    expected = min(WARMUP, n) + n
     if queued != expected:
-        result["note"] = (result["note"] + "; " if result["note"] else "") + (
-            f"{queued} messages queued for {expected} sent"
-        )
-    return {
-        **result,
-        "rate": statistics.median(samples),
-        "samples": [round(s, 1) for s in samples],
-        "n": n,
-        "repeat": repeat,
-        "queued": queued,
-        "profiled": bool(profiler),
-    }
-
-
-Loop = Callable[[int, Callable[[int], None]], None]
-
-
-def _advance(report: Progress, offset: int, done: int) -> None:
-    report(offset + done)
+        result["note"] = f"{queued} messages queued for {expected} sent"
+    return {**result, "rate": n / elapsed, "n": n, "queued": queued, "profiled": bool(profiler)}
 
 
 def _loop_one_at_a_time(send: Callable[[], Any]) -> Loop:
@@ -130,26 +77,11 @@ def _loop_one_at_a_time(send: Callable[[], Any]) -> Loop:
     return loop
 
 
-def _loop_producer_batches(bench_app: Any, batch_size: int) -> Loop:
-    """Batches of send_task sharing one producer (one connection, no pool round trip)."""
-    app, name = bench_app.app, bench_app.noop
-
-    def loop(n: int, report: Callable[[int], None]) -> None:
-        done = 0
-        while done < n:
-            size = min(batch_size, n - done)
-            with app.producer_or_acquire() as producer:
-                for _ in range(size):
-                    app.send_task(name, producer=producer)
-            done += size
-            report(done)
-
-    return loop
-
-
-def _loop_dispatch_batch(dispatch: Any, name: str, batch_size: int, result: dict) -> Loop:
+def _loop_dispatch_batch(name: str, batch_size: int, result: dict) -> Loop:
     """dispatch_batch calls; the requests are built before the clock starts."""
-    dispatcher = dispatch.TaskDispatcher()
+    from meetingtasks.dispatch import TaskDispatcher, TaskRequest
+
+    dispatcher = TaskDispatcher()
     statuses: Counter[str] = Counter()
     result["response_statuses"] = statuses
 
@@ -157,7 +89,7 @@ def _loop_dispatch_batch(dispatch: Any, name: str, batch_size: int, result: dict
 
     def build(n: int) -> list[list[Any]]:
         sizes = [min(batch_size, n - start) for start in range(0, n, batch_size)]
-        return [[dispatch.TaskRequest(type=name, payload={}) for _ in range(s)] for s in sizes]
+        return [[TaskRequest(type=name, payload={}) for _ in range(s)] for s in sizes]
 
     def prepare(n: int) -> None:
         prepared.append(build(n))

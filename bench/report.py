@@ -118,7 +118,8 @@ def sizes_line(config: dict[str, Any]) -> str:
         return ""
     return (
         f"Run: {'--quick' if config.get('quick') else 'default sizes'}; publish loops of "
-        f"{config['publish_n']:,} tasks {TIMES} {config['repeat']} (median), batches of "
+        f"{config['publish_n']:,} tasks, {config['repeat']} rounds of plain and ours in turn "
+        f"(the median; {TIMES} plain Celery: the median of the ratios within a round), batches of "
         f"{config['batch_size']:,}; worker runs drain {config['worker_n']:,} queued no-op tasks, "
         "timed from first to last completion; latency at "
         f"{config['rate']:g} submits/s for {config['duration']:g} s; "

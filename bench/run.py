@@ -15,6 +15,7 @@ import platform
 import secrets
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,7 @@ from bench import redis_ceiling
 from bench.child import run_child
 from bench.config import REPO_ROOT, BenchConfig, from_args
 from bench.figures import SPECS, Results, Status
+from bench.publish import KINDS as PUBLISH_KINDS
 from bench.report import format_value, write_all
 
 #: Key prefix of our app's Redis keys during the benchmark.
@@ -106,16 +108,9 @@ class BenchRun:
         steps: list[Step] = []
         keys: tuple[str, ...]
         if "dispatch" in c.groups:
-            steps += [
-                Step("dispatch", "plain Celery delay()", ("dispatch.plain_delay",),
-                     self._publish("plain_delay", "dispatch.plain_delay")),
-                Step("dispatch", "ours task.delay()", ("dispatch.delay",),
-                     self._publish("delay", "dispatch.delay")),
-                Step("dispatch", "ours TaskDispatcher.dispatch()", ("dispatch.dispatcher_single",),
-                     self._publish("dispatcher_single", "dispatch.dispatcher_single")),
-                Step("dispatch", "ours batched dispatch", ("dispatch.batch",),
-                     self._publish("batch", "dispatch.batch")),
-            ]  # fmt: skip
+            keys = tuple(f"dispatch.{kind}" for kind in PUBLISH_KINDS)
+            title = "publish loops, plain and ours in turn"
+            steps.append(Step("dispatch", title, keys, self._publish(keys)))
         if "worker" in c.groups:
             for app in ("plain", "ours"):
                 for concurrency in (1, 2):
@@ -140,24 +135,47 @@ class BenchRun:
             steps.append(Step("redis", "redis-benchmark", keys, self._redis(keys)))
         return steps
 
-    def _publish(self, kind: str, key: str) -> Callable[[OnProgress], None]:
+    def _publish(self, keys: tuple[str, ...]) -> Callable[[OnProgress], None]:
+        """Each round runs one loop of every kind, in turn, each in a fresh child on an
+        emptied Redis; a figure is the median of its rounds, and its ratio to plain
+        Celery's the median of the ratios within each round (``bench/publish.py``)."""
+
         def run(on_progress: OnProgress) -> None:
             c = self.config
-            profile = str(c.output_dir / f"profile-{kind}.txt") if c.profile else None
-            params = {"kind": kind, "n": c.publish_n, "repeat": c.repeat,
-                      "batch_size": c.batch_size, "profile_path": profile}  # fmt: skip
-            out = run_child("publish", params, on_progress)
-            if "skipped" in out:
-                self.results.skip([key], out["skipped"])
-                return
-            status, note = Status(out.pop("status")), out.pop("note")
-            if kind == "batch":
-                out["label"] = (
-                    f"ours: batches of {c.batch_size:,} `send_task` over one producer"
-                    if status is Status.PROVISIONAL
-                    else f"ours: `dispatch_batch()`, {c.batch_size:,} requests a call"
-                )
-            self.results.set(key, out.pop("rate"), status, note, **out)
+            total = c.repeat * len(keys) * c.publish_n
+            samples: dict[str, list[dict[str, Any]]] = {key: [] for key in keys}
+            runs = 0
+            for round_ in range(c.repeat):
+                for key in keys:
+                    kind = key.split(".", 1)[1]
+                    profile = c.output_dir / f"profile-{kind}.txt" if c.profile else None
+                    params = {
+                        "kind": kind, "n": c.publish_n, "batch_size": c.batch_size,
+                        "profile_path": str(profile) if profile and not round_ else None,
+                    }  # fmt: skip
+
+                    def progress(done: int, _: int, before: int = runs * c.publish_n) -> None:
+                        on_progress(before + done, total)
+
+                    self.reset_redis()
+                    samples[key].append(run_child("publish", params, progress))
+                    runs += 1
+            plain = [out["rate"] for out in samples["dispatch.plain_delay"]]
+            for key, outs in samples.items():
+                rates = [out["rate"] for out in outs]
+                details: dict[str, Any] = {
+                    "samples": [round(rate, 1) for rate in rates], "n": c.publish_n,
+                    "repeat": c.repeat, "queued": [out["queued"] for out in outs],
+                }  # fmt: skip
+                if key != "dispatch.plain_delay":
+                    ratios = [ours / base for ours, base in zip(rates, plain, strict=True)]
+                    details["ratios_in_round"] = [round(r, 2) for r in ratios]
+                    details["ratio_median"] = round(statistics.median(ratios), 2)
+                if key == "dispatch.batch":
+                    details["label"] = f"ours: `dispatch_batch()`, {c.batch_size:,} requests a call"
+                notes = sorted({out["note"] for out in outs if out.get("note")})
+                self.results.set(key, statistics.median(rates), Status.MEASURED,
+                                 "; ".join(notes), **details)  # fmt: skip
 
         return run
 

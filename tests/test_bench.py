@@ -221,7 +221,7 @@ def test_a_tiny_quick_run_end_to_end(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     figures = json.loads((tmp_path / "results.json").read_text())["figures"]
     assert figures["dispatch.plain_delay"]["status"] == "measured"
-    assert figures["dispatch.delay"]["details"]["queued"] == 50 + 50
+    assert figures["dispatch.delay"]["details"]["queued"] == [50 + 50]
     assert figures["dispatch.batch"]["status"] in ("measured", "provisional")
     assert figures["redis.set_p16"]["value"] > 0
     assert figures["worker.plain_c1"]["status"] == "not measured"  # left out by --only
