@@ -1,5 +1,5 @@
-# Image of every meetingtasks service in compose.yaml (workers, Flower, and the later
-# scheduler, gateway and AI node); the command picks the role.
+# Image of every meetingtasks service in compose.yaml (workers, scheduler, AI node,
+# gateway, Flower); the command picks the role.
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md celeryconfig.py ./

@@ -45,7 +45,7 @@ def run(
     flower_port: Annotated[int, typer.Option(help="Port of the Flower dashboard.")] = 5555,
     concurrency: Annotated[int, typer.Option(help="Worker processes of the local worker.")] = 2,
 ) -> None:
-    """Start the whole stack here (Redis if none answers, worker, scheduler, Flower)."""
+    """Start the whole stack here (Redis if none answers, worker, AI node, gateway, Flower)."""
     from meetingtasks.stack import Stack
 
     stack = Stack(flower_port=flower_port, concurrency=concurrency, out=console.print)
@@ -76,9 +76,12 @@ def scheduler(
         float | None, typer.Option(help="Seconds between sweeps for due tasks.")
     ] = None,
 ) -> None:
-    """Run the scheduler: due delayed tasks, priority aging, recovery of dead workers' tasks.
+    """Run the scheduler loops apart: due delays and retries, priority aging, recovery of
+    dead workers' tasks, the timeout monitor.
 
-    Several may run at once (each step is atomic in Redis); SIGTERM or Ctrl-C stops it.
+    Every worker runs them already (MEETINGTASKS_EMBEDDED_SCHEDULER); this is for
+    deployments that turn that off. Several may run at once (each step is atomic in
+    Redis); SIGTERM or Ctrl-C stops it.
     """
     from meetingtasks.scheduler import SchedulerService
 

@@ -252,6 +252,11 @@ class _Sender:
             signals.after_task_publish.send(
                 sender=name, body=body, headers=headers, exchange="", routing_key=routing_key
             )
+        if signals.task_sent.receivers:  # deprecated, and still sent by Celery 5
+            signals.task_sent.send(
+                sender=name, task_id=headers["id"], task=name, args=body[0], kwargs=body[1],
+                eta=headers["eta"], taskset=headers["group"],
+            )  # fmt: skip
 
 
 @functools.cache

@@ -101,7 +101,6 @@ class Stack:
                 meetingtasks("gateway", "--host", "127.0.0.1", "--port", str(self.gateway_port)),
                 url=f"ws://127.0.0.1:{self.gateway_port}/ws",
             ),
-            Service("scheduler", meetingtasks("scheduler")),
             Service(
                 "flower",
                 celery("flower", f"--port={self.flower_port}", "--address=127.0.0.1"),

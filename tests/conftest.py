@@ -78,14 +78,3 @@ def start_worker(app, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     yield start
     for worker in started:
         worker.kill()
-
-
-@pytest.fixture
-def scheduler(app):
-    """A scheduler process's loops (due delays, aging, recovery), run in this process."""
-    from meetingtasks.scheduler import SchedulerService
-
-    service = SchedulerService.create(interval=0.05)
-    service.start()
-    yield service
-    service.stop()

@@ -17,7 +17,7 @@ def events(journal_name: str) -> list[str]:
     return [entry.get("event", entry.get("label")) for entry in read_journal(journal_name)]
 
 
-def test_cancel_a_delayed_task(app, redis, start_worker, scheduler) -> None:
+def test_cancel_a_delayed_task(app, redis, start_worker) -> None:
     start_worker(["media"])
     doomed = record.apply_async(("doomed", "delayed"), queue="media", countdown=1)
     kept = record.apply_async(("kept", "delayed"), queue="media", countdown=1)

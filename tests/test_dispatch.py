@@ -52,7 +52,7 @@ def test_status_is_visible_to_every_process_through_the_lifecycle(
     assert done.started_at is not None and done.updated_at >= done.started_at
 
 
-def test_retrying_shows_in_status_and_attempts(app, redis, start_worker, scheduler, dispatcher):
+def test_retrying_shows_in_status_and_attempts(app, redis, start_worker, dispatcher):
     start_worker(["user"], env={"MEETINGTASKS_RETRY_BACKOFF_BASE": "0.5"})
     response = dispatcher.dispatch(
         TaskRequest(type="test.flaky", payload={"journal_name": "d", "fail_times": 1})
@@ -66,9 +66,7 @@ def test_retrying_shows_in_status_and_attempts(app, redis, start_worker, schedul
     assert dispatcher.stats()["retried"] == 1
 
 
-def test_a_callback_fires_once_for_every_end_state(
-    app, redis, start_worker, scheduler, dispatcher
-) -> None:
+def test_a_callback_fires_once_for_every_end_state(app, redis, start_worker, dispatcher) -> None:
     start_worker(["default", "user"])
     ended: list[TaskResult] = []
     lock = threading.Lock()
@@ -109,8 +107,10 @@ def test_a_callback_fires_once_for_every_end_state(
 
 
 def test_a_task_whose_worker_died_times_out_and_its_callback_fires(
-    app, redis, start_worker, scheduler, dispatcher
+    app, redis, start_worker, dispatcher
 ) -> None:
+    """The timeout monitor of another worker (of another queue) ends the lost run."""
+    start_worker(["default"])
     worker = start_worker(["user"], env={"MEETINGTASKS_HEARTBEAT_TTL": "3"})
     ended: list[TaskResult] = []
     response = dispatcher.dispatch_async(
@@ -118,7 +118,7 @@ def test_a_task_whose_worker_died_times_out_and_its_callback_fires(
         ended.append,
     )
     wait_until(lambda: read_journal("lost"), "the task to start")
-    worker.kill()  # no worker left to run it or report anything
+    worker.kill()  # no worker of its queue left to run it or report anything
 
     wait_until(lambda: ended, "the timeout callback", timeout=90)
     assert [(r.task_id, r.status) for r in ended] == [(response.task_id, TaskStatus.TIMEOUT)]

@@ -28,7 +28,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def worker(start_worker, scheduler):
+def worker(start_worker):
     return start_worker(["user", "meeting"], env={"MEETINGTASKS_RETRY_BACKOFF_BASE": "0.05"})
 
 

@@ -32,7 +32,7 @@ def test_only_transient_failures_are_retryable() -> None:
 
 
 @pytest.fixture
-def worker(start_worker, scheduler):
+def worker(start_worker):
     return start_worker(["user"], env={"MEETINGTASKS_RETRY_BACKOFF_BASE": str(BASE)})
 
 

@@ -200,16 +200,25 @@ def test_publish_signals_fire_and_a_header_added_before_publish_is_sent(app, red
     def after(sender: str, headers: dict, **_: Any) -> None:
         seen["after"] = (sender, headers["id"])
 
+    def sent(sender: str, task_id: str, args: list, **_: Any) -> None:
+        seen["sent"] = (sender, task_id, list(args))
+
     signals.before_task_publish.connect(before)
     signals.after_task_publish.connect(after)
+    signals.task_sent.connect(sent)
     try:
         result = record.apply_async(("x",), queue="media")
     finally:
         signals.before_task_publish.disconnect(before)
         signals.after_task_publish.disconnect(after)
+        signals.task_sent.disconnect(sent)
     [message] = take_messages(redis)
     assert message["headers"]["added_by_signal"] == "yes"
-    assert seen == {"before": ("test.record", "media"), "after": ("test.record", result.id)}
+    assert seen == {
+        "before": ("test.record", "media"),
+        "after": ("test.record", result.id),
+        "sent": ("test.record", result.id, ["x"]),
+    }
 
 
 def test_a_batch_of_sends_is_one_script_call_with_its_events_grouped(app, redis) -> None:
