@@ -4,7 +4,7 @@ Strict priority lets constant CRITICAL load hold LOW work back forever. Every
 ``period`` seconds a task has waited earns it one level (LOW -> NORMAL -> HIGH ->
 CRITICAL); it joins the back of its new level, so it never overtakes work already
 waiting there. Kombu has no such notion, hence this small sweep over the queue lists
-(``store/lua/promote_aged.lua``), run by the scheduler process.
+(``store/lua/promote_aged.lua``), one of the scheduler loops every worker runs.
 """
 
 from __future__ import annotations

@@ -7,15 +7,15 @@
    memory until it is due, and Redis delivers it again to another worker whenever the
    delay outlasts the visibility timeout (duplicates, memory growth, loss on restart).
    Here a message whose due time (header ``mt_due_at``) is still ahead is not pushed on
-   its queue: it goes to the delay store in Redis, and the scheduler loop queues it when
-   due. Retry backoffs take the same path.
+   its queue: it goes to the delay store in Redis, and a scheduler loop (every worker
+   runs them) queues it when due. Retry backoffs take the same path.
 3. **Atomic, owned taking of messages.** Kombu pops a message with BRPOP and records it
    as unacknowledged in a second command, without saying *which* worker took it: a
    worker killed between the two loses the message, and one killed later leaves it
    invisible until the visibility timeout (an hour by default). Here a worker takes a
    message and records it with its consumer id in one Lua step (``store/lua/fetch.lua``;
    a worker with several idle pool processes takes as many messages in that one step),
-   so the scheduler's recoverer can give back the messages of a consumer whose
+   so any worker's recoverer can give back the messages of a consumer whose
    heartbeat stopped, within seconds (``recovery.py``). An idle worker blocks on the
    queues' doorbell lists (a token is pushed with each message) instead of on BRPOP.
 
@@ -217,7 +217,7 @@ class OwnedQoS(kombu_redis.QoS):  # type: ignore[misc]
         """Kombu gives unacknowledged messages back when a channel closes, and a broker
         connection lost at that moment makes it raise something Celery counts as fatal
         (the worker exits). Whatever fails here stays held under this consumer's id and
-        comes back through recovery (the worker's new consumer, or the scheduler)."""
+        comes back through recovery (the worker's new consumer, or another worker)."""
         try:
             return super().restore_unacked(client)
         except Exception:

@@ -9,7 +9,7 @@
 Celery gives a caller an AsyncResult and nothing else; here a task's status lives in
 Redis from the moment it is queued (``status.py``), and each end state is announced
 once, so callbacks fire in the dispatching process for every end: completed, failed,
-timeout (including a worker that died, found by the scheduler's monitor) and
+timeout (including a worker that died, found by another worker's monitor) and
 cancelled. Announcements travel by Pub/Sub, and a slow poll of the pending tasks
 catches any that a reconnect made this process miss.
 """
@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 
 REJECTED = "rejected"
 QUEUED, SCHEDULED = TaskStatus.QUEUED.value, TaskStatus.SCHEDULED.value
-Ident = str | None
 
 
 class TaskRequest(BaseModel):

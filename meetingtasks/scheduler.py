@@ -1,11 +1,13 @@
-"""TaskScheduler: delayed submission and cancellation, and the scheduler process.
+"""TaskScheduler: delayed submission and cancellation, and the scheduler loops.
 
-Delays of any length live in Redis (``broker.py`` diverts every message not yet due
-to the delay store), and the scheduler moves each to its queue when due with one
-atomic script, so several scheduler processes may run at once without moving a task
-twice. The same process ages priorities (``aging.py``), recovers the messages of
-dead workers (``recovery.py``) and declares a timeout for runs whose worker went silent
-past their deadline (``TimeoutMonitor``): four small loops with one lifecycle.
+Delays of any length live in Redis (a message not yet due goes to the delay store, not
+to its queue: ``store/queueing.py``), and a loop moves each to its queue when due with
+one atomic script. Three more loops age priorities (``aging.py``), give back the
+messages of dead workers (``recovery.py``) and declare a timeout for runs whose worker
+went silent past their deadline (``TimeoutMonitor``): four small loops with one
+lifecycle (``SchedulerService``). Every worker runs them (``worker.py``), and
+``meetingtasks scheduler`` runs them apart; each step is atomic, so any number of
+processes run them at once without moving or ending a task twice.
 """
 
 from __future__ import annotations

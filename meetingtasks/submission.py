@@ -1,8 +1,8 @@
 """Checks and per-message options every task submission goes through.
 
-Every way of sending a task (``delay``, ``apply_async``, ``send_task``, retries, the
-scheduler, the dispatcher) ends in ``MeetingTasksApp.send_task``, which calls these, so
-bad input is refused the same way everywhere, before anything is queued.
+Every way of sending a task (``delay``, ``apply_async``, ``send_task``, retries,
+canvas, the dispatcher) ends in the one send path (``sending.py``), which calls these,
+so bad input is refused the same way everywhere, before anything is queued.
 """
 
 from __future__ import annotations
