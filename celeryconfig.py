@@ -1,18 +1,18 @@
 """Celery settings of meetingtasks, derived from the MEETINGTASKS_* environment.
 
 Every choice that matters for reliability is explained where it is made. Values come
-from ``meetingtasks.settings`` (one documented default each); Celery's own settings
+from ``meetingtasks.base.settings`` (one documented default each); Celery's own settings
 not listed here keep Celery's defaults.
 """
 
 from kombu import Queue
 
-from meetingtasks.broker import transport_for
-from meetingtasks.keys import PRIORITY_SEP, get_keys
-from meetingtasks.priority import PRIORITY_STEPS, Priority
-from meetingtasks.results import result_backend_for
-from meetingtasks.routing import DEFAULT_QUEUE, get_route_table
-from meetingtasks.settings import get_settings
+from meetingtasks.base.keys import PRIORITY_SEP, get_keys
+from meetingtasks.base.priority import PRIORITY_STEPS, Priority
+from meetingtasks.base.settings import get_settings
+from meetingtasks.celery_ext.backend import result_backend_for
+from meetingtasks.celery_ext.transport import transport_for
+from meetingtasks.policies.routing import DEFAULT_QUEUE, get_route_table
 
 _settings = get_settings()
 _keys = get_keys()
@@ -37,7 +37,7 @@ broker_transport_options = {
     # after this many seconds. It must exceed the longest task timeout, or a task still
     # running would be handed to a second worker (checked in meetingtasks.app).
     "visibility_timeout": _settings.visibility_timeout,
-    # Every kombu key carries the deployment namespace (see meetingtasks/keys.py).
+    # Every kombu key carries the deployment namespace (see meetingtasks/base/keys.py).
     "global_keyprefix": _keys.prefix,
 }
 result_backend_transport_options = {"global_keyprefix": _keys.prefix}

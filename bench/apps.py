@@ -49,7 +49,7 @@ def load(kind: str) -> BenchApp:
         )  # fmt: skip
     if kind == OURS:
         from meetingtasks.app import app as ours
-        from meetingtasks.routing import get_route_table
+        from meetingtasks.policies.routing import get_route_table
 
         name = "system.noop"
         queue = get_route_table().get(name).queue

@@ -109,7 +109,7 @@ def measure(
     log_dir: str,
 ) -> dict[str, Any]:
     from bench.apps import OURS, load
-    from meetingtasks.embedded_redis import free_port
+    from meetingtasks.run.embedded_redis import free_port
 
     _raise_open_files_limit()
     bench_app = load(OURS)

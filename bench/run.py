@@ -181,7 +181,7 @@ class BenchRun:
 
     @staticmethod
     def _default_pool_processes() -> int:
-        from meetingtasks.settings import Settings
+        from meetingtasks.base.settings import Settings
 
         return Settings().pool_processes
 
@@ -272,7 +272,7 @@ class BenchRun:
 
     def execute(self) -> int:
         self.point_environment_at_private_redis()
-        from meetingtasks.embedded_redis import RedisServer  # after the environment is set
+        from meetingtasks.run.embedded_redis import RedisServer  # after the environment is set
 
         server = RedisServer(
             port=self.port, directory=self.workdir / "redis", appendfsync=self.config.appendfsync

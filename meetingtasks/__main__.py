@@ -1,5 +1,5 @@
 """``python -m meetingtasks`` is the ``meetingtasks`` command."""
 
-from meetingtasks.cli import main
+from meetingtasks.run.cli import main
 
 main()

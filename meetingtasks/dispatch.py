@@ -28,14 +28,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticError
 
-from meetingtasks import cancellation, ids, sending
-from meetingtasks import headers as h
 from meetingtasks.app import app
+from meetingtasks.base import headers as h
+from meetingtasks.base import ids
+from meetingtasks.base.keys import Keys, get_keys
+from meetingtasks.base.priority import Priority
+from meetingtasks.base.status import TaskStatus
+from meetingtasks.celery_ext import sending
 from meetingtasks.errors import InvalidOption, InvalidPayload, MeetingTasksError, ValidationError
-from meetingtasks.keys import Keys, get_keys
-from meetingtasks.priority import Priority
-from meetingtasks.routing import Route, get_route_table
-from meetingtasks.status import TaskStatus
+from meetingtasks.policies import cancellation
+from meetingtasks.policies.routing import Route, get_route_table
 from meetingtasks.store import get_redis, queueing
 from meetingtasks.store import status as store
 

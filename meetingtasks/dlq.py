@@ -13,9 +13,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from meetingtasks import headers as h
-from meetingtasks.keys import Keys, get_keys
-from meetingtasks.priority import Priority
+from meetingtasks.base import headers as h
+from meetingtasks.base.keys import Keys, get_keys
+from meetingtasks.base.priority import Priority
 from meetingtasks.store import dead_letters
 
 

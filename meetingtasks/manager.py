@@ -25,9 +25,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self
 
+from meetingtasks.base.keys import Keys, get_keys
 from meetingtasks.events import EventBus, EventBusConfig, LocalEventBus
-from meetingtasks.keys import Keys, get_keys
-from meetingtasks.routing import get_route_table
+from meetingtasks.policies.routing import get_route_table
 from meetingtasks.scheduler import SchedulerService
 from meetingtasks.store import inspect
 

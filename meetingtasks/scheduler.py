@@ -21,13 +21,13 @@ from typing import Any
 from celery import Task
 from celery.exceptions import TimeLimitExceeded
 
-from meetingtasks import cancellation
-from meetingtasks.aging import PriorityAging
-from meetingtasks.keys import Keys, get_keys
-from meetingtasks.loops import Periodic
-from meetingtasks.priority import Priority
-from meetingtasks.recovery import Recoverer
-from meetingtasks.settings import get_settings
+from meetingtasks.base.keys import Keys, get_keys
+from meetingtasks.base.loops import Periodic
+from meetingtasks.base.priority import Priority
+from meetingtasks.base.settings import get_settings
+from meetingtasks.policies import cancellation
+from meetingtasks.policies.aging import PriorityAging
+from meetingtasks.policies.recovery import Recoverer
 from meetingtasks.store import delayed, get_redis
 from meetingtasks.store import status as status_store
 

@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from meetingtasks import headers as h
-from meetingtasks.keys import get_keys
+from meetingtasks.base import headers as h
+from meetingtasks.base.keys import get_keys
 from meetingtasks.store import get_redis
 
 

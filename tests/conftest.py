@@ -26,8 +26,8 @@ REDIS_URL = f"redis://127.0.0.1:{_PORT}/0"
 os.environ["MEETINGTASKS_REDIS_URL"] = REDIS_URL
 os.environ["MEETINGTASKS_NAMESPACE"] = "mttest"
 
-from meetingtasks.embedded_redis import RedisServer, redis_reachable  # noqa: E402
-from meetingtasks.settings import get_settings  # noqa: E402
+from meetingtasks.base.settings import get_settings  # noqa: E402
+from meetingtasks.run.embedded_redis import RedisServer, redis_reachable  # noqa: E402
 from tests.support.workers import WorkerProcess  # noqa: E402
 
 assert get_settings().redis_url == REDIS_URL, (

@@ -6,10 +6,10 @@ import json
 import threading
 import time
 
-from meetingtasks.aging import PriorityAging
-from meetingtasks.keys import get_keys
-from meetingtasks.loops import Periodic
-from meetingtasks.priority import Priority
+from meetingtasks.base.keys import get_keys
+from meetingtasks.base.loops import Periodic
+from meetingtasks.base.priority import Priority
+from meetingtasks.policies.aging import PriorityAging
 from tests.worker_tasks import read_journal, record
 
 PERIOD = 10.0

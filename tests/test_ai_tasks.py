@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from meetingtasks import headers
+from meetingtasks.base import headers
+from meetingtasks.base.keys import get_keys
 from meetingtasks.errors import InferenceError, InvalidPayload
-from meetingtasks.keys import get_keys
 from meetingtasks.store import get_redis
 from tests.support.llm_nodes import FakeNode, NodeProcess
 

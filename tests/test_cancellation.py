@@ -6,8 +6,8 @@ import time
 
 from celery import states
 
-from meetingtasks.keys import get_keys
-from meetingtasks.priority import Priority
+from meetingtasks.base.keys import get_keys
+from meetingtasks.base.priority import Priority
 from meetingtasks.scheduler import TaskScheduler
 from tests.test_scheduler import wait_until
 from tests.worker_tasks import cooperative, read_journal, record, sleep

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from celery import chain, chord, group, signals
 
+from meetingtasks.base.priority import Priority
 from meetingtasks.dispatch import TaskDispatcher
-from meetingtasks.priority import Priority
 from tests.test_priority import wait_for_journal
 from tests.test_scheduler import wait_until
 from tests.worker_tasks import (

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from typer.main import get_command
 
-from meetingtasks.cli import cli
-from meetingtasks.routing import get_route_table
+from meetingtasks.policies.routing import get_route_table
+from meetingtasks.run.cli import cli
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE: dict[str, Any] = yaml.safe_load((REPO / "compose.yaml").read_text())
@@ -52,4 +52,4 @@ def test_the_console_script_points_at_the_cli() -> None:
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     module, _, function = scripts["meetingtasks"].partition(":")
     assert getattr(__import__(module, fromlist=[function]), function) is not None
-    assert module == "meetingtasks.cli"
+    assert module == "meetingtasks.run.cli"

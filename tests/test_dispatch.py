@@ -8,6 +8,9 @@ from collections import Counter
 
 import pytest
 
+from meetingtasks.base.keys import get_keys
+from meetingtasks.base.priority import Priority
+from meetingtasks.base.status import TaskStatus
 from meetingtasks.dispatch import REJECTED, TaskDispatcher, TaskRequest, TaskResult
 from meetingtasks.errors import (
     InvalidOption,
@@ -15,10 +18,7 @@ from meetingtasks.errors import (
     InvalidPriority,
     UnknownTaskType,
 )
-from meetingtasks.keys import get_keys
-from meetingtasks.priority import Priority
-from meetingtasks.routing import get_route_table
-from meetingtasks.status import TaskStatus
+from meetingtasks.policies.routing import get_route_table
 from tests.test_scheduler import queued_ids, wait_until
 from tests.worker_tasks import read_journal, record
 

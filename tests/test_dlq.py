@@ -11,10 +11,10 @@ import pytest
 from celery import states
 from celery.exceptions import TimeLimitExceeded
 
+from meetingtasks.base.priority import Priority
+from meetingtasks.base.settings import get_settings
 from meetingtasks.dlq import DeadLetterQueue
 from meetingtasks.errors import Permanent, Retryable
-from meetingtasks.priority import Priority
-from meetingtasks.settings import get_settings
 from tests.support.workers import REPO
 from tests.test_scheduler import wait_until
 from tests.worker_tasks import flaky, read_journal, sleep, until_fixed

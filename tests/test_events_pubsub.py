@@ -10,10 +10,10 @@ from collections.abc import Iterator
 import pytest
 from redis import Redis
 
-from meetingtasks.embedded_redis import RedisServer
+from meetingtasks.base.keys import get_keys
 from meetingtasks.errors import InvalidEvent
 from meetingtasks.events import Event
-from meetingtasks.keys import get_keys
+from meetingtasks.run.embedded_redis import RedisServer
 from tests.support.events_helpers import WAIT, Buses, Recorder, event, settled, wait_until
 
 

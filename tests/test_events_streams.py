@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import pytest
 from redis import Redis
 
-from meetingtasks.embedded_redis import RedisServer
+from meetingtasks.base.keys import get_keys
 from meetingtasks.errors import InvalidEvent
-from meetingtasks.keys import get_keys
+from meetingtasks.run.embedded_redis import RedisServer
 from tests.support.events_helpers import WAIT, Buses, Recorder, event, wait_until
 
 STREAM = get_keys().event_stream("durable.ai")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from meetingtasks.keys import get_keys
+from meetingtasks.base.keys import get_keys
 from tests.test_scheduler import wait_until
 from tests.worker_tasks import read_journal, record
 

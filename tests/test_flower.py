@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from meetingtasks.embedded_redis import free_port
+from meetingtasks.run.embedded_redis import free_port
 from tests.support.workers import REPO
 
 

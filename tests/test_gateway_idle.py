@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from meetingtasks.keys import get_keys
+from meetingtasks.base.keys import get_keys
 from tests.support.gateways import Client, GatewayProcess, token
 
 IDLE_TIMEOUT = 2.0

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from meetingtasks.base.priority import Priority
 from meetingtasks.gateway import protocol as p
-from meetingtasks.priority import Priority
 
 LIMITS = p.Limits(max_frame_bytes=4096, max_payload_bytes=1024, max_depth=8)
 

@@ -6,7 +6,7 @@ import os
 import threading
 import uuid
 
-from meetingtasks import ids
+from meetingtasks.base import ids
 
 
 def test_ids_are_version_4_uuids_in_uuid4s_format() -> None:

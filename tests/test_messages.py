@@ -6,9 +6,9 @@ import json
 import time
 from datetime import datetime
 
+from meetingtasks.base.keys import get_keys
+from meetingtasks.base.priority import Priority
 from meetingtasks.dispatch import TaskDispatcher, TaskRequest
-from meetingtasks.keys import get_keys
-from meetingtasks.priority import Priority
 from tests.support.messages import published
 
 #: Differ between any two sends: ids, clocks and times.
@@ -52,7 +52,7 @@ def test_worker_events_are_published_as_celerys_dispatcher_publishes_them(app, r
     Celery's own sends through kombu, one event at a time and as a buffered group."""
     from celery.events.dispatcher import EventDispatcher as CeleryEventDispatcher
 
-    from meetingtasks.messages import EventDispatcher
+    from meetingtasks.celery_ext.envelopes import EventDispatcher
 
     assert isinstance(app.events.Dispatcher(enabled=False), EventDispatcher)
     fields = {"uuid": "t-1", "name": "system.echo", "args": "()", "kwargs": "{}", "retries": 0}
@@ -85,7 +85,7 @@ def test_a_batch_is_queued_in_order_with_one_sent_event_per_group(app, redis) ->
     """A batch bigger than one enqueue call and one event group: every task queued in the
     order given (delayed ones in the delay store), with its status, and its task-sent
     event inside ``task.multi`` events, which Celery's receivers (Flower's) unpack."""
-    from meetingtasks.messages import SENT_EVENTS_GROUPED
+    from meetingtasks.celery_ext.envelopes import SENT_EVENTS_GROUPED
     from meetingtasks.store.queueing import DOORBELL_TOKENS, ENQUEUE_CHUNK
 
     n = max(ENQUEUE_CHUNK, SENT_EVENTS_GROUPED) + 44
@@ -118,7 +118,7 @@ def test_celerys_event_receiver_sees_every_task_sent_in_a_batch(app, redis) -> N
     """What Flower runs: Celery's EventReceiver unpacks the batch's grouped events."""
     import threading
 
-    from meetingtasks.messages import SENT_EVENTS_GROUPED
+    from meetingtasks.celery_ext.envelopes import SENT_EVENTS_GROUPED
 
     seen: list[str] = []
     n = SENT_EVENTS_GROUPED + 10

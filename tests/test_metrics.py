@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from meetingtasks.base.keys import get_keys
 from meetingtasks.events import Event
-from meetingtasks.keys import get_keys
 from meetingtasks.manager import ManagerConfig, QueueManager
 from meetingtasks.metrics import render_metrics
 from tests.support.backlog import make_backlog

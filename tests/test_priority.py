@@ -7,9 +7,9 @@ import time
 
 import pytest
 
+from meetingtasks.base.keys import get_keys
+from meetingtasks.base.priority import Priority
 from meetingtasks.errors import InvalidPriority
-from meetingtasks.keys import get_keys
-from meetingtasks.priority import Priority
 from tests.worker_tasks import read_journal, record
 
 

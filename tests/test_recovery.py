@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from meetingtasks.keys import get_keys
-from meetingtasks.loops import Periodic
-from meetingtasks.priority import Priority
-from meetingtasks.recovery import Recoverer
+from meetingtasks.base.keys import get_keys
+from meetingtasks.base.loops import Periodic
+from meetingtasks.base.priority import Priority
+from meetingtasks.policies.recovery import Recoverer
 from meetingtasks.store import get_redis, held, script
 from tests.worker_tasks import record
 

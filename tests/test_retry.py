@@ -6,7 +6,7 @@ import pytest
 from celery.result import AsyncResult
 
 from meetingtasks.errors import Permanent, Retryable
-from meetingtasks.retry import backoff_delay, is_retryable
+from meetingtasks.policies.retry import backoff_delay, is_retryable
 from tests.worker_tasks import flaky, read_journal
 
 BASE = 0.2  # seconds: the workers of this module back off from 0.2 s

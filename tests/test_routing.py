@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from meetingtasks.base.keys import get_keys
+from meetingtasks.base.priority import Priority
 from meetingtasks.errors import ConfigurationError, InvalidPriority, UnknownTaskType
-from meetingtasks.keys import get_keys
-from meetingtasks.priority import Priority
-from meetingtasks.routing import Route, RouteTable, get_route_table
+from meetingtasks.policies.routing import Route, RouteTable, get_route_table
 
 SERVICE_QUEUES = {"ai", "media", "meeting", "signaling", "user", "default"}
 

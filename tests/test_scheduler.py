@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from meetingtasks.keys import get_keys
-from meetingtasks.priority import Priority
+from meetingtasks.base.keys import get_keys
+from meetingtasks.base.priority import Priority
 from meetingtasks.scheduler import TaskScheduler
 from meetingtasks.store import delayed
 from tests.support.workers import REPO

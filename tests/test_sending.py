@@ -22,12 +22,12 @@ from celery.utils.saferepr import saferepr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meetingtasks import submission
+from meetingtasks.base.keys import get_keys
+from meetingtasks.base.priority import Priority
+from meetingtasks.celery_ext.sending import fast_saferepr
 from meetingtasks.dispatch import TaskDispatcher, TaskRequest
-from meetingtasks.keys import get_keys
-from meetingtasks.priority import Priority
-from meetingtasks.routing import get_route_table
-from meetingtasks.sending import fast_saferepr
+from meetingtasks.policies import submission
+from meetingtasks.policies.routing import get_route_table
 from tests.support.messages import decoded, published
 from tests.worker_tasks import record
 

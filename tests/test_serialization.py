@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from meetingtasks.base.keys import get_keys
+from meetingtasks.base.priority import Priority
 from meetingtasks.errors import InvalidOption
-from meetingtasks.keys import get_keys
-from meetingtasks.priority import Priority
 from tests.conftest import REDIS_URL
 from tests.worker_tasks import read_journal, record
 

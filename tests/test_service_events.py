@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from meetingtasks.base.keys import get_keys
 from meetingtasks.errors import InvalidEvent
 from meetingtasks.events import meeting_channel
-from meetingtasks.keys import get_keys
 from meetingtasks.tasks.media import stream_started, stream_stopped
 from meetingtasks.tasks.meeting import add_participant, close, remove_participant
 from tests.support.events_helpers import Buses, Recorder

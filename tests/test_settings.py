@@ -5,8 +5,8 @@ from __future__ import annotations
 import pydantic
 import pytest
 
+from meetingtasks.base.settings import Settings
 from meetingtasks.events import DeliveryMode, EventBusConfig
-from meetingtasks.settings import Settings
 
 
 @pytest.mark.parametrize(

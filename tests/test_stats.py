@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from meetingtasks.base.keys import get_keys
+from meetingtasks.base.status import TaskStatus
 from meetingtasks.dispatch import TaskDispatcher
 from meetingtasks.dlq import DeadLetterQueue
-from meetingtasks.keys import get_keys
 from meetingtasks.manager import QueueManager, cluster_stats
-from meetingtasks.status import TaskStatus
 from tests.support.backlog import DEAD, DELAYED, dead_letter, expected_queues, make_backlog
 from tests.support.workers import REPO
 from tests.test_scheduler import wait_until

@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from meetingtasks.base.keys import get_keys
+from meetingtasks.base.priority import Priority
+from meetingtasks.base.settings import get_settings
 from meetingtasks.errors import InvalidOption, InvalidPayload, UnknownTaskType, ValidationError
-from meetingtasks.keys import get_keys
-from meetingtasks.priority import Priority
 from meetingtasks.scheduler import TaskScheduler
-from meetingtasks.settings import get_settings
 
 NORMAL_DEFAULT = get_keys().queue("default", Priority.NORMAL)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from meetingtasks.broker import _release
-from meetingtasks.keys import get_keys
+from meetingtasks.base.keys import get_keys
+from meetingtasks.celery_ext.transport import _release
 from meetingtasks.store.writebehind import WriteBehind
 
 

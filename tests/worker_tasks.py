@@ -13,7 +13,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from meetingtasks.app import app
 from meetingtasks.errors import Permanent, Retryable
-from meetingtasks.routing import Route, get_route_table
+from meetingtasks.policies.routing import Route, get_route_table
 from meetingtasks.store import get_redis
 
 get_route_table().register(Route(type="test.flaky", queue="user", max_retries=4, timeout=3))

@@ -13,7 +13,7 @@ from meetingtasks.events.bridge import bridge
 from meetingtasks.events.bus import EventBus
 from meetingtasks.events.channels import meeting_channel
 from meetingtasks.events.config import DeliveryMode, EventBusConfig
-from meetingtasks.events.dispatch import Subscription
+from meetingtasks.events.delivery import Subscription
 from meetingtasks.events.envelope import Event, EventType
 from meetingtasks.events.local import LocalEventBus
 from meetingtasks.events.publisher import publisher

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from fnmatch import fnmatchcase
 
 from meetingtasks.events.bus import EventBus
-from meetingtasks.events.dispatch import Subscription
+from meetingtasks.events.delivery import Subscription
 from meetingtasks.events.envelope import Event
 from meetingtasks.events.local import LocalEventBus
 

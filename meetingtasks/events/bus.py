@@ -3,7 +3,7 @@
 ``publish(channel, event)`` and ``subscribe(channel_or_pattern, handler)``; whether a
 channel is fire-and-forget Pub/Sub or a durable stream is decided by
 ``EventBusConfig.durable_channels``, the same for publishers and subscribers. Channel
-names go through ``meetingtasks.keys``, so two deployments (namespaces) on one Redis
+names go through ``meetingtasks.base.keys``, so two deployments (namespaces) on one Redis
 never see each other's events.
 
 Lifecycle: ``start()`` begins reading for every subscription (made before or after it);
@@ -21,17 +21,17 @@ import time
 from functools import partial
 from typing import Any, Self
 
+from meetingtasks.base.keys import Keys, get_keys
+from meetingtasks.base.settings import get_settings
 from meetingtasks.errors import InvalidEvent
 from meetingtasks.events.config import DeliveryMode, EventBusConfig, validate_channel, validate_name
 from meetingtasks.events.connection import connect
 from meetingtasks.events.counters import Counters
-from meetingtasks.events.dispatch import Handler, HandlerPool, Subscription
+from meetingtasks.events.delivery import Handler, HandlerPool, Subscription
 from meetingtasks.events.envelope import Event
 from meetingtasks.events.pubsub import PubSubListener
 from meetingtasks.events.streams import StreamConsumer, consumer_name
 from meetingtasks.events.streams import append as append_to_stream
-from meetingtasks.keys import Keys, get_keys
-from meetingtasks.settings import get_settings
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ instead of replaying events). A ``meeting.*`` entry in ``MEETINGTASKS_EVENT_DURA
 makes them streams, which can then only be followed one meeting at a time (streams have
 no pattern subscriptions).
 
-These are bus channel names; ``meetingtasks.keys`` adds the deployment namespace.
+These are bus channel names; ``meetingtasks.base.keys`` adds the deployment namespace.
 """
 
 from __future__ import annotations

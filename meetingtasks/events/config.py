@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from fnmatch import fnmatchcase
 
+from meetingtasks.base.settings import get_settings
 from meetingtasks.errors import ConfigurationError, InvalidEvent
 from meetingtasks.events.envelope import DEFAULT_MAX_EVENT_BYTES
-from meetingtasks.settings import get_settings
 
 _CHANNEL = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 _PATTERN = re.compile(r"^[A-Za-z0-9_.:*?\[\]-]{1,200}$")

@@ -31,7 +31,7 @@ from meetingtasks.errors import InvalidEvent
 from meetingtasks.events.config import EventBusConfig
 from meetingtasks.events.connection import CONNECTION_ERRORS, Backoff
 from meetingtasks.events.counters import Counters
-from meetingtasks.events.dispatch import HandlerPool, Subscription
+from meetingtasks.events.delivery import HandlerPool, Subscription
 from meetingtasks.events.envelope import Event
 
 log = logging.getLogger(__name__)

@@ -134,8 +134,8 @@ def _claims_problem(user_id: object, meetings: object) -> str | None:
 @lru_cache(maxsize=1)
 def get_secret() -> str:
     """``MEETINGTASKS_SECRET``, else the deployment's generated key (made if absent)."""
-    from meetingtasks.keys import get_keys
-    from meetingtasks.settings import get_settings
+    from meetingtasks.base.keys import get_keys
+    from meetingtasks.base.settings import get_settings
     from meetingtasks.store import get_redis
 
     configured = get_settings().secret

@@ -28,7 +28,7 @@ class GatewayConfig:
 
     @classmethod
     def from_settings(cls) -> GatewayConfig:
-        from meetingtasks.settings import get_settings
+        from meetingtasks.base.settings import get_settings
 
         s = get_settings()
         return cls(

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 
+from meetingtasks.base.keys import Keys, get_keys
 from meetingtasks.events import EventBusConfig, meeting_channel
 from meetingtasks.events.config import DeliveryMode
 from meetingtasks.gateway import protocol as p
@@ -33,8 +34,7 @@ from meetingtasks.gateway.fanout import Fanout
 from meetingtasks.gateway.session import Session
 from meetingtasks.gateway.sessions_store import SessionStore
 from meetingtasks.gateway.tasks import UNREACHABLE, ClientTasks
-from meetingtasks.keys import Keys, get_keys
-from meetingtasks.tracking import session_frame
+from meetingtasks.policies.tracking import session_frame
 
 if TYPE_CHECKING:
     from meetingtasks.gateway.connection import Connection

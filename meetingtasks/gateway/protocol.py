@@ -20,8 +20,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from meetingtasks.base.priority import Priority
 from meetingtasks.errors import InvalidPriority
-from meetingtasks.priority import Priority
 
 # -- error codes of ``error`` frames (and of close reasons) ----------------------------
 BAD_JSON = "bad_json"

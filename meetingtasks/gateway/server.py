@@ -24,7 +24,7 @@ from meetingtasks.gateway.config import GatewayConfig
 from meetingtasks.gateway.connection import Connection
 from meetingtasks.gateway.http import routes
 from meetingtasks.gateway.hub import Hub
-from meetingtasks.routing import get_route_table
+from meetingtasks.policies.routing import get_route_table
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 import redis.asyncio as aioredis
 
-from meetingtasks.keys import Keys
+from meetingtasks.base.keys import Keys
 
 MAX_TASKS = 1000
 #: Session ids are 32 hex digits; anything else cannot name one.

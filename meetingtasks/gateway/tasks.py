@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
+from meetingtasks.base.status import TaskStatus
 from meetingtasks.dispatch import TaskDispatcher, TaskRequest, TaskResponse, TaskResult
 from meetingtasks.errors import (
     InvalidOption,
@@ -30,8 +31,7 @@ from meetingtasks.errors import (
 )
 from meetingtasks.gateway import protocol as p
 from meetingtasks.gateway.auth import Principal
-from meetingtasks.routing import get_route_table
-from meetingtasks.status import TaskStatus
+from meetingtasks.policies.routing import get_route_table
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Kombu owns the queue lists and Celery the result keys; everything else (meeting
 state, and later the delay store, dead letters, status, sessions) goes through the
-client and Lua scripts here, with names from ``meetingtasks.keys``.
+client and Lua scripts here, with names from ``meetingtasks.base.keys``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
-from meetingtasks.settings import get_settings
+from meetingtasks.base.settings import get_settings
 
 
 @lru_cache(maxsize=1)

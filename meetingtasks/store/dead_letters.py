@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from meetingtasks.keys import Keys
+from meetingtasks.base.keys import Keys
 from meetingtasks.store import get_redis, indexed
 
 

@@ -7,7 +7,7 @@ worker's memory, so a delay may outlast any visibility timeout and any restart.
 
 from __future__ import annotations
 
-from meetingtasks.keys import Keys
+from meetingtasks.base.keys import Keys
 from meetingtasks.store import get_redis, indexed, script
 from meetingtasks.store.queueing import DOORBELL_TOKENS
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
-from meetingtasks.keys import Keys
-from meetingtasks.priority import Priority
+from meetingtasks.base.keys import Keys
+from meetingtasks.base.priority import Priority
 from meetingtasks.store import get_redis, script
 from meetingtasks.store.queueing import DOORBELL_TOKENS, to_json
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from meetingtasks.keys import Keys
-from meetingtasks.priority import Priority
+from meetingtasks.base.keys import Keys
+from meetingtasks.base.priority import Priority
 from meetingtasks.store import get_redis
 
 

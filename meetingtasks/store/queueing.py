@@ -22,10 +22,10 @@ from typing import Any
 import orjson
 from kombu.utils.json import dumps
 
-from meetingtasks import headers as h
-from meetingtasks.keys import Keys
-from meetingtasks.settings import get_settings
-from meetingtasks.status import TaskStatus
+from meetingtasks.base import headers as h
+from meetingtasks.base.keys import Keys
+from meetingtasks.base.settings import get_settings
+from meetingtasks.base.status import TaskStatus
 from meetingtasks.store import get_redis, script, writebehind
 
 _batch = threading.local()

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from meetingtasks.keys import Keys
-from meetingtasks.settings import get_settings
-from meetingtasks.status import TaskStatus
+from meetingtasks.base.keys import Keys
+from meetingtasks.base.settings import get_settings
+from meetingtasks.base.status import TaskStatus
 from meetingtasks.store import get_redis, script
 
 

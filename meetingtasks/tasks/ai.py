@@ -20,9 +20,9 @@ from typing import Any
 from celery import Task
 
 from meetingtasks.app import app
+from meetingtasks.base.settings import get_settings
 from meetingtasks.errors import InvalidPayload
 from meetingtasks.llm import LLMClient
-from meetingtasks.settings import get_settings
 from meetingtasks.streaming import TaskStream
 
 #: How often (seconds) a streaming task checks whether it was cancelled.

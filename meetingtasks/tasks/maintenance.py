@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from meetingtasks.app import app
-from meetingtasks.keys import get_keys
+from meetingtasks.base.keys import get_keys
 from meetingtasks.store import get_redis
 from meetingtasks.tasks import require_id
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 
 from meetingtasks.app import app
+from meetingtasks.base.keys import get_keys
 from meetingtasks.errors import Permanent
 from meetingtasks.events import EventType, meeting_channel
-from meetingtasks.keys import get_keys
 from meetingtasks.store import get_redis
 from meetingtasks.tasks import announce, require_id
 

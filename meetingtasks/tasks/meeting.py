@@ -7,9 +7,9 @@ Each change is announced on the meeting's event channel (``meeting.<meeting_id>`
 from __future__ import annotations
 
 from meetingtasks.app import app
+from meetingtasks.base.keys import get_keys
+from meetingtasks.base.priority import Priority
 from meetingtasks.events import EventType, meeting_channel
-from meetingtasks.keys import get_keys
-from meetingtasks.priority import Priority
 from meetingtasks.store import get_redis
 from meetingtasks.tasks import announce, require_id
 

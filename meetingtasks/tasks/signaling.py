@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 from meetingtasks.app import app
+from meetingtasks.base.keys import get_keys
 from meetingtasks.errors import Permanent
-from meetingtasks.keys import get_keys
 from meetingtasks.store import get_redis
 from meetingtasks.tasks import require_id
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from meetingtasks.app import app
+from meetingtasks.base.keys import get_keys
 from meetingtasks.errors import Permanent
-from meetingtasks.keys import get_keys
 from meetingtasks.store import get_redis
 from meetingtasks.tasks import require_id
 

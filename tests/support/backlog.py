@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 
+from meetingtasks.base.priority import Priority
 from meetingtasks.dlq import DeadLetter, DeadLetterQueue
-from meetingtasks.priority import Priority
-from meetingtasks.routing import get_route_table
+from meetingtasks.policies.routing import get_route_table
 from tests.worker_tasks import record
 
 EMPTY = {"critical": 0, "high": 0, "normal": 0, "low": 0, "total": 0}

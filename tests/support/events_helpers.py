@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, cast
 
+from meetingtasks.base.keys import Keys
 from meetingtasks.events import Event, EventBus, EventBusConfig
-from meetingtasks.keys import Keys
 
 #: Generous bound on every wait: long enough for a loaded machine, short enough that a
 #: broken feature fails instead of hanging.

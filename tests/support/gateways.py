@@ -24,9 +24,9 @@ from urllib.parse import quote
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from meetingtasks.embedded_redis import free_port
 from meetingtasks.gateway.auth import mint_token
-from meetingtasks.routing import Route, get_route_table
+from meetingtasks.policies.routing import Route, get_route_table
+from meetingtasks.run.embedded_redis import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

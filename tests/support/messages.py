@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from meetingtasks.keys import get_keys
+from meetingtasks.base.keys import get_keys
 
 
 def decoded(raw: str) -> dict:

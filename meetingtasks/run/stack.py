@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlparse
 
-from meetingtasks.embedded_redis import RedisServer, free_port, port_free, redis_reachable
-from meetingtasks.routing import get_route_table
-from meetingtasks.settings import REPO_ROOT, get_settings
+from meetingtasks.base.settings import REPO_ROOT, get_settings
+from meetingtasks.policies.routing import get_route_table
+from meetingtasks.run.embedded_redis import RedisServer, free_port, port_free, redis_reachable
 
 RUN_DIR = REPO_ROOT / "run"
 

@@ -44,11 +44,13 @@ from kombu.common import Broadcast
 from kombu.utils.functional import maybe_evaluate, maybe_list
 from kombu.utils.json import dumps
 
-from meetingtasks import ids, messages, submission
+from meetingtasks.base import ids
+from meetingtasks.base.keys import get_keys
+from meetingtasks.base.priority import Priority
+from meetingtasks.celery_ext import envelopes as messages
 from meetingtasks.errors import InvalidOption
-from meetingtasks.keys import get_keys
-from meetingtasks.priority import Priority
-from meetingtasks.routing import get_route_table
+from meetingtasks.policies import submission
+from meetingtasks.policies.routing import get_route_table
 from meetingtasks.store import queueing
 
 

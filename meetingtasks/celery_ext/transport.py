@@ -40,9 +40,9 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 from redis.exceptions import NoScriptError, ResponseError
 
-from meetingtasks.keys import UNACKED_OWNER, get_keys
-from meetingtasks.settings import get_settings
-from meetingtasks.status import MONITOR_SLACK
+from meetingtasks.base.keys import UNACKED_OWNER, get_keys
+from meetingtasks.base.settings import get_settings
+from meetingtasks.base.status import MONITOR_SLACK
 from meetingtasks.store import get_redis, queueing, script, writebehind
 
 log = logging.getLogger(__name__)
@@ -260,8 +260,8 @@ class SentinelTransport(kombu_redis.SentinelTransport):  # type: ignore[misc]
 
 
 TRANSPORTS = {
-    "meetingtasks.broker:Transport": "redis",
-    "meetingtasks.broker:SentinelTransport": "sentinel",
+    "meetingtasks.celery_ext.transport:Transport": "redis",
+    "meetingtasks.celery_ext.transport:SentinelTransport": "sentinel",
 }
 # Connection URLs (Celery's banner, Flower's broker page) keep showing redis:// or
 # sentinel:// instead of our class path: kombu maps names for display through this table.

@@ -18,9 +18,9 @@ from typing import Any
 from celery.signals import worker_init, worker_shutdown
 from celery.worker.state import active_requests
 
-from meetingtasks.recovery import WorkerConsumers
+from meetingtasks.base.settings import get_settings
+from meetingtasks.policies.recovery import WorkerConsumers
 from meetingtasks.scheduler import SchedulerService
-from meetingtasks.settings import get_settings
 from meetingtasks.store import writebehind
 
 _consumers: list[WorkerConsumers] = []

@@ -15,10 +15,10 @@ from typing import Any, NamedTuple
 
 from kombu.utils.json import JSONEncoder
 
-from meetingtasks import headers as h
+from meetingtasks.base import headers as h
+from meetingtasks.base.priority import Priority
+from meetingtasks.base.settings import get_settings
 from meetingtasks.errors import InvalidOption, InvalidPayload
-from meetingtasks.priority import Priority
-from meetingtasks.settings import get_settings
 
 MAX_DELAY_SECONDS = 366 * 24 * 3600
 MAX_IDEMPOTENCY_KEY = 200

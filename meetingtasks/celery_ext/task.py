@@ -17,12 +17,12 @@ from celery import Task
 from celery.app.task import extract_exec_options
 from celery.exceptions import Ignore
 
-from meetingtasks import headers
-from meetingtasks.cancellation import REASON, is_cancelled
-from meetingtasks.retry import RETRYABLE_ERRORS, backoff_delay
-from meetingtasks.routing import Route, get_route_table
-from meetingtasks.settings import get_settings
-from meetingtasks.submission import hard_limit
+from meetingtasks.base import headers
+from meetingtasks.base.settings import get_settings
+from meetingtasks.policies.cancellation import REASON, is_cancelled
+from meetingtasks.policies.retry import RETRYABLE_ERRORS, backoff_delay
+from meetingtasks.policies.routing import Route, get_route_table
+from meetingtasks.policies.submission import hard_limit
 
 DEFAULT_MAX_RETRIES = 3
 

@@ -21,9 +21,9 @@ from celery.backends.redis import RedisBackend, SentinelBackend
 from celery.exceptions import BackendStoreError
 from kombu.utils.encoding import bytes_to_str
 
-from meetingtasks import tracking
+from meetingtasks.base.status import TaskStatus
 from meetingtasks.dlq import DeadLetter, DeadLetterQueue
-from meetingtasks.status import TaskStatus
+from meetingtasks.policies import tracking
 from meetingtasks.store.status import ResultMeta
 
 log = logging.getLogger(__name__)
@@ -128,4 +128,4 @@ class SentinelResultBackend(TrackingMixin, SentinelBackend):  # type: ignore[mis
 def result_backend_for(url: str) -> str:
     """The ``result_backend`` setting: our backend class for this Redis URL."""
     cls = "SentinelResultBackend" if url.startswith("sentinel://") else "ResultBackend"
-    return f"meetingtasks.results:{cls}+{url}"
+    return f"meetingtasks.celery_ext.backend:{cls}+{url}"

@@ -12,9 +12,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from meetingtasks.keys import Keys, get_keys
-from meetingtasks.priority import PRIORITY_STEPS, Priority
-from meetingtasks.routing import get_route_table
+from meetingtasks.base.keys import Keys, get_keys
+from meetingtasks.base.priority import PRIORITY_STEPS, Priority
+from meetingtasks.policies.routing import get_route_table
 from meetingtasks.store import script
 
 

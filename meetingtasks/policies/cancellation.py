@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from celery import states
 
-from meetingtasks.keys import Keys, get_keys
-from meetingtasks.settings import get_settings
-from meetingtasks.status import TaskStatus
+from meetingtasks.base.keys import Keys, get_keys
+from meetingtasks.base.settings import get_settings
+from meetingtasks.base.status import TaskStatus
 from meetingtasks.store import delayed, get_redis
 from meetingtasks.store import status as status_store
 

@@ -27,8 +27,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from meetingtasks import broker
-from meetingtasks.keys import Keys, get_keys
+from meetingtasks.base.keys import Keys, get_keys
+from meetingtasks.celery_ext import transport as broker
 from meetingtasks.store import get_redis, held, writebehind
 
 log = logging.getLogger(__name__)

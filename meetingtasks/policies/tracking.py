@@ -19,9 +19,9 @@ from celery import states
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from kombu.utils.json import dumps
 
-from meetingtasks import headers as h
-from meetingtasks.keys import Keys, get_keys
-from meetingtasks.status import TaskStatus
+from meetingtasks.base import headers as h
+from meetingtasks.base.keys import Keys, get_keys
+from meetingtasks.base.status import TaskStatus
 from meetingtasks.store import status as store
 from meetingtasks.store.status import ResultMeta
 

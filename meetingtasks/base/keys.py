@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from meetingtasks.priority import Priority
+from meetingtasks.base.priority import Priority
 
 #: Separator kombu puts between a queue name and its priority step.
 PRIORITY_SEP = ":"
@@ -187,6 +187,6 @@ class Keys:
 @cache
 def get_keys() -> Keys:
     """The key names of this process's deployment namespace (settings are read once)."""
-    from meetingtasks.settings import get_settings
+    from meetingtasks.base.settings import get_settings
 
     return Keys(get_settings().namespace)

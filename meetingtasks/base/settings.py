@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from meetingtasks.errors import ConfigurationError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 #: Default pool processes per CPU. Measured on 2 CPUs (no-op tasks, bench/): 1,207 tasks/s

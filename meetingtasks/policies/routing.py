@@ -20,9 +20,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from meetingtasks.base.keys import RESERVED_NAMES
+from meetingtasks.base.priority import Priority
 from meetingtasks.errors import ConfigurationError, UnknownTaskType
-from meetingtasks.keys import RESERVED_NAMES
-from meetingtasks.priority import Priority
 
 QUEUE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 TASK_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
@@ -174,6 +174,6 @@ def _read_route_file(path: Path) -> list[Route]:
 @lru_cache(maxsize=1)
 def get_route_table() -> RouteTable:
     """The process-wide table, loaded once from ``MEETINGTASKS_ROUTES_DIR``."""
-    from meetingtasks.settings import get_settings
+    from meetingtasks.base.settings import get_settings
 
     return RouteTable.load(get_settings().routes_dir)

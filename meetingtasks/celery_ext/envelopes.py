@@ -19,8 +19,8 @@ from celery.app.events import Events as CeleryEvents
 from celery.events.dispatcher import EventDispatcher as CeleryEventDispatcher
 from celery.utils.time import utcoffset
 
-from meetingtasks import ids
-from meetingtasks.keys import Keys, get_keys
+from meetingtasks.base import ids
+from meetingtasks.base.keys import Keys, get_keys
 from meetingtasks.store import queueing
 
 #: Most task-sent events published as one ``task.multi`` event (a batch's).
@@ -99,7 +99,7 @@ class EventDispatcher(CeleryEventDispatcher):  # type: ignore[misc]
 class Events(CeleryEvents):  # type: ignore[misc]
     """Celery's events with our dispatcher (``Celery(events=...)``)."""
 
-    dispatcher_cls = "meetingtasks.messages:EventDispatcher"
+    dispatcher_cls = "meetingtasks.celery_ext.envelopes:EventDispatcher"
 
 
 def envelope(body: bytes, headers: dict[str, Any], properties: dict[str, Any]) -> dict[str, Any]:

@@ -13,8 +13,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from meetingtasks.base.priority import Priority
 from meetingtasks.errors import MeetingTasksError
-from meetingtasks.priority import Priority
 
 cli = typer.Typer(
     help="meetingtasks: tasks and events of the meeting platform, on Celery and Redis.",
@@ -46,7 +46,7 @@ def run(
     concurrency: Annotated[int, typer.Option(help="Worker processes of the local worker.")] = 2,
 ) -> None:
     """Start the whole stack here (Redis if none answers, worker, AI node, gateway, Flower)."""
-    from meetingtasks.stack import Stack
+    from meetingtasks.run.stack import Stack
 
     stack = Stack(flower_port=flower_port, concurrency=concurrency, out=console.print)
     try:
@@ -307,7 +307,7 @@ def bench(ctx: typer.Context) -> None:
     import subprocess
     import sys
 
-    from meetingtasks.settings import REPO_ROOT
+    from meetingtasks.base.settings import REPO_ROOT
 
     if not (REPO_ROOT / "bench" / "run.py").exists():
         errors.print(f"[red]error:[/red] no bench/ beside {REPO_ROOT / 'meetingtasks'}: "

@@ -1,0 +1,71 @@
+"""MeetingTasksApp: Celery, with every send going through our one send path.
+
+The app instance is made in ``meetingtasks/app.py``; this is its class, an override of
+Celery's ``send_task`` (a public method, meant to be overridden).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from meetingtasks.base import ids
+from meetingtasks.base.keys import get_keys
+from meetingtasks.base.settings import get_settings
+from meetingtasks.celery_ext import sending
+from meetingtasks.policies import submission
+from meetingtasks.store import get_redis
+
+
+class MeetingTasksApp(Celery):  # type: ignore[misc]
+    """Celery, sending every task through our one send path (``sending.py``).
+
+    ``delay``, ``apply_async``, ``send_task``, retries and canvas all end in
+    ``send_task``, so every send is checked the same way and queued in one round trip:
+    - the payload must be JSON, within the size limit, and fit the task's signature;
+    - ``priority`` may be a Priority, its name or a number 0-9; anything else is refused;
+    - ``timeout=S`` sets the soft time limit to S and the hard one S + grace later;
+    - ``max_retries=N`` travels in a header and bounds this message's retries;
+    - ``idempotency_key=K`` returns the task first sent with K within the window;
+    - only JSON is sent (a worker refuses anything else anyway);
+    - send and due times travel in headers, for the delay store and priority aging.
+    """
+
+    def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        result_cls = options.pop("result_cls", None) or self.AsyncResult
+        add_to_parent = options.pop("add_to_parent", True)
+        key = options.pop("idempotency_key", None)
+        if key is None:
+            sent = sending.send(self, name, args, kwargs, options)
+        else:
+            key = submission.check_idempotency_key(key)
+            sent = self._send_once(key, name, args, kwargs, options)
+        result = result_cls(sent.task_id)
+        result.ignored = sent.ignore_result
+        if add_to_parent:
+            parent = self.current_worker_task
+            if parent:
+                parent.add_trail(result)
+        return result
+
+    def _send_once(
+        self, key: str, name: str, args: Any, kwargs: Any, options: dict[str, Any]
+    ) -> sending.Sent:
+        """Send unless ``key`` was used within the window; either way return that task.
+
+        The key is claimed before sending, and released if sending fails, so two
+        concurrent submissions with one key queue one task.
+        """
+        task_id = options.pop("task_id", None) or ids.uuid4()
+        redis_key = get_keys().idempotency(key)
+        window = get_settings().idempotency_window
+        if not get_redis().set(redis_key, task_id, nx=True, ex=window):
+            first = get_redis().get(redis_key)
+            if first is not None:
+                return sending.Sent(first, options.get("ignore_result"))
+        try:
+            return sending.send(self, name, args, kwargs, {**options, "task_id": task_id})
+        except BaseException:
+            get_redis().delete(redis_key)
+            raise
