@@ -237,7 +237,7 @@ class TaskDispatcher:
 
     def cancel(self, task_id: str) -> bool:
         """Cancel a delayed, queued or running task; False if it had already ended."""
-        return cancellation.cancel(task_id, self.keys)
+        return cancellation.cancel(app, task_id, self.keys)
 
     def register_route(
         self,

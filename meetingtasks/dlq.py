@@ -2,78 +2,18 @@
 
 Celery on Redis has none: a task that exhausted its retries or failed with a
 non-retryable error leaves only a FAILURE result that expires. Here the result backend
-files each such task (``results.py``) with everything needed to send it again.
-Browsing and requeueing are admin operations, kept apart from the hot path.
+files each such task (``policies/dead_letters.py``) with everything needed to send it
+again. Browsing and requeueing are admin operations, kept apart from the hot path.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
-from pydantic import BaseModel
-
-from meetingtasks.base import headers as h
+from meetingtasks.app import app
 from meetingtasks.base.keys import Keys, get_keys
-from meetingtasks.base.priority import Priority
+from meetingtasks.policies.dead_letters import DeadLetter, file
 from meetingtasks.store import dead_letters
 
-
-class DeadLetter(BaseModel):
-    """A task that failed for good, as it was sent, with why it failed."""
-
-    task_id: str
-    type: str
-    args: list[Any]
-    kwargs: dict[str, Any]
-    queue: str | None
-    priority: int | None
-    soft_time_limit: float | None = None
-    time_limit: float | None = None
-    max_retries: int | None = None
-    attempts: int
-    error_type: str
-    error: str
-    traceback: str | None
-    failed_at: float
-    worker: str | None = None
-
-    @classmethod
-    def from_request(cls, request: Any, exc: BaseException, traceback: str | None) -> DeadLetter:
-        """Build the entry from the Celery request context of the failed run."""
-        delivery = getattr(request, "delivery_info", None) or {}
-        hard, soft = getattr(request, "timelimit", None) or (None, None)
-        max_retries = h.get(request, h.MAX_RETRIES)
-        return cls(
-            task_id=request.id,
-            type=request.task,
-            args=list(request.args or ()),
-            kwargs=dict(request.kwargs or {}),
-            queue=delivery.get("routing_key"),
-            priority=delivery.get("priority"),
-            soft_time_limit=soft,
-            time_limit=hard,
-            max_retries=max_retries,
-            attempts=(request.retries or 0) + 1,
-            error_type=type(exc).__name__,
-            error=str(exc),
-            traceback=traceback,
-            failed_at=time.time(),
-            worker=getattr(request, "hostname", None),
-        )
-
-    def send_options(self) -> dict[str, Any]:
-        """Options that send it again as it was: same id, route, priority and limits."""
-        options: dict[str, Any] = {"task_id": self.task_id, "queue": self.queue}
-        if self.priority is not None:
-            options["priority"] = Priority.parse(self.priority)
-        if self.soft_time_limit is not None:
-            options["soft_time_limit"] = self.soft_time_limit
-        if self.time_limit is not None:
-            options["time_limit"] = self.time_limit
-        if self.max_retries is not None:
-            options["max_retries"] = self.max_retries
-        return options
+__all__ = ["DeadLetter", "DeadLetterQueue"]
 
 
 class DeadLetterQueue:
@@ -81,7 +21,7 @@ class DeadLetterQueue:
         self.keys = keys or get_keys()
 
     def add(self, letter: DeadLetter) -> None:
-        dead_letters.add(self.keys, letter.task_id, letter.failed_at, letter.model_dump_json())
+        file(letter, self.keys)
 
     def count(self) -> int:
         return dead_letters.count(self.keys)
@@ -101,8 +41,6 @@ class DeadLetterQueue:
         Each is sent before its entry is removed: a crash in between leaves it queued
         *and* still listed (at-least-once), never lost.
         """
-        from meetingtasks.app import app
-
         if ids is not None:
             letters = [DeadLetter.model_validate_json(e) for e in dead_letters.get(self.keys, ids)]
         else:

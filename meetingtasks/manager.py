@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, Self
 
 from meetingtasks.base.keys import Keys, get_keys
+from meetingtasks.dispatch import TaskDispatcher
 from meetingtasks.events import EventBus, EventBusConfig, LocalEventBus
 from meetingtasks.policies.routing import get_route_table
 from meetingtasks.scheduler import SchedulerService
@@ -144,7 +145,7 @@ def cluster_stats(keys: Keys | None = None) -> dict[str, Any]:
     ``delayed``, ``processing`` (taken by a worker, not acknowledged), ``dlq``: totals;
     ``workers``: worker consumers whose heartbeat is alive (cheap: one sorted-set read,
     where Celery's ``inspect().ping()`` would broadcast and wait for every worker);
-    ``scheduler``: the scheduler loops' counters; ``dispatcher``: its stats, or None.
+    ``scheduler``: the scheduler loops' counters; ``dispatcher``: its cluster-wide stats.
     """
     keys = keys or get_keys()
     snap = inspect.snapshot(keys, get_route_table().queues, time.time())
@@ -162,17 +163,5 @@ def cluster_stats(keys: Keys | None = None) -> dict[str, Any]:
         "dlq": snap.dead_letters,
         "workers": {"online": len(snap.consumers), "ids": snap.consumers},
         "scheduler": snap.scheduler,
-        "dispatcher": dispatcher_stats(),
+        "dispatcher": TaskDispatcher().stats(),
     }
-
-
-def dispatcher_stats() -> dict[str, Any] | None:
-    """TaskDispatcher's cluster-wide stats, or None while ``meetingtasks.dispatch`` does
-    not exist in this tree (it is being written alongside)."""
-    try:
-        from meetingtasks.dispatch import TaskDispatcher
-    except ModuleNotFoundError as exc:
-        if exc.name != "meetingtasks.dispatch":
-            raise
-        return None
-    return dict(TaskDispatcher().stats())

@@ -21,6 +21,7 @@ from typing import Any
 from celery import Task
 from celery.exceptions import TimeLimitExceeded
 
+from meetingtasks.app import app
 from meetingtasks.base.keys import Keys, get_keys
 from meetingtasks.base.loops import Periodic
 from meetingtasks.base.priority import Priority
@@ -52,8 +53,6 @@ class TaskScheduler:
         idempotency_key: str | None = None,
     ) -> str:
         """Send a task (now, or after ``countdown`` seconds / at ``eta``); returns its id."""
-        from meetingtasks.app import app
-
         name = type_or_task if isinstance(type_or_task, str) else type_or_task.name
         result = app.send_task(
             name,
@@ -69,7 +68,7 @@ class TaskScheduler:
 
     def cancel(self, task_id: str) -> bool:
         """Cancel a delayed, queued or running task; False if it already finished."""
-        return cancellation.cancel(task_id, self.keys)
+        return cancellation.cancel(app, task_id, self.keys)
 
     def pending(self) -> int:
         """Delayed tasks not yet due."""
@@ -94,8 +93,6 @@ class TimeoutMonitor:
         self.batch = batch
 
     def sweep(self) -> int:
-        from meetingtasks.app import app
-
         ttl = get_settings().cancel_ttl
         ended = 0
         for task_id, deadline in status_store.overdue(self.keys, time.time(), self.batch):

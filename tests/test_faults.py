@@ -37,8 +37,8 @@ def test_kill_9_of_a_worker_three_times_loses_nothing(app, redis, start_worker) 
     given_back = 0
     for share in (0.25, 0.5, 0.75):
         wait_for_progress("kills", int(total * share))
-        held = held_by_worker(redis, victim.name)
         victim.kill()  # kill -9 of the whole process group: main process and pool
+        held = held_by_worker(redis, victim.name)  # before its heartbeat can lapse
         wait_until(
             lambda held=held: not held & set(redis.hkeys(get_keys().unacked_owner())),
             "another worker to give back what the killed one held",

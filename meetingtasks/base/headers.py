@@ -28,6 +28,10 @@ NOTIFY = "mt_notify"
 #: unacknowledged set (kombu keeps the tag out of the task's request context).
 DELIVERY_TAG = "mt_tag"
 
+#: What links a task to whoever waits for it (its client session and request, user,
+#: meeting, dispatcher): kept with a dead letter, so a requeued task still reaches them.
+CLIENT_LINKS = (SESSION, REQUEST, USER, MEETING, NOTIFY)
+
 
 def get(request: Any, name: str) -> Any:
     """A custom header of a Celery request context (Celery exposes them two ways)."""

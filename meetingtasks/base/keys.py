@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from meetingtasks.base.priority import Priority
+from meetingtasks.base.settings import get_settings
 
 #: Separator kombu puts between a queue name and its priority step.
 PRIORITY_SEP = ":"
@@ -187,6 +188,4 @@ class Keys:
 @cache
 def get_keys() -> Keys:
     """The key names of this process's deployment namespace (settings are read once)."""
-    from meetingtasks.base.settings import get_settings
-
     return Keys(get_settings().namespace)

@@ -14,6 +14,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from meetingtasks.base.channels import validate_channel
 from meetingtasks.errors import ConfigurationError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -197,9 +198,6 @@ class Settings(BaseSettings):
     @classmethod
     def _split_channels(cls, value: object) -> object:
         """``"ai.*, billing"`` from the environment; each pattern checked as the bus would."""
-        # Imported here: the events package reads these settings when it is imported.
-        from meetingtasks.events.config import validate_channel
-
         if isinstance(value, str):
             value = tuple(part.strip() for part in value.split(",") if part.strip())
         for pattern in value if isinstance(value, tuple | list) else ():

@@ -7,7 +7,8 @@ place that sees every end, so our policies hook here:
 - status tracking (``tracking.py``): the result and the status change are written by
   one Lua script, one round trip where Celery alone takes two (it reads the result
   before writing it);
-- the dead-letter queue (``dlq.py``): a failing policy is logged, never fatal.
+- the dead-letter queue (``policies/dead_letters.py``): a failing policy is logged,
+  never fatal.
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ from celery.exceptions import BackendStoreError
 from kombu.utils.encoding import bytes_to_str
 
 from meetingtasks.base.status import TaskStatus
-from meetingtasks.dlq import DeadLetter, DeadLetterQueue
-from meetingtasks.policies import tracking
+from meetingtasks.policies import dead_letters, tracking
 from meetingtasks.store.status import ResultMeta
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,8 @@ class TrackingMixin:
             status = tracking.status_for(state, exc)
             _policy(tracking.report, task_id, status, request, error=tracking.describe(exc))
         if request is not None and getattr(request, "task", None):
-            _policy(DeadLetterQueue().add, DeadLetter.from_request(request, exc, traceback))
+            letter = dead_letters.DeadLetter.from_request(request, exc, traceback)
+            _policy(dead_letters.file, letter)
         return outcome
 
     def mark_as_revoked(

@@ -47,13 +47,28 @@ from meetingtasks.store import get_redis, queueing, script, writebehind
 
 log = logging.getLogger(__name__)
 
-#: Set by a worker process before it consumes (``recovery.WorkerConsumers``); None in
-#: processes that only publish. Each consuming channel takes a new id ``{base}/{n}``
-#: (a new generation after every reconnect) and tells ``on_new_consumer``.
-consumer_base: str | None = None
-consumer_id: str | None = None
-on_new_consumer: Callable[[str | None, str], None] | None = None
-_generations = itertools.count(1)
+
+class _Consumer:
+    """Who this process consumes as: set by ``consume_as`` in a worker process, unset in
+    processes that only publish. Each consuming channel takes a new id ``{base}/{n}`` (a
+    new generation after every reconnect) and tells ``on_new``."""
+
+    base: str | None = None
+    current: str | None = None
+    on_new: Callable[[str | None, str], None] | None = None
+    generations = itertools.count(1)
+
+
+def consume_as(base: str, on_new_consumer: Callable[[str | None, str], None]) -> None:
+    """Make this process a consumer whose channels take ids ``{base}/{n}``;
+    ``on_new_consumer(previous id, new id)`` runs as each new one starts."""
+    _Consumer.base, _Consumer.on_new = base, on_new_consumer
+
+
+def current_consumer() -> str | None:
+    """The id of this process's current consumer (None before it consumes)."""
+    return _Consumer.current
+
 
 #: Most messages one fetch takes (a worker with many free pool processes).
 FETCH_MOST = 64
@@ -72,13 +87,13 @@ class QueueingChannelMixin:
     _taken_from: list[str] = []
 
     def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
-        global consumer_id
         self._fetch_commands = {}
-        if self.owner_id is None and consumer_base is not None:
-            previous, consumer_id = consumer_id, f"{consumer_base}/{next(_generations)}"
-            self.owner_id = consumer_id
-            if on_new_consumer is not None:
-                on_new_consumer(previous, consumer_id)
+        if self.owner_id is None and _Consumer.base is not None:
+            previous = _Consumer.current
+            _Consumer.current = f"{_Consumer.base}/{next(_Consumer.generations)}"
+            self.owner_id = _Consumer.current
+            if _Consumer.on_new is not None:
+                _Consumer.on_new(previous, _Consumer.current)
         return super().basic_consume(queue, *args, **kwargs)  # type: ignore[misc]
 
     def _brpop_start(self, timeout: float | None = None) -> None:

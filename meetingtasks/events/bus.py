@@ -21,10 +21,11 @@ import time
 from functools import partial
 from typing import Any, Self
 
+from meetingtasks.base.channels import validate_channel, validate_name
 from meetingtasks.base.keys import Keys, get_keys
 from meetingtasks.base.settings import get_settings
 from meetingtasks.errors import InvalidEvent
-from meetingtasks.events.config import DeliveryMode, EventBusConfig, validate_channel, validate_name
+from meetingtasks.events.config import DeliveryMode, EventBusConfig
 from meetingtasks.events.connection import connect
 from meetingtasks.events.counters import Counters
 from meetingtasks.events.delivery import Handler, HandlerPool, Subscription

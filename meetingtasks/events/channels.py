@@ -18,8 +18,8 @@ These are bus channel names; ``meetingtasks.base.keys`` adds the deployment name
 
 from __future__ import annotations
 
+from meetingtasks.base.channels import validate_channel
 from meetingtasks.errors import InvalidEvent
-from meetingtasks.events.config import validate_channel
 
 #: Prefix of every meeting's channel; ``meeting.*`` follows them all.
 MEETING_PREFIX = "meeting."

@@ -1,4 +1,4 @@
-"""Settings of the EventBus, and the rules for channel names.
+"""Settings of the EventBus (the rules for channel names are ``base/channels.py``).
 
 A channel's delivery mode is a property of the channel, not of one call: publishers and
 subscribers read it from the same ``durable_channels`` list, so they cannot disagree.
@@ -6,51 +6,19 @@ subscribers read it from the same ``durable_channels`` list, so they cannot disa
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from fnmatch import fnmatchcase
 
+from meetingtasks.base.channels import validate_channel, validate_name
 from meetingtasks.base.settings import get_settings
 from meetingtasks.errors import ConfigurationError, InvalidEvent
 from meetingtasks.events.envelope import DEFAULT_MAX_EVENT_BYTES
-
-_CHANNEL = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
-_PATTERN = re.compile(r"^[A-Za-z0-9_.:*?\[\]-]{1,200}$")
-_WILDCARDS = frozenset("*?[")
-_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
 class DeliveryMode(StrEnum):
     PUBSUB = "pubsub"  # Redis Pub/Sub: fast; a subscriber that is down misses events
     DURABLE = "durable"  # Redis Streams + consumer groups: a group gets what it missed
-
-
-def validate_channel(channel: str, *, allow_pattern: bool = False) -> bool:
-    """Check a channel name (or, where allowed, a glob pattern); True if it is a pattern."""
-    if not isinstance(channel, str):
-        raise InvalidEvent(f"channel must be a string, not {type(channel).__name__}")
-    is_pattern = any(char in _WILDCARDS for char in channel)
-    if is_pattern and not allow_pattern:
-        raise InvalidEvent(
-            f"channel {channel!r} has a wildcard: publish to one concrete channel "
-            "(patterns are for subscribe)"
-        )
-    if not (_PATTERN if is_pattern else _CHANNEL).match(channel):
-        raise InvalidEvent(
-            f"bad channel name {channel!r}: use 1-200 letters, digits, '.', '_', '-' or ':'"
-            + (" (and * ? [ ] in a pattern)" if allow_pattern else "")
-        )
-    return is_pattern
-
-
-def validate_name(what: str, name: str) -> str:
-    """Consumer group and consumer names: plain tokens, shown as-is by XINFO."""
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise InvalidEvent(
-            f"bad {what} name {name!r}: use 1-128 letters, digits, '.', '_', '-' or ':'"
-        )
-    return name
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,12 @@ from functools import lru_cache
 import jwt
 from redis.exceptions import RedisError
 
+from meetingtasks.base.keys import get_keys
+from meetingtasks.base.settings import get_settings
 from meetingtasks.errors import AuthError, ConfigurationError, InvalidEvent, InvalidOption
 from meetingtasks.events import meeting_channel
 from meetingtasks.gateway import protocol as p
+from meetingtasks.store import get_redis
 
 ALGORITHM = "HS256"
 AUDIENCE = "meetingtasks"
@@ -134,10 +137,6 @@ def _claims_problem(user_id: object, meetings: object) -> str | None:
 @lru_cache(maxsize=1)
 def get_secret() -> str:
     """``MEETINGTASKS_SECRET``, else the deployment's generated key (made if absent)."""
-    from meetingtasks.base.keys import get_keys
-    from meetingtasks.base.settings import get_settings
-    from meetingtasks.store import get_redis
-
     configured = get_settings().secret
     if configured is not None:
         return configured.get_secret_value()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from meetingtasks.base.settings import get_settings
 from meetingtasks.gateway.protocol import Limits
 
 
@@ -28,8 +29,6 @@ class GatewayConfig:
 
     @classmethod
     def from_settings(cls) -> GatewayConfig:
-        from meetingtasks.base.settings import get_settings
-
         s = get_settings()
         return cls(
             redis_url=s.redis_url,

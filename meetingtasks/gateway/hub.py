@@ -19,7 +19,7 @@ import contextlib
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -31,13 +31,10 @@ from meetingtasks.gateway.auth import Principal
 from meetingtasks.gateway.config import GatewayConfig
 from meetingtasks.gateway.counters import GatewayCounters
 from meetingtasks.gateway.fanout import Fanout
-from meetingtasks.gateway.session import Session
+from meetingtasks.gateway.session import Member, Session
 from meetingtasks.gateway.sessions_store import SessionStore
 from meetingtasks.gateway.tasks import UNREACHABLE, ClientTasks
 from meetingtasks.policies.tracking import session_frame
-
-if TYPE_CHECKING:
-    from meetingtasks.gateway.connection import Connection
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +53,7 @@ class Hub:
         self.counters = GatewayCounters()
         self.sessions: dict[str, Session] = {}
         #: Redis channel of a meeting -> connections subscribed to it here.
-        self.meetings: dict[str, set[Connection]] = {}
+        self.meetings: dict[str, set[Member]] = {}
         self.redis = aioredis.Redis(
             connection_pool=aioredis.BlockingConnectionPool.from_url(
                 config.redis_url, max_connections=REDIS_CONNECTIONS, decode_responses=True
@@ -97,7 +94,7 @@ class Hub:
     # -- sessions ------------------------------------------------------------------------
 
     async def open_session(
-        self, connection: Connection, principal: Principal, wanted: str | None
+        self, connection: Member, principal: Principal, wanted: str | None
     ) -> str:
         """Resume session ``wanted`` of this user, or start one, as ``connection``'s;
         returns the ``session`` frame. A session that cannot be resumed is refused with an
@@ -147,7 +144,7 @@ class Hub:
                 session.active.add(task_id)
         return listing
 
-    def leave(self, connection: Connection) -> None:
+    def leave(self, connection: Member) -> None:
         """A connection ended: it leaves its meeting channels and its session; a session
         with no connection left here is dropped, and its Redis TTL runs from now."""
         for channel in connection.channels or ():
@@ -164,7 +161,7 @@ class Hub:
 
     # -- meeting events ------------------------------------------------------------------
 
-    async def subscribe(self, connection: Connection, principal: Principal, channel: str) -> None:
+    async def subscribe(self, connection: Member, principal: Principal, channel: str) -> None:
         """Follow a meeting's events; ProtocolError if the token does not grant it."""
         meeting_id = channel.removeprefix("meeting.")
         if not channel.startswith("meeting.") or not principal.allows(meeting_id):
@@ -188,13 +185,13 @@ class Hub:
         self.fanout.want(redis_channel)
         await self.fanout.ready(redis_channel, SUBSCRIBE_TIMEOUT)
 
-    def unsubscribe(self, connection: Connection, channel: str) -> None:
+    def unsubscribe(self, connection: Member, channel: str) -> None:
         redis_channel = self.keys.event_channel(channel)
         if connection.channels and redis_channel in connection.channels:
             connection.channels.discard(redis_channel)
             self._unsubscribe(connection, redis_channel)
 
-    def _unsubscribe(self, connection: Connection, redis_channel: str) -> None:
+    def _unsubscribe(self, connection: Member, redis_channel: str) -> None:
         members = self.meetings.get(redis_channel)
         if members is None:
             return

@@ -17,7 +17,7 @@ connected to two gateway processes at once gets each one's budget.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Protocol
 
 from meetingtasks.gateway import protocol as p
 
@@ -42,9 +42,21 @@ class TokenBucket:
         return True
 
 
+class Member(Protocol):
+    """What the hub needs of one client connection (``connection.Connection``): the
+    session it serves, the meeting channels it follows, and a way to send it frames."""
+
+    session: Session | None
+    channels: set[str] | None
+
+    def push(self, frame: str) -> None: ...
+
+    def error(self, code: str, message: str, request_id: str | None = None) -> None: ...
+
+
 class Session:
     """One client session as this process serves it. ``members`` are its connections
-    here (opaque to this class)."""
+    here."""
 
     __slots__ = ("active", "bucket", "held", "id", "inflight", "max_tasks", "members", "user_id")
 
@@ -61,7 +73,7 @@ class Session:
         self.inflight = 0
         #: (frame, task id, op) of unknown tasks that came while a submit was in flight.
         self.held: list[tuple[str, str | None, str | None]] = []
-        self.members: list[Any] = []
+        self.members: list[Member] = []
 
     @property
     def full(self) -> bool:

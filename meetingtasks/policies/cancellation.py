@@ -11,7 +11,7 @@ every worker checks before it runs a task, on top of which:
 
 from __future__ import annotations
 
-from celery import states
+from celery import Celery, states
 
 from meetingtasks.base.keys import Keys, get_keys
 from meetingtasks.base.settings import get_settings
@@ -22,10 +22,9 @@ from meetingtasks.store import status as status_store
 REASON = "cancelled"
 
 
-def cancel(task_id: str, keys: Keys | None = None) -> bool:
-    """Cancel a task wherever it is; False if it had already finished."""
-    from meetingtasks.app import app
-
+def cancel(app: Celery, task_id: str, keys: Keys | None = None) -> bool:
+    """Cancel a task wherever it is; False if it had already finished. ``app`` tells the
+    result backend and the running workers."""
     keys = keys or get_keys()
     record = status_store.read(keys, [task_id])[0]
     if record and TaskStatus(record["status"]).terminal:

@@ -21,25 +21,25 @@ lost too: its tasks may then run twice (the documented duplicate window).
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable
 
 from meetingtasks.base.keys import Keys, get_keys
-from meetingtasks.celery_ext import transport as broker
 from meetingtasks.store import get_redis, held, writebehind
 
 log = logging.getLogger(__name__)
 
 
 class Heartbeat:
-    """Keeps this worker's current consumer id alive in the ``consumers`` roster, and
-    counts the live ones (the embedded scheduler loops spread their sweeps over them)."""
+    """Keeps this worker's current consumer id (``current()``) alive in the ``consumers``
+    roster, and counts the live ones (the scheduler loops spread their sweeps over them)."""
 
-    def __init__(self, ttl: float, keys: Keys | None = None) -> None:
+    def __init__(
+        self, ttl: float, current: Callable[[], str | None], keys: Keys | None = None
+    ) -> None:
         self.ttl = ttl
+        self.current = current
         self.keys = keys or get_keys()
         #: Live consumers in the roster at the last beat (at least this one).
         self.live = 1
@@ -51,8 +51,9 @@ class Heartbeat:
         count those alive."""
         now = time.time()
         pipe = get_redis().pipeline(transaction=False)
-        if broker.consumer_id is not None:
-            pipe.zadd(self.keys.consumers(), {broker.consumer_id: now + self.ttl})
+        current = self.current()
+        if current is not None:
+            pipe.zadd(self.keys.consumers(), {current: now + self.ttl})
         if retire is not None:
             pipe.zrem(self.keys.consumers(), retire)
         pipe.zremrangebyscore(self.keys.consumers(), "-inf", now - self.ttl)
@@ -67,8 +68,9 @@ class Heartbeat:
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(5)
-        if broker.consumer_id is not None:
-            get_redis().zrem(self.keys.consumers(), broker.consumer_id)
+        current = self.current()
+        if current is not None:
+            get_redis().zrem(self.keys.consumers(), current)
 
     def _run(self) -> None:
         while not self._stopping.wait(self.ttl / 5):
@@ -100,40 +102,26 @@ class Recoverer:
         return given
 
 
-class WorkerConsumers:
-    """A worker process's consumer ids: one per (re)connected consumer."""
+def hand_over(
+    heartbeat: Heartbeat, previous: str | None, current: str, running: set[str], keys: Keys
+) -> None:
+    """A worker's new consumer starts: it keeps what still runs (delivery tags in
+    ``running``), the rest goes back at once.
 
-    def __init__(self, hostname: str, ttl: float, running_tags: Callable[[], set[str]]) -> None:
-        self.base = f"{hostname}:{socket.gethostname()}:{os.getpid()}"
-        self.running_tags = running_tags
-        self.keys = get_keys()
-        self.heartbeat = Heartbeat(ttl, self.keys)
-
-    def start(self) -> None:
-        broker.consumer_base = self.base
-        broker.on_new_consumer = self.hand_over
-        self.heartbeat.start()
-
-    def stop(self) -> None:
-        self.heartbeat.stop()
-
-    def hand_over(self, previous: str | None, current: str) -> None:
-        """A new consumer starts: it keeps what still runs, the rest goes back at once.
-
-        The new id joins the roster first and the old one leaves it last, so no
-        recoverer (every worker runs one) ever sees these messages' holder as gone."""
-        self.heartbeat.beat()
-        if previous is None:
-            return
-        if writebehind.worker_writes is not None:
-            writebehind.worker_writes.flush()  # acknowledgements still waiting count too
-        tags = held.held_by(self.keys).get(previous, [])
-        running = self.running_tags()
-        keep = [tag for tag in tags if tag in running]
-        held.reassign(self.keys, keep, current)
-        returned = held.give_back(self.keys, previous, [tag for tag in tags if tag not in running])
-        self.heartbeat.beat(retire=previous)
-        if tags:
-            log.warning(
-                "consumer restarted: kept %d running message(s), returned %d", len(keep), returned
-            )
+    The new id joins the roster first and the old one leaves it last, so no recoverer
+    (every worker runs one) ever sees these messages' holder as gone."""
+    heartbeat.beat()
+    if previous is None:
+        return
+    writes = writebehind.here()
+    if writes is not None:
+        writes.flush()  # acknowledgements still waiting count too
+    tags = held.held_by(keys).get(previous, [])
+    keep = [tag for tag in tags if tag in running]
+    held.reassign(keys, keep, current)
+    returned = held.give_back(keys, previous, [tag for tag in tags if tag not in running])
+    heartbeat.beat(retire=previous)
+    if tags:
+        log.warning(
+            "consumer restarted: kept %d running message(s), returned %d", len(keep), returned
+        )

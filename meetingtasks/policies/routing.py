@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from meetingtasks.base.keys import RESERVED_NAMES
 from meetingtasks.base.priority import Priority
+from meetingtasks.base.settings import get_settings
 from meetingtasks.errors import ConfigurationError, UnknownTaskType
 
 QUEUE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -174,6 +175,4 @@ def _read_route_file(path: Path) -> list[Route]:
 @lru_cache(maxsize=1)
 def get_route_table() -> RouteTable:
     """The process-wide table, loaded once from ``MEETINGTASKS_ROUTES_DIR``."""
-    from meetingtasks.base.settings import get_settings
-
     return RouteTable.load(get_settings().routes_dir)

@@ -13,8 +13,17 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from meetingtasks.app import app
 from meetingtasks.base.priority import Priority
+from meetingtasks.base.settings import REPO_ROOT
+from meetingtasks.dlq import DeadLetterQueue
 from meetingtasks.errors import MeetingTasksError
+from meetingtasks.gateway.auth import mint_token
+from meetingtasks.gateway.server import serve
+from meetingtasks.llm.node import main as node_main
+from meetingtasks.manager import cluster_stats
+from meetingtasks.run.stack import Stack
+from meetingtasks.scheduler import SchedulerService, TaskScheduler
 
 cli = typer.Typer(
     help="meetingtasks: tasks and events of the meeting platform, on Celery and Redis.",
@@ -46,8 +55,6 @@ def run(
     concurrency: Annotated[int, typer.Option(help="Worker processes of the local worker.")] = 2,
 ) -> None:
     """Start the whole stack here (Redis if none answers, worker, AI node, gateway, Flower)."""
-    from meetingtasks.run.stack import Stack
-
     stack = Stack(flower_port=flower_port, concurrency=concurrency, out=console.print)
     try:
         stack.start()
@@ -65,8 +72,6 @@ def run(
 )
 def ai_node(ctx: typer.Context) -> None:
     """Run the reference inference node (Edge-LLM-Infra protocol); --help for its options."""
-    from meetingtasks.llm.node import main as node_main
-
     raise typer.Exit(node_main(ctx.args))
 
 
@@ -83,8 +88,6 @@ def scheduler(
     deployments that turn that off. Several may run at once (each step is atomic in
     Redis); SIGTERM or Ctrl-C stops it.
     """
-    from meetingtasks.scheduler import SchedulerService
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     service = SchedulerService.create(interval)
     service.start()
@@ -124,8 +127,6 @@ def dispatch(
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the result and print it.")] = False,
 ) -> None:
     """Send one task by type and print its id (and its result with --wait)."""
-    from meetingtasks.app import app
-
     payload = _json_object(data)
     result = app.send_task(task_type, kwargs=payload, priority=priority, timeout=timeout)
     console.print(result.id)
@@ -143,8 +144,6 @@ def _jsonable(value: Any) -> Any:
 @cli.command()
 def cancel(task_id: Annotated[str, typer.Argument(help="Id of the task to cancel.")]) -> None:
     """Cancel a delayed, queued or running task (it holds across restarts)."""
-    from meetingtasks.scheduler import TaskScheduler
-
     if TaskScheduler().cancel(task_id):
         console.print(f"cancelled {task_id}")
     else:
@@ -159,8 +158,6 @@ def dlq_list(
 ) -> None:
     """List dead letters with their error."""
     from rich.table import Table
-
-    from meetingtasks.dlq import DeadLetterQueue
 
     queue = DeadLetterQueue()
     letters = queue.list(limit)
@@ -190,8 +187,6 @@ def dlq_requeue(
     every: Annotated[bool, typer.Option("--all", help="Every dead letter.")] = False,
 ) -> None:
     """Send dead letters again, with their type, payload, priority and route."""
-    from meetingtasks.dlq import DeadLetterQueue
-
     if sum((n is not None, bool(task_ids), every)) != 1:
         raise typer.BadParameter("give exactly one of -n N, --id ID (repeatable) or --all")
     requeued = DeadLetterQueue().requeue(n=n, ids=task_ids)
@@ -205,8 +200,6 @@ def dlq_purge(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
 ) -> None:
     """Drop every dead letter."""
-    from meetingtasks.dlq import DeadLetterQueue
-
     queue = DeadLetterQueue()
     if not yes and not typer.confirm(f"drop all {queue.count()} dead letters?"):
         raise typer.Abort()
@@ -216,8 +209,6 @@ def dlq_purge(
 @dlq_cli.command("count")
 def dlq_count() -> None:
     """How many dead letters there are."""
-    from meetingtasks.dlq import DeadLetterQueue
-
     print(DeadLetterQueue().count())
 
 
@@ -236,8 +227,6 @@ def stats(
     The cluster-wide numbers, the same from any machine.
     """
     from rich.live import Live
-
-    from meetingtasks.manager import cluster_stats
 
     if not watch:
         snapshot = cluster_stats()
@@ -284,9 +273,7 @@ def _stats_view(stats: dict[str, Any]) -> Any:
         ("workers online", " ".join([str(workers["online"]), *workers["ids"][:5]])),
         ("scheduler", "  ".join(f"{k} {v}" for k, v in sorted(stats["scheduler"].items()))),
     ]
-    dispatcher = stats["dispatcher"]
-    if dispatcher is not None:
-        rows += [(f"dispatcher {key}", value) for key, value in dispatcher.items()]
+    rows += [(f"dispatcher {key}", value) for key, value in stats["dispatcher"].items()]
     for label, value in rows:
         text = value if isinstance(value, str) else json.dumps(value)
         cluster.add_row(label, text or "-")
@@ -307,8 +294,6 @@ def bench(ctx: typer.Context) -> None:
     import subprocess
     import sys
 
-    from meetingtasks.base.settings import REPO_ROOT
-
     if not (REPO_ROOT / "bench" / "run.py").exists():
         errors.print(f"[red]error:[/red] no bench/ beside {REPO_ROOT / 'meetingtasks'}: "
                      "the benchmark runs from a source checkout")  # fmt: skip
@@ -326,8 +311,6 @@ def gateway(
     Limits and the token secret come from MEETINGTASKS_GATEWAY_* and MEETINGTASKS_SECRET.
     Start several against the same Redis: any of them resumes any client session.
     """
-    from meetingtasks.gateway.server import serve
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     serve(host, port)
 
@@ -342,8 +325,6 @@ def token(
     as_json: Annotated[bool, typer.Option("--json", help="JSON with token and expiry.")] = False,
 ) -> None:
     """Mint a client token for the gateway (signed with MEETINGTASKS_SECRET)."""
-    from meetingtasks.gateway.auth import mint_token
-
     now = time.time()
     value = mint_token(user, meeting or [], ttl, now=now)
     if as_json:

@@ -13,43 +13,67 @@ Connected to Celery's worker signals when the app is imported, so plain
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any
 
 from celery.signals import worker_init, worker_shutdown
 from celery.worker.state import active_requests
 
+from meetingtasks.base.keys import get_keys
 from meetingtasks.base.settings import get_settings
-from meetingtasks.policies.recovery import WorkerConsumers
+from meetingtasks.celery_ext import transport
+from meetingtasks.policies import recovery
 from meetingtasks.scheduler import SchedulerService
 from meetingtasks.store import writebehind
 
-_consumers: list[WorkerConsumers] = []
-_loops: list[SchedulerService] = []
+
+class WorkerProcess:
+    """What a worker's main process runs beside Celery's consumer, started and stopped
+    with it: consumer ids and their heartbeat, the scheduler loops, the write-behind."""
+
+    def __init__(self, worker: Any) -> None:
+        settings = get_settings()
+        self.keys = get_keys()
+        base = f"{worker.hostname}:{socket.gethostname()}:{os.getpid()}"
+        self.heartbeat = recovery.Heartbeat(
+            settings.heartbeat_ttl, transport.current_consumer, self.keys
+        )
+        transport.consume_as(base, self.hand_over)
+        self.loops = (
+            SchedulerService.create(peers=lambda: self.heartbeat.live)
+            if settings.embedded_scheduler
+            else None
+        )
+
+    def start(self) -> None:
+        self.heartbeat.start()
+        if self.loops is not None:
+            self.loops.start()
+        writebehind.start_in_worker()
+
+    def stop(self) -> None:
+        if self.loops is not None:
+            self.loops.stop()
+        self.heartbeat.stop()
+        writebehind.stop_in_worker()
+
+    def hand_over(self, previous: str | None, current: str) -> None:
+        running = {request.message.delivery_tag for request in list(active_requests)}
+        recovery.hand_over(self.heartbeat, previous, current, running, self.keys)
 
 
-def _running_tags() -> set[str]:
-    """Delivery tags of the tasks this worker is running now."""
-    return {request.message.delivery_tag for request in list(active_requests)}
+_started: list[WorkerProcess] = []
 
 
 @worker_init.connect
 def _start(sender: Any = None, **_: Any) -> None:
-    consumers = WorkerConsumers(sender.hostname, get_settings().heartbeat_ttl, _running_tags)
-    consumers.start()
-    _consumers.append(consumers)
-    if get_settings().embedded_scheduler:
-        loops = SchedulerService.create(peers=lambda: consumers.heartbeat.live)
-        loops.start()
-        _loops.append(loops)
-    writebehind.worker_writes = writebehind.WriteBehind()
-    writebehind.worker_writes.start()
+    process = WorkerProcess(sender)
+    process.start()
+    _started.append(process)
 
 
 @worker_shutdown.connect
 def _stop(**_: Any) -> None:
-    while _loops:
-        _loops.pop().stop()
-    while _consumers:
-        _consumers.pop().stop()
-    if writebehind.worker_writes is not None:
-        writebehind.worker_writes.stop()
+    while _started:
+        _started.pop().stop()

@@ -114,13 +114,28 @@ class WriteBehind:
                 log.warning("write-behind flush failed; retrying", exc_info=True)
 
 
-#: The worker main process's write-behind, started by ``worker.py``; None elsewhere.
-worker_writes: WriteBehind | None = None
+class _Worker:
+    """The worker main process's write-behind (``start_in_worker``); None elsewhere."""
+
+    writes: WriteBehind | None = None
+
+
+def start_in_worker() -> WriteBehind:
+    """Start this worker main process's write-behind."""
+    _Worker.writes = WriteBehind()
+    _Worker.writes.start()
+    return _Worker.writes
+
+
+def stop_in_worker() -> None:
+    """Flush and stop it (at the worker's shutdown)."""
+    if _Worker.writes is not None:
+        _Worker.writes.stop()
 
 
 def here() -> WriteBehind | None:
     """The write-behind to use in this process: the worker main process's, else None
     (clients and the pool's forked processes, which inherit the object only, write at
     once)."""
-    writes = worker_writes
+    writes = _Worker.writes
     return writes if writes is not None and writes.running_here else None

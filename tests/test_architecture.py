@@ -1,0 +1,140 @@
+"""The layout is the architecture: layers import downward only, and nothing imports in a
+circle (docs/architecture.md draws the layers)."""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "meetingtasks"
+
+#: Top to bottom. A module may import its own layer and the layers below it.
+LAYERS = {
+    "entry points": ("meetingtasks.run", "meetingtasks.__main__"),
+    "public API": (
+        "meetingtasks.app", "meetingtasks.dispatch", "meetingtasks.scheduler",
+        "meetingtasks.dlq", "meetingtasks.manager", "meetingtasks.streaming",
+        "meetingtasks.metrics", "meetingtasks.testing", "meetingtasks.events",
+        "meetingtasks.gateway", "meetingtasks.llm", "meetingtasks.tasks",
+    ),
+    "Celery and kombu overrides": ("meetingtasks.celery_ext",),
+    "policies": ("meetingtasks.policies",),
+    "store": ("meetingtasks.store",),
+    "base": ("meetingtasks.base", "meetingtasks.errors"),
+}  # fmt: skip
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+
+
+def layer_of(module: str) -> int:
+    for rank, prefixes in enumerate(LAYERS.values()):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return rank
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS and docs/architecture.md")
+
+
+def imports(module: str) -> list[tuple[str, int, bool]]:
+    """(imported meetingtasks module, line, inside a function?) of every import."""
+    path = MODULES[module]
+    tree = ast.parse(path.read_text())
+    found: list[tuple[str, int, bool]] = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            nested = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
+            if isinstance(child, ast.ImportFrom) and child.module and child.level == 0:
+                for alias in child.names:
+                    target = f"{child.module}.{alias.name}"
+                    name = target if target in MODULES else child.module
+                    if name.startswith("meetingtasks"):
+                        found.append((name, child.lineno, in_function))
+            elif isinstance(child, ast.Import):
+                found.extend((a.name, child.lineno, in_function) for a in child.names
+                             if a.name.startswith("meetingtasks"))  # fmt: skip
+            visit(child, nested)
+
+    visit(tree, False)
+    return [(name, line, inner) for name, line, inner in found if name != module]
+
+
+def test_every_module_is_in_a_layer() -> None:
+    for module in MODULES:
+        if module != "meetingtasks":
+            layer_of(module)
+
+
+def test_layers_import_only_their_own_layer_and_below() -> None:
+    upward = [
+        f"{module}:{line} imports {target} ({list(LAYERS)[layer_of(target)]})"
+        for module in MODULES if module != "meetingtasks"
+        for target, line, _ in imports(module) if layer_of(target) < layer_of(module)
+    ]  # fmt: skip
+    assert not upward, "imports that climb a layer:\n" + "\n".join(upward)
+
+
+def test_no_import_inside_a_function() -> None:
+    """An import inside a function usually dodges a cycle; the layers make it unneeded."""
+    inner = [
+        f"{module}:{line} imports {target}"
+        for module in MODULES
+        for target, line, in_function in imports(module) if in_function
+    ]  # fmt: skip
+    assert not inner, "imports inside functions:\n" + "\n".join(inner)
+
+
+def test_no_import_cycle() -> None:
+    graph: dict[str, set[str]] = defaultdict(set)
+    for module in MODULES:
+        for target, _, _ in imports(module):
+            if target in MODULES:
+                graph[module].add(target)
+    cycles = _cycles(graph)
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def strong(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                strong(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(set(graph) | {t for targets in graph.values() for t in targets}):
+        if node not in index:
+            strong(node)
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    graph: dict[str, set[str]] = defaultdict(set, {"a": {"b"}, "b": {"a"}, "c": {"a"}})
+    assert _cycles(graph) == [["a", "b"]]
+    assert _cycles(defaultdict(set, {"a": {"b"}, "c": {"a"}})) == []
