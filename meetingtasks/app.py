@@ -17,7 +17,7 @@ from meetingtasks.policies.routing import get_route_table
 app = MeetingTasksApp(
     "meetingtasks",
     task_cls="meetingtasks.celery_ext.task:MeetingTask",
-    events="meetingtasks.celery_ext.envelopes:Events",
+    events="meetingtasks.celery_ext.event_dispatcher:Events",
 )
 app.config_from_object("celeryconfig")
 # Celery's apply_async reads this setting on every send, walking each layer of its

@@ -52,7 +52,7 @@ def test_worker_events_are_published_as_celerys_dispatcher_publishes_them(app, r
     Celery's own sends through kombu, one event at a time and as a buffered group."""
     from celery.events.dispatcher import EventDispatcher as CeleryEventDispatcher
 
-    from meetingtasks.celery_ext.envelopes import EventDispatcher
+    from meetingtasks.celery_ext.event_dispatcher import EventDispatcher
 
     assert isinstance(app.events.Dispatcher(enabled=False), EventDispatcher)
     fields = {"uuid": "t-1", "name": "system.echo", "args": "()", "kwargs": "{}", "retries": 0}

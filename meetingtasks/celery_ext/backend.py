@@ -4,11 +4,15 @@ The backend is where Celery records how every run ended: success, retry, revocat
 and final failure, both for a failure inside the task and for a hard time limit handled
 by the worker's main process, with the request context of the run at hand. The one
 place that sees every end, so our policies hook here:
-- status tracking (``tracking.py``): the result and the status change are written by
+- status tracking (``policies/tracking.py``): the result and the status change are written by
   one Lua script, one round trip where Celery alone takes two (it reads the result
   before writing it);
 - the dead-letter queue (``policies/dead_letters.py``): a failing policy is logged,
   never fatal.
+
+Private names of Celery 5.7 relied on (``tests/test_private_api.py`` checks each):
+``RedisBackend._store_result`` (overridden), ``RedisBackend._get_result_meta`` and
+``_MAX_STR_VALUE_SIZE``, ``celery.backends.base._is_request_ignore_result``.
 """
 
 from __future__ import annotations

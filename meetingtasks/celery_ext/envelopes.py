@@ -2,7 +2,8 @@
 
 What kombu's virtual transport makes of a published message is fixed (base64 body,
 content type and encoding, headers, properties with delivery info and tag), so the
-send path (``sending.py``) and the event dispatcher build it here instead of going
+send path (``sending.py``) and the event dispatcher (``event_dispatcher.py``) build it
+here instead of going
 through kombu's Producer, which per message declares its exchange again and wraps the
 publish in retry logic. ``tests/test_sending.py`` and ``tests/test_messages.py``
 compare what is built here with what Celery and kombu send, field by field.
@@ -15,9 +16,6 @@ import functools
 from typing import Any
 
 from celery import Celery
-from celery.app.events import Events as CeleryEvents
-from celery.events.dispatcher import EventDispatcher as CeleryEventDispatcher
-from celery.utils.time import utcoffset
 
 from meetingtasks.base import ids
 from meetingtasks.base.keys import Keys, get_keys
@@ -66,40 +64,6 @@ def event_channel(app: Celery, keys: Keys, routing_key: str) -> str:
     with app.connection_for_write() as connection:
         topic = connection.default_channel._get_publish_topics(EVENT_EXCHANGE, routing_key)[0]
     return keys.prefix + topic
-
-
-class EventDispatcher(CeleryEventDispatcher):  # type: ignore[misc]
-    """Celery's event dispatcher, publishing straight to Redis.
-
-    Why: in a worker's main process Celery's dispatcher spent a third of the process's
-    time per task on kombu's Producer (declaring the exchange again, encoding with
-    kombu's JSON, the virtual exchange's fan-out) for three events per task. The event
-    envelope is fixed (what kombu's Redis transport publishes), so it is built here and
-    published through ``store.queueing.publish`` (the worker's write-behind, or at
-    once); ``tests/test_messages.py`` compares it with what Celery's dispatcher sends.
-    Events and batching, buffering while offline and the clock stay Celery's.
-    """
-
-    def _publish(
-        self, event: Any, producer: Any, routing_key: str, retry: bool = False,
-        retry_policy: Any = None, utcoffset: Any = utcoffset,
-    ) -> None:  # fmt: skip
-        if producer is None:
-            return
-        try:
-            message = event_message(event, routing_key, self.headers, self.delivery_mode)
-            channel = event_channel(self.app, get_keys(), routing_key)
-            queueing.publish([channel], queueing.to_json(message))
-        except Exception:
-            if not self.buffer_while_offline:
-                raise
-            self._outbound_buffer.append((event, routing_key))
-
-
-class Events(CeleryEvents):  # type: ignore[misc]
-    """Celery's events with our dispatcher (``Celery(events=...)``)."""
-
-    dispatcher_cls = "meetingtasks.celery_ext.envelopes:EventDispatcher"
 
 
 def envelope(body: bytes, headers: dict[str, Any], properties: dict[str, Any]) -> dict[str, Any]:

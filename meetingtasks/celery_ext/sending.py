@@ -17,11 +17,16 @@ Why not Celery's publish: per message, kombu's Producer declares the queue again
 wraps the publish in its retry machinery and sends the task-sent event through a
 second producer, and every ``app.conf`` read walks layered dictionaries; together that
 cost more than everything else a send does. What kombu's virtual transport makes of a
-message (its envelope) is fixed, so it is built here (``messages.envelope``);
+message (its envelope) is fixed, so it is built here (``envelopes.envelope``);
 ``tests/test_sending.py`` compares the result with Celery's own path, field by field.
 
 A message for a non-direct exchange, or one to compress, goes through Celery's own
 ``send_task`` instead (it still reaches Redis through our transport, with its status).
+
+Celery 5.7 names relied on (``tests/test_private_api.py`` checks each):
+``AMQP.as_task_v2`` and the parameters it is called with, ``AMQP.argsrepr_maxsize`` and
+``kwargsrepr_maxsize``, ``Router.routes`` and ``Router.route``, ``Celery.thread_oid``,
+and the ``task_sent`` signal (deprecated).
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from kombu.utils.json import dumps
 from meetingtasks.base import ids
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.priority import Priority
-from meetingtasks.celery_ext import envelopes as messages
+from meetingtasks.celery_ext import envelopes
 from meetingtasks.errors import InvalidOption
 from meetingtasks.policies import submission
 from meetingtasks.policies.routing import get_route_table
@@ -98,7 +103,7 @@ class _Sender:
         self.repr_levels = conf.task_repr_maxlevels
         self.args_size = app.amqp.argsrepr_maxsize
         self.kwargs_size = app.amqp.kwargsrepr_maxsize
-        self.encode_sent = functools.partial(messages.sent_event_messages, app)
+        self.encode_sent = functools.partial(envelopes.sent_event_messages, app)
 
     def send(self, name: str, args: Any, kwargs: Any, options: dict[str, Any]) -> Sent:
         app = self.app
@@ -240,7 +245,7 @@ class _Sender:
         priority = options.get("priority")
         step = int(self.default_priority if priority is None else Priority.parse(priority))
         properties["priority"] = step
-        message = messages.envelope(_body_json(payload, body), headers, properties)
+        message = envelopes.envelope(_body_json(payload, body), headers, properties)
         event = None
         if sent_event is not None:  # what Celery's EventDispatcher.publish makes of it
             event = {

@@ -3,10 +3,13 @@
 It carries the policies Celery does not give us as we want them:
 - the defaults of the task's route in routes/ (timeout, retries, expiry) become the
   task's own Celery options, so ``.delay()`` and ``send_task`` honour them;
-- retryable failures are retried with growing, jittered backoff (``retry.py``),
+- retryable failures are retried with growing, jittered backoff (``policies/retry.py``),
   everything else fails at once;
-- a task cancelled while it waited is never run (``cancellation.py``), and a running
-  one can ask ``self.cancelled()`` between steps.
+- a task cancelled while it waited is never run (``policies/cancellation.py``), and a
+  running one can ask ``self.cancelled()`` between steps.
+
+Private names of Celery 5.7 relied on (``tests/test_private_api.py`` checks each):
+``Task._get_exec_options`` (overridden), ``celery.app.task.extract_exec_options``.
 """
 
 from __future__ import annotations

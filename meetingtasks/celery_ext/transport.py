@@ -1,8 +1,8 @@
 """Our kombu transport: kombu's Redis transport with what Celery on Redis lacks.
 
-1. **Status with every message.** A task message goes on its queue in the same MULTI
-   that records the task's first status (``queued``), so every process can follow it
-   from the start at no extra round trip (``store/queueing.py``).
+1. **Status with every message.** A task message goes on its queue in the same Lua
+   step that records the task's first status (``queued``), so every process can follow
+   it from the start at no extra round trip (``store/queueing.py``).
 2. **Durable delays.** Celery keeps a task sent with ``countdown``/``eta`` in a worker's
    memory until it is due, and Redis delivers it again to another worker whenever the
    delay outlasts the visibility timeout (duplicates, memory growth, loss on restart).
@@ -21,6 +21,14 @@
 
 Select it with ``broker_transport`` (celeryconfig.py does); URLs stay ``redis://``,
 ``rediss://`` or ``sentinel://``.
+
+Private names of kombu 5.7 relied on (``tests/test_private_api.py`` checks each):
+- ``kombu.transport.redis.Channel``: ``_brpop_start``, ``_brpop_read``, ``_put`` and
+  ``_put_fanout`` (overridden); ``_queue_cycle``, ``_in_poll``, ``_flush_brpop_reauth``,
+  ``_get_message_priority``, ``_get_publish_topics`` (used);
+- ``kombu.transport.redis.QoS``: ``_remove_from_indices`` (overridden), ``_delivered``;
+- ``kombu.transport.virtual.Transport._deliver``;
+- ``kombu.Connection.resolve_aliases`` (extended, for display).
 """
 
 from __future__ import annotations

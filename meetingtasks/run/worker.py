@@ -18,11 +18,11 @@ import socket
 from typing import Any
 
 from celery.signals import worker_init, worker_shutdown
-from celery.worker.state import active_requests
 
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.settings import get_settings
 from meetingtasks.celery_ext import transport
+from meetingtasks.celery_ext.worker_state import running_delivery_tags
 from meetingtasks.policies import recovery
 from meetingtasks.scheduler import SchedulerService
 from meetingtasks.store import writebehind
@@ -59,8 +59,7 @@ class WorkerProcess:
         writebehind.stop_in_worker()
 
     def hand_over(self, previous: str | None, current: str) -> None:
-        running = {request.message.delivery_tag for request in list(active_requests)}
-        recovery.hand_over(self.heartbeat, previous, current, running, self.keys)
+        recovery.hand_over(self.heartbeat, previous, current, running_delivery_tags(), self.keys)
 
 
 _started: list[WorkerProcess] = []

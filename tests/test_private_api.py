@@ -1,0 +1,122 @@
+"""Every private Celery or kombu name meetingtasks relies on still exists.
+
+``meetingtasks/celery_ext/`` overrides or uses these (each file's docstring lists its
+own); ``pyproject.toml`` pins Celery and kombu to the minor versions they were checked
+with. An upgrade that removes or renames one fails here, naming the file to port,
+instead of failing at run time in a worker.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+from celery import signals
+from celery.app.amqp import AMQP
+from celery.app.routes import Router
+from celery.app.task import Task
+from celery.backends.redis import RedisBackend
+from celery.events.dispatcher import EventDispatcher
+from kombu import Connection
+from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+
+#: (owner, attribute, the file of ours that relies on it)
+CLASS_NAMES = [
+    (kombu_redis.Channel, "_brpop_start", "celery_ext/transport.py"),
+    (kombu_redis.Channel, "_brpop_read", "celery_ext/transport.py"),
+    (kombu_redis.Channel, "_put", "celery_ext/transport.py"),
+    (kombu_redis.Channel, "_put_fanout", "celery_ext/transport.py"),
+    (kombu_redis.Channel, "_flush_brpop_reauth", "celery_ext/transport.py"),
+    (kombu_redis.Channel, "_get_message_priority", "celery_ext/transport.py"),
+    (kombu_redis.Channel, "_get_publish_topics", "celery_ext/transport.py, envelopes.py"),
+    (kombu_redis.QoS, "_remove_from_indices", "celery_ext/transport.py"),
+    (kombu_redis.QoS, "restore_unacked", "celery_ext/transport.py"),
+    (virtual.Transport, "_deliver", "celery_ext/transport.py"),
+    (Connection, "resolve_aliases", "celery_ext/transport.py"),
+    (RedisBackend, "_store_result", "celery_ext/backend.py"),
+    (RedisBackend, "_get_result_meta", "celery_ext/backend.py"),
+    (RedisBackend, "_MAX_STR_VALUE_SIZE", "celery_ext/backend.py"),
+    (EventDispatcher, "_publish", "celery_ext/event_dispatcher.py"),
+    (Task, "_get_exec_options", "celery_ext/task.py"),
+    (AMQP, "as_task_v2", "celery_ext/sending.py"),
+    (AMQP, "argsrepr_maxsize", "celery_ext/sending.py"),
+    (AMQP, "kwargsrepr_maxsize", "celery_ext/sending.py"),
+    (Router, "route", "celery_ext/sending.py"),
+    (signals, "task_sent", "celery_ext/sending.py"),
+]
+
+#: (module, name, the file of ours that relies on it)
+MODULE_NAMES = [
+    ("celery.backends.base", "_is_request_ignore_result", "celery_ext/backend.py"),
+    ("celery.app.task", "extract_exec_options", "celery_ext/task.py"),
+    ("celery.worker.state", "active_requests", "celery_ext/worker_state.py"),
+]
+
+#: What celery_ext/sending.py hands Celery's message builder, by name.
+BUILDER_PARAMETERS = (
+    "countdown", "eta", "group_id", "group_index", "expires", "retries", "chord", "callbacks",
+    "errbacks", "reply_to", "time_limit", "soft_time_limit", "create_sent_event", "root_id",
+    "parent_id", "shadow", "chain", "origin", "ignore_result", "argsrepr", "kwargsrepr",
+    "stamped_headers", "replaced_task_nesting",
+)  # fmt: skip
+
+
+def _missing(what: str, ours: str) -> str:
+    return (
+        f"{what} is gone in the installed Celery/kombu: meetingtasks/{ours} relies on it. "
+        "Read that file's docstring and port it before upgrading."
+    )
+
+
+@pytest.mark.parametrize(("owner", "name", "ours"), CLASS_NAMES)
+def test_class_names(owner: object, name: str, ours: str) -> None:
+    assert hasattr(owner, name), _missing(f"{getattr(owner, '__name__', owner)}.{name}", ours)
+
+
+@pytest.mark.parametrize(("module", "name", "ours"), MODULE_NAMES)
+def test_module_names(module: str, name: str, ours: str) -> None:
+    assert hasattr(importlib.import_module(module), name), _missing(f"{module}.{name}", ours)
+
+
+def test_the_message_builder_takes_what_the_send_path_passes() -> None:
+    accepted = inspect.signature(AMQP.as_task_v2).parameters
+    absent = [name for name in BUILDER_PARAMETERS if name not in accepted]
+    assert not absent, _missing(f"AMQP.as_task_v2's parameters {absent}", "celery_ext/sending.py")
+
+
+def test_instance_names_of_a_live_channel_and_dispatcher(app) -> None:
+    """Set in constructors, so looked up on real objects."""
+    with app.connection_for_read() as connection:
+        channel = connection.default_channel
+        for name in ("_queue_cycle", "_in_poll", "priority_steps", "active_queues"):
+            assert hasattr(channel, name), _missing(f"Channel().{name}", "celery_ext/transport.py")
+        assert hasattr(channel.qos, "_delivered"), _missing("QoS()._delivered", "transport.py")
+        assert hasattr(connection.transport, "_deliver")
+        dispatcher = app.events.Dispatcher(connection, enabled=False)
+        assert hasattr(dispatcher, "_outbound_buffer"), _missing(
+            "EventDispatcher()._outbound_buffer", "celery_ext/event_dispatcher.py"
+        )
+    assert hasattr(app.amqp.router, "routes"), _missing("Router().routes", "celery_ext/sending.py")
+    assert hasattr(app, "thread_oid"), _missing("Celery.thread_oid", "celery_ext/sending.py")
+    assert hasattr(app.tasks["system.echo"], "__header__"), _missing(
+        "a task's __header__ (its signature check)", "policies/submission.py"
+    )
+
+
+@pytest.mark.parametrize("package", ["celery", "kombu"])
+def test_the_pinned_minor_version_is_the_one_installed(package: str) -> None:
+    """pyproject.toml allows only the minor version these names were checked against."""
+    installed = importlib.metadata.version(package)
+    pin = re.search(rf'"{package}(?:\[\w+\])?>=([\d.]+),<([\d.]+)"', PYPROJECT.read_text())
+    assert pin, f"pyproject.toml must pin {package} to one minor version (>=X.Y,<X.Y+1)"
+    low, high = pin.groups()
+    assert low.split(".")[:2] == installed.split(".")[:2], (
+        f"{package} {installed} is installed, pyproject.toml allows {low} to <{high}"
+    )
