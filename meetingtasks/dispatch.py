@@ -35,7 +35,13 @@ from meetingtasks.base.keys import Keys, get_keys
 from meetingtasks.base.priority import Priority
 from meetingtasks.base.status import TaskStatus
 from meetingtasks.celery_ext import sending
-from meetingtasks.errors import InvalidOption, InvalidPayload, MeetingTasksError, ValidationError
+from meetingtasks.errors import (
+    InvalidOption,
+    InvalidPayload,
+    MeetingTasksError,
+    ValidationError,
+    WaitTimeout,
+)
 from meetingtasks.policies import cancellation
 from meetingtasks.policies.routing import Route, get_route_table
 from meetingtasks.store import get_redis, queueing
@@ -231,7 +237,10 @@ class TaskDispatcher:
                 return current
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"task {task_id} has not ended within {timeout}s")
+                raise WaitTimeout(
+                    f"task {task_id} has not ended within {timeout}s: wait longer, or follow "
+                    "it with status() or dispatch_async()"
+                )
             time.sleep(min(pause, left))
             pause = min(pause * 2, 0.2)
 

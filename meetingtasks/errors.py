@@ -8,16 +8,21 @@
     │   ├── InvalidPayload
     │   ├── InvalidOption
     │   └── InvalidEvent          an event or channel name the event buses refuse
+    ├── ProtocolError             a client frame the gateway refuses (``code`` says why)
     ├── AuthError                 a client token missing, forged, expired or malformed, or
     │                             a meeting it does not grant (``code`` says which)
+    ├── WaitTimeout               a wait that ran out (a task not ended, a full local bus)
+    ├── StateError                a component asked for what its state does not allow (used
+    │                             after stop, added after start)
     └── TaskFailure               raised by a task handler
         ├── Retryable             transient: retried with backoff up to max_retries
         │   └── NodeUnavailable   no inference node answered in time
         └── Permanent             business error: fails at once, never retried
             └── InferenceError    an inference node refused the request or answered garbage
 
-Validation errors are also ``ValueError`` so generic callers can catch them as such.
-Each message says what was wrong and what to do about it.
+Validation errors are also ``ValueError``, ``WaitTimeout`` is a ``TimeoutError`` and
+``StateError`` a ``RuntimeError``, so generic callers can catch them as such. Each
+message says what was wrong and what to do about it.
 """
 
 from __future__ import annotations
@@ -53,6 +58,24 @@ class InvalidOption(ValidationError):
 
 class InvalidEvent(ValidationError):
     """An event envelope, event type or channel name that is not valid."""
+
+
+class ProtocolError(MeetingTasksError):
+    """A client frame refused: ``code`` and a message that says what to send instead."""
+
+    def __init__(self, code: str, message: str, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+class WaitTimeout(MeetingTasksError, TimeoutError):
+    """A wait ran out before what it waited for happened."""
+
+
+class StateError(MeetingTasksError, RuntimeError):
+    """A component was asked for something its state does not allow (create a new one)."""
 
 
 class TaskFailure(MeetingTasksError):

@@ -27,6 +27,7 @@ from typing import Any, Protocol, Self
 
 from meetingtasks.base.keys import Keys, get_keys
 from meetingtasks.dispatch import TaskDispatcher
+from meetingtasks.errors import InvalidOption, StateError
 from meetingtasks.events import EventBus, EventBusConfig, LocalEventBus
 from meetingtasks.policies.routing import get_route_table
 from meetingtasks.scheduler import SchedulerService
@@ -77,16 +78,16 @@ class QueueManager:
         registered, stopped before them."""
         with self._lock:
             if self._state != "new":
-                raise RuntimeError(f"add {name!r} before start(): this manager is {self._state}")
+                raise StateError(f"add {name!r} before start(): this manager is {self._state}")
             if name in self._components:
-                raise ValueError(f"a component named {name!r} is already registered")
+                raise InvalidOption(f"a component named {name!r} is already registered")
             self._components[name] = component
 
     def start(self) -> None:
         """Start every component in order; if one fails, stop them all and raise."""
         with self._lock:
             if self._state != "new":
-                raise RuntimeError(f"this QueueManager is {self._state}: create a new one")
+                raise StateError(f"this QueueManager is {self._state}: create a new one")
             self._state = "running"
             components = list(self._components.items())
         for name, component in components:

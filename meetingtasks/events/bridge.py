@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
 
+from meetingtasks.errors import WaitTimeout
 from meetingtasks.events.bus import EventBus
 from meetingtasks.events.delivery import Subscription
 from meetingtasks.events.envelope import Event
@@ -40,7 +41,7 @@ def bridge(
         if not any(fnmatchcase(event.type, pattern) for pattern in patterns):
             return
         if not local.publish(event, wait=wait, timeout=timeout) and wait:
-            raise TimeoutError(f"local event bus full or stopped; {event.type} not forwarded")
+            raise WaitTimeout(f"local event bus full or stopped; {event.type} not forwarded")
 
     forward.__qualname__ = f"bridge({channel}->local)"
     return bus.subscribe(channel, forward, group=group, consumer=consumer)

@@ -24,7 +24,7 @@ from typing import Any, Self
 from meetingtasks.base.channels import validate_channel, validate_name
 from meetingtasks.base.keys import Keys, get_keys
 from meetingtasks.base.settings import get_settings
-from meetingtasks.errors import InvalidEvent
+from meetingtasks.errors import InvalidEvent, StateError
 from meetingtasks.events.config import DeliveryMode, EventBusConfig
 from meetingtasks.events.connection import connect
 from meetingtasks.events.counters import Counters
@@ -188,7 +188,7 @@ class EventBus:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise RuntimeError("this EventBus was stopped: create a new one")
+            raise StateError("this EventBus was stopped: create a new one")
 
     # -- delivery --------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from fnmatch import fnmatchcase
 from typing import Any
 
-from meetingtasks.errors import InvalidEvent
+from meetingtasks.errors import InvalidEvent, InvalidOption, StateError
 from meetingtasks.events.envelope import Event
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ _TYPE_PATTERN = re.compile(r"^[A-Za-z0-9_.*?\[\]-]{1,128}$")
 class LocalEventBus:
     def __init__(self, buffer_size: int = 1000, workers: int = 4) -> None:
         if buffer_size < 1 or workers < 1:
-            raise ValueError("LocalEventBus needs buffer_size >= 1 and workers >= 1")
+            raise InvalidOption("LocalEventBus needs buffer_size >= 1 and workers >= 1")
         self.buffer_size = buffer_size
         self.workers = workers
         self._lock = threading.Lock()
@@ -102,7 +102,7 @@ class LocalEventBus:
     def start(self) -> None:
         with self._lock:
             if self._closing:
-                raise RuntimeError("this LocalEventBus was stopped: create a new one")
+                raise StateError("this LocalEventBus was stopped: create a new one")
             if self._threads:
                 return
             self._threads = [

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meetingtasks.base.priority import Priority
-from meetingtasks.errors import InvalidPriority
+from meetingtasks.errors import InvalidPriority, ProtocolError
 
 # -- error codes of ``error`` frames (and of close reasons) ----------------------------
 BAD_JSON = "bad_json"
@@ -75,16 +75,6 @@ INT_LIMIT = 2**63
 CLIENT_PRIORITIES = "high, normal or low"
 #: A JSON escape of a UTF-16 surrogate: fine in pairs, not valid Unicode alone.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-
-
-class ProtocolError(Exception):
-    """A client frame refused: ``code`` and a message that says what to send instead."""
-
-    def __init__(self, code: str, message: str, request_id: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.request_id = request_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,8 +36,8 @@ from meetingtasks.errors import (
     ConfigurationError,
     InferenceError,
     InvalidOption,
-    MeetingTasksError,
     NodeUnavailable,
+    StateError,
 )
 from meetingtasks.llm.health import NodeHealth, failover_order
 from meetingtasks.llm.protocol import STREAM_FORMAT, TEXT_FORMAT, UnitSetup, split_prompt
@@ -210,7 +210,7 @@ class LLMClient:
         while True:
             with self._lock:
                 if self._closed:
-                    raise MeetingTasksError("this LLMClient is closed: create a new one")
+                    raise StateError("this LLMClient is closed: create a new one")
                 session = node.idle.pop() if node.idle else None
             if session is None or session.connection.alive():
                 return session
