@@ -39,9 +39,6 @@ class TaskStream:
         self._push({"op": "progress", "state": "restarted", "reason": reason})
         self.index = 0
 
-    def progress(self, **fields: Any) -> None:
-        self._push({"op": "progress", **fields})
-
     def _push(self, frame: dict[str, Any]) -> None:
         if self.session_id is None:
             return

@@ -39,12 +39,6 @@ def test_parse_refuses_anything_else_with_the_valid_choices(given: object) -> No
         Priority.parse(given)
 
 
-def test_higher_moves_one_level_up_and_stops_at_critical() -> None:
-    assert Priority.LOW.higher() is Priority.NORMAL
-    assert Priority.NORMAL.higher() is Priority.HIGH
-    assert Priority.CRITICAL.higher() is Priority.CRITICAL
-
-
 def wait_for_journal(name: str, count: int, timeout: float = 120.0) -> list[dict]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

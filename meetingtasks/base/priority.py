@@ -43,11 +43,6 @@ class Priority(IntEnum):
     def names(cls) -> list[str]:
         return [p.name.lower() for p in cls]
 
-    def higher(self) -> Priority:
-        """The next level up (CRITICAL stays CRITICAL); used by priority aging."""
-        members = list(Priority)
-        return members[max(members.index(self) - 1, 0)]
-
 
 #: Celery's priority numbers, each at the level kombu's steps put it in.
 _BY_NUMBER = {n: max((p for p in Priority if p <= n), key=int) for n in range(10)}

@@ -9,7 +9,7 @@
     backends.py      Backend, the interface models plug in behind; EchoBackend
     node_core.py     the node's answers without I/O: work units and handlers
     node_servers.py  the node's ZMQ ROUTER and TCP front ends
-    node.py          InferenceNode, NodeConfig, run(), main() for ``meetingtasks ai-node``
+    node.py          InferenceNode, NodeConfig, run() (``meetingtasks ai-node``)
 
 No Celery and no Redis here: tasks and the gateway call ``LLMClient``.
 """

@@ -1,7 +1,6 @@
 """The reference inference node: the Edge-LLM-Infra protocol over ZMQ and TCP at once.
 
     meetingtasks ai-node --bind tcp://127.0.0.1:5560 --tcp-port 10001
-    python -m meetingtasks.llm --bind tcp://127.0.0.1:5560          (the same, without the CLI)
 
     node = InferenceNode(NodeConfig(bind="tcp://127.0.0.1:*", tcp_port=0)).start()
     client = LLMClient(node.addresses)
@@ -16,18 +15,14 @@ addresses of both front ends on one line, so a parent process knows where to con
 
 from __future__ import annotations
 
-import argparse
-import logging
 import signal
-import sys
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 from meetingtasks.errors import ConfigurationError
-from meetingtasks.llm.backends import Backend, EchoBackend, load_backend
+from meetingtasks.llm.backends import Backend, EchoBackend
 from meetingtasks.llm.node_core import NodeCore
 from meetingtasks.llm.node_servers import TcpFrontEnd, ZmqFrontEnd
 from meetingtasks.llm.transport import TCP_JSON_SCHEME
@@ -142,35 +137,3 @@ def run(
         stop.wait()
     finally:
         node.stop()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="meetingtasks ai-node",
-        description="Reference inference node speaking the Edge-LLM-Infra JSON protocol.",
-    )
-    parser.add_argument("--bind", default=DEFAULT_BIND, help="ZMQ endpoint; '' for none")
-    parser.add_argument("--tcp-port", type=int, help="also serve newline JSON on this port")
-    parser.add_argument("--tcp-host", default="127.0.0.1")
-    parser.add_argument("--unit", default="llm")
-    parser.add_argument("--token-delay", type=float, default=0.0, help="echo backend only")
-    parser.add_argument("--max-work-ids", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=32)
-    parser.add_argument("--backend", help="package.module:factory (default: echo test double)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        run(
-            bind=args.bind or None,
-            tcp_port=args.tcp_port,
-            backend=load_backend(args.backend) if args.backend else None,
-            tcp_host=args.tcp_host,
-            unit=args.unit,
-            token_delay=args.token_delay,
-            max_work_ids=args.max_work_ids,
-            workers=args.workers,
-        )
-    except ConfigurationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0

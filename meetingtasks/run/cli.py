@@ -20,7 +20,9 @@ from meetingtasks.dlq import DeadLetterQueue
 from meetingtasks.errors import MeetingTasksError
 from meetingtasks.gateway.auth import mint_token
 from meetingtasks.gateway.server import serve
-from meetingtasks.llm.node import main as node_main
+from meetingtasks.llm.backends import load_backend
+from meetingtasks.llm.node import DEFAULT_BIND
+from meetingtasks.llm.node import run as run_node
 from meetingtasks.manager import cluster_stats
 from meetingtasks.run.stack import Stack
 from meetingtasks.scheduler import SchedulerService, TaskScheduler
@@ -65,14 +67,39 @@ def run(
     console.print("stopped")
 
 
-@cli.command(
-    "ai-node",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    add_help_option=False,
-)
-def ai_node(ctx: typer.Context) -> None:
-    """Run the reference inference node (Edge-LLM-Infra protocol); --help for its options."""
-    raise typer.Exit(node_main(ctx.args))
+@cli.command("ai-node")
+def ai_node(
+    bind: Annotated[str, typer.Option(help="ZMQ endpoint to serve; '' for none.")] = DEFAULT_BIND,
+    tcp_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Also serve newline JSON (a StackFlow unit manager's wire) here; 0: any."
+        ),
+    ] = None,
+    tcp_host: Annotated[str, typer.Option(help="Address of the newline JSON server.")] = (
+        "127.0.0.1"
+    ),
+    unit: Annotated[str, typer.Option(help="The unit name setups ask for.")] = "llm",
+    token_delay: Annotated[
+        float, typer.Option(help="Seconds between two tokens of the echo backend.")
+    ] = 0.0,
+    max_work_ids: Annotated[int, typer.Option(help="Work units held at once.")] = 64,
+    workers: Annotated[int, typer.Option(help="Threads answering requests.")] = 32,
+    backend: Annotated[
+        str | None,
+        typer.Option(help="package.module:factory of a model backend (default: the echo double)."),
+    ] = None,
+) -> None:
+    """Run the reference inference node (the Edge-LLM-Infra protocol over ZMQ and TCP).
+
+    It prints "ready" and its client addresses once serving; SIGTERM or Ctrl-C stops it.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    run_node(
+        bind=bind or None, tcp_port=tcp_port, tcp_host=tcp_host, unit=unit,
+        backend=load_backend(backend) if backend else None, token_delay=token_delay,
+        max_work_ids=max_work_ids, workers=workers,
+    )  # fmt: skip
 
 
 @cli.command()

@@ -1,6 +1,6 @@
 """Inference nodes for the LLM tests: real ones in threads or processes, and fake ones.
 
-- ``NodeProcess``: ``python -m meetingtasks.llm`` in its own process, to be killed with -9.
+- ``NodeProcess``: ``meetingtasks ai-node`` in its own process, to be killed with -9.
 - ``FakeNode``: a ZMQ ROUTER or a TCP listener that answers each request with whatever
   bytes a test wants (garbage, wrong ids, error codes), to see what the client makes of it.
 """
@@ -34,7 +34,7 @@ class NodeProcess:
 
     def __init__(self, log_path: Path, *args: str) -> None:
         command = [
-            sys.executable, "-m", "meetingtasks.llm",
+            sys.executable, "-m", "meetingtasks", "ai-node",
             "--bind", "tcp://127.0.0.1:*", "--tcp-port", "0", *args,
         ]  # fmt: skip
         self._log = open(log_path, "ab")  # noqa: SIM115  (closed in kill)

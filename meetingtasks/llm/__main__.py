@@ -1,7 +1,0 @@
-"""``python -m meetingtasks.llm``: the reference inference node (see ``node.py``)."""
-
-import sys
-
-from meetingtasks.llm.node import main
-
-sys.exit(main())
