@@ -1,4 +1,4 @@
-"""The benchmark of meetingtasks (spec §7): our figures beside plain Celery and Redis's limit.
+"""The benchmark of meetingtasks: our figures beside plain Celery and Redis's limit.
 
 ``scripts/bench`` (or ``meetingtasks bench``, or ``python -m bench``) starts one private
 redis-server and measures, each in its own fresh process so no measurement warms or

@@ -64,7 +64,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="scripts/bench",
         description="Benchmark meetingtasks beside plain Celery and Redis's own limit, on a "
-        "private redis-server (spec §7). Writes results.json, results.md and results.png.",
+        "private redis-server. Writes results.json, results.md and results.png.",
     )
     p.add_argument("--quick", action="store_true", help="small sizes: a minute or two")
     p.add_argument(

@@ -1,8 +1,8 @@
 """What each figure of the benchmark is, and what one run found for it.
 
 Every figure is declared once here: its unit, the plain Celery figure it is compared
-with, and the spec's target (§7). A run fills values; a figure it could not measure
-keeps ``None`` and says why, so no number in the report is ever made up.
+with, and its target (what the project aims at). A run fills values; a figure it could
+not measure keeps ``None`` and says why, so no number in the report is ever made up.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ class Figure:
     value: float | None = None
     status: Status = Status.NOT_MEASURED
     note: str = ""
-    label: str | None = None  # overrides the spec's label (e.g. the batch size)
+    label: str | None = None  # overrides the declared label (e.g. the batch size)
     details: dict[str, Any] = field(default_factory=dict)
 
     @property

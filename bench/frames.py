@@ -1,4 +1,4 @@
-"""The client side of the gateway's wire protocol (spec §4.7), without sockets.
+"""The client side of the gateway's wire protocol (README, Client gateway), without sockets.
 
 Frames are built and read here, and a RequestTracker turns the frames a client receives
 into timings per request (accepted, first delta, result), so the WebSocket layer in
@@ -50,7 +50,7 @@ def decode(message: str | bytes) -> dict[str, Any] | None:
 
 
 def find_value(obj: Any, key: str) -> Any:
-    """The first value of ``key`` anywhere in nested dicts and lists (the spec does not
+    """The first value of ``key`` anywhere in nested dicts and lists (the protocol does not
     fix where an event frame puts the event's payload)."""
     if isinstance(obj, dict):
         if key in obj:

@@ -1,4 +1,4 @@
-"""WebSocket figures through ``meetingtasks gateway`` (spec §4.7), once it exists.
+"""WebSocket figures through ``meetingtasks gateway``.
 
 One child process starts the parts on the private Redis: a reference AI node
 (``meetingtasks ai-node``), our worker for the ``default`` and ``ai`` queues (two
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import math
 import re
 import resource
@@ -53,15 +52,6 @@ PROMPT = "Say hello to the meeting in five words."
 SESSION_RATE = 20.0
 #: Concurrent WebSocket handshakes while opening the idle connections.
 OPEN_CONCURRENCY = 64
-
-
-def unavailable() -> str | None:
-    """Why the gateway figures cannot be measured here, or None when they can."""
-    if importlib.util.find_spec("meetingtasks.gateway") is None:
-        return "gateway (`meetingtasks gateway`, spec §4.7) not built yet"
-    if importlib.util.find_spec("websockets") is None:
-        return "the `websockets` client library is not installed"
-    return None
 
 
 def meetingtasks(*args: str) -> list[str]:

@@ -15,7 +15,7 @@ TIMES = "\N{MULTIPLICATION SIGN}"
 RATIO_NOTE = (
     f"{TIMES} plain Celery: our figure divided by plain Celery's equivalent on the same Redis and "
     "machine (for throughput above 1 is better, for latency below 1 is better). "
-    "vs target: the figure divided by the spec §7 target, ✓ when the target is met."
+    "vs target: the figure divided by its target, ✓ when the target is met."
 )
 
 

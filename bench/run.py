@@ -221,12 +221,6 @@ class BenchRun:
 
     def _gateway(self, keys: tuple[str, ...]) -> Callable[[OnProgress], None]:
         def run(on_progress: OnProgress) -> None:
-            from bench.gateway import unavailable
-
-            reason = unavailable()
-            if reason:
-                self.results.skip(keys, reason)
-                return
             c = self.config
             params = {"rate": c.rate, "duration": c.duration, "connections": c.connections,
                       "llm_samples": c.llm_samples, "broadcast_rounds": c.broadcast_rounds,

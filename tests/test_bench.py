@@ -1,6 +1,6 @@
 """The benchmark harness (bench/): its report, its bookkeeping, its gateway client, a tiny run.
 
-No figure is asserted here (spec §6: timings are not tested); only that the harness
+No figure is asserted here (timings are never tested); only that the harness
 measures, reports and skips what it should.
 """
 
@@ -126,18 +126,8 @@ def test_tracker_times_each_request_from_its_frames() -> None:
     assert frames.decode("not json") is None and frames.decode("[1]") is None
 
 
-def test_gateway_figures_are_skipped_while_the_gateway_is_missing(monkeypatch) -> None:
-    real = gateway.importlib.util.find_spec
-    monkeypatch.setattr(
-        gateway.importlib.util,
-        "find_spec",
-        lambda name: None if name == "meetingtasks.gateway" else real(name),
-    )
-    assert gateway.unavailable() == "gateway (`meetingtasks gateway`, spec §4.7) not built yet"
-
-
 class FakeGateway:
-    """The protocol of spec §4.7 in memory: enough to drive the benchmark's client."""
+    """The gateway's wire protocol in memory: enough to drive the benchmark's client."""
 
     def __init__(self) -> None:
         self.subscribers: list[FakeConnection] = []

@@ -1,4 +1,4 @@
-"""Idle connections are cheap: the spec's budget is 10,000 per process at 30 KB each.
+"""Idle connections are cheap: the budget is 10,000 per process at 30 KB each.
 
 A couple of thousand connections are held open against a real gateway process and its
 resident memory growth is divided by their number (the benchmark does 10,000).

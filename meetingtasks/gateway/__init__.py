@@ -1,4 +1,4 @@
-"""The client gateway (spec §4.7): WebSocket clients submit tasks and follow meetings.
+"""The client gateway: WebSocket clients submit tasks and follow meetings.
 
 protocol        the wire protocol without I/O: frames in, commands or errors out
 auth            signed client tokens (JWT): mint_token, verify -> Principal
