@@ -258,13 +258,14 @@ class TaskDispatcher:
         expires: float | None = None,
         client: str | None = None,
     ) -> Route:
-        """Route a new task type at run time (in this process), as routes/ would."""
+        """Route a new task type at run time, as routes/ would, for every process of the
+        deployment (each sees it within a second)."""
         try:
             route = Route(type=type, queue=queue, priority=priority, timeout=timeout,
                           max_retries=max_retries, expires=expires, client=client)  # fmt: skip
         except PydanticError as exc:
             raise _our_error(exc) from exc
-        get_route_table().register(route)
+        get_route_table().publish(route)
         return route
 
     def stats(self) -> dict[str, Any]:

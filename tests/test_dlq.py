@@ -11,8 +11,11 @@ import pytest
 from celery import states
 from celery.exceptions import TimeLimitExceeded
 
+from meetingtasks.base import headers as h
+from meetingtasks.base.keys import get_keys
 from meetingtasks.base.priority import Priority
 from meetingtasks.base.settings import get_settings
+from meetingtasks.dispatch import TaskDispatcher, TaskRequest
 from meetingtasks.dlq import DeadLetterQueue
 from meetingtasks.errors import Permanent, Retryable
 from tests.support.workers import REPO
@@ -114,3 +117,34 @@ def test_cli_lists_requeues_and_purges(app, redis, worker) -> None:
     purged = cli("dlq", "purge", "--yes")
     assert "purged 2" in purged.stdout
     assert DeadLetterQueue().count() == 0
+
+
+def _next_frame(pubsub) -> dict:
+    message = wait_until(lambda: pubsub.get_message(timeout=0.5), "a frame on the session")
+    return json.loads(message["data"])
+
+
+def test_a_requeued_client_task_still_reaches_its_session(app, redis, worker) -> None:
+    """The dead letter keeps the task's client links, so its requeue ends in the session."""
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(get_keys().session_channel("s-42"))
+    payload = {"flag": "fix-session", "journal_name": "session"}
+    request = TaskRequest(type="test.until_fixed", payload=payload, session_id="s-42",
+                          request_id="r-7", user_id="u-1", meeting_id="m-1")  # fmt: skip
+    task_id = TaskDispatcher().dispatch(request).task_id
+    assert _next_frame(pubsub) == {**_next_frame_fields(task_id), "status": "failed",
+                                   "error": "Permanent: fix-session is not set"}  # fmt: skip
+    letter = wait_until(lambda: DeadLetterQueue().get(task_id), "the dead letter")
+    assert letter.links == {h.SESSION: "s-42", h.REQUEST: "r-7", h.USER: "u-1", h.MEETING: "m-1"}
+
+    redis.set("fix-session", "1")
+    DeadLetterQueue().requeue(ids=[task_id])
+    frame = _next_frame(pubsub)
+    assert frame == {**_next_frame_fields(task_id), "status": "completed", "result": "fixed"}
+    record = TaskDispatcher().status(task_id)
+    assert (record.session_id, record.user_id, record.meeting_id) == ("s-42", "u-1", "m-1")
+    pubsub.close()
+
+
+def _next_frame_fields(task_id: str) -> dict:
+    return {"op": "result", "task_id": task_id, "request_id": "r-7"}

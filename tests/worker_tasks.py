@@ -19,6 +19,7 @@ from meetingtasks.store import get_redis
 get_route_table().register(Route(type="test.flaky", queue="user", max_retries=4, timeout=3))
 get_route_table().register(Route(type="test.slow", queue="user", max_retries=0, timeout=1))
 get_route_table().register(Route(type="test.sleep", queue="user", max_retries=0, timeout=60))
+get_route_table().register(Route(type="test.until_fixed", queue="meeting", max_retries=0))
 
 
 def journal(name: str) -> str:

@@ -29,7 +29,7 @@ RESERVED_NAMES = frozenset(
         "unacked", "unacked_index", "unacked_mutex", UNACKED_OWNER, "celery", "celeryev",
         "delayed", "dlq", "cancelled", "idempotency", "scheduler", "roster",
         "streams", "presence", "signal", "events", "stream", "session", "status", "deadlines",
-        "active", "taskstats", "notify", "consumers", "gateway", "malformed",
+        "active", "taskstats", "notify", "consumers", "gateway", "malformed", "routes",
     }
 )  # fmt: skip
 
@@ -111,6 +111,16 @@ class Keys:
     def scheduler_stats(self) -> str:
         """HASH: counters of the scheduler loops (moved, promoted, recovered…)."""
         return f"{self.prefix}scheduler:stats"
+
+    def routes(self) -> str:
+        """HASH: task type -> JSON route registered at run time (``register_route``), seen
+        by every process of the deployment."""
+        return f"{self.prefix}routes"
+
+    def routes_version(self) -> str:
+        """STRING: a counter raised by every run-time route registration, so a process
+        knows cheaply when to read ``routes`` again."""
+        return f"{self.prefix}routes:version"
 
     # -- task status, for the dispatcher and the gateway ---------------------------------
 

@@ -10,8 +10,10 @@ reads would lose it silently.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
+import time
 import tomllib
 from collections.abc import Iterator
 from functools import lru_cache
@@ -19,11 +21,20 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from redis.exceptions import RedisError
 
-from meetingtasks.base.keys import RESERVED_NAMES
+from meetingtasks.base.keys import RESERVED_NAMES, Keys, get_keys
 from meetingtasks.base.priority import Priority
 from meetingtasks.base.settings import get_settings
 from meetingtasks.errors import ConfigurationError, UnknownTaskType
+from meetingtasks.store import routes as shared_routes
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two checks for routes another process registered at run time, and
+#: between two tries while Redis does not answer.
+SHARED_CHECK = 1.0
+SHARED_RETRY = 30.0
 
 QUEUE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 TASK_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
@@ -56,7 +67,13 @@ class Route(BaseModel):
 
 
 class RouteTable:
-    """Task type -> Route, over a fixed set of declared queues."""
+    """Task type -> Route, over a fixed set of declared queues.
+
+    A table shared with the deployment (``share``, the process-wide one) also follows
+    the routes any process registered at run time (``publish``): it checks a version
+    counter in Redis at most every SHARED_CHECK seconds and reads them again when it
+    moved. Those override routes/ (they are newer).
+    """
 
     def __init__(self, queues: list[str], routes: list[Route] = ()) -> None:  # type: ignore[assignment]
         for queue in queues:
@@ -66,8 +83,43 @@ class RouteTable:
         self.queues: tuple[str, ...] = tuple(queues)
         self._routes: dict[str, Route] = {}
         self._lock = threading.Lock()
+        self._keys: Keys | None = None
+        self._shared_version = -1
+        self._checked_at = -SHARED_CHECK
         for route in routes:
             self.register(route)
+
+    def share(self, keys: Keys) -> RouteTable:
+        """Follow (and take part in) the run-time routes of the deployment of ``keys``."""
+        self._keys = keys
+        return self
+
+    def publish(self, route: Route) -> None:
+        """Register ``route`` here and in every process of the deployment."""
+        self.register(route)
+        if self._keys is not None:
+            shared_routes.save(self._keys, route.type, route.model_dump_json())
+
+    def _follow(self) -> None:
+        """Read the deployment's run-time routes again if they changed (at most every
+        SHARED_CHECK seconds; while Redis does not answer, every SHARED_RETRY seconds)."""
+        if self._keys is None or time.monotonic() - self._checked_at < SHARED_CHECK:
+            return
+        self._checked_at = time.monotonic()
+        try:
+            if shared_routes.version(self._keys) == self._shared_version:
+                return
+            version, raw = shared_routes.load(self._keys)
+        except RedisError as exc:
+            log.warning("could not read the routes registered at run time: %s", exc)
+            self._checked_at += SHARED_RETRY - SHARED_CHECK
+            return
+        for task_type, text in raw.items():
+            try:
+                self.register(Route.model_validate_json(text))
+            except (ValidationError, ConfigurationError) as exc:
+                log.warning("route %s registered at run time does not fit here: %s", task_type, exc)
+        self._shared_version = version
 
     @classmethod
     def load(cls, directory: Path) -> RouteTable:
@@ -110,11 +162,12 @@ class RouteTable:
             self._routes[route.type] = route
 
     def find(self, task_type: str) -> Route | None:
+        self._follow()
         return self._routes.get(task_type)
 
     def get(self, task_type: str) -> Route:
         """The route of ``task_type``, or UnknownTaskType naming what exists."""
-        route = self._routes.get(task_type)
+        route = self.find(task_type)
         if route is None:
             raise UnknownTaskType(
                 f"unknown task type {task_type!r}: no route in routes/ names it. "
@@ -125,7 +178,8 @@ class RouteTable:
 
     def for_client(self, name: str) -> Route:
         """The route clients call ``name``: only types routes/ exposes to clients."""
-        for route in self._routes.values():
+        self._follow()
+        for route in list(self._routes.values()):
             if route.client == name:
                 return route
         raise UnknownTaskType(
@@ -174,5 +228,6 @@ def _read_route_file(path: Path) -> list[Route]:
 
 @lru_cache(maxsize=1)
 def get_route_table() -> RouteTable:
-    """The process-wide table, loaded once from ``MEETINGTASKS_ROUTES_DIR``."""
-    return RouteTable.load(get_settings().routes_dir)
+    """The process-wide table, loaded once from ``MEETINGTASKS_ROUTES_DIR`` and following
+    the deployment's run-time routes."""
+    return RouteTable.load(get_settings().routes_dir).share(get_keys())

@@ -13,9 +13,10 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from meetingtasks.app import app
 from meetingtasks.base.priority import Priority
 from meetingtasks.base.settings import REPO_ROOT
+from meetingtasks.base.status import TaskStatus
+from meetingtasks.dispatch import TaskDispatcher, TaskRequest
 from meetingtasks.dlq import DeadLetterQueue
 from meetingtasks.errors import MeetingTasksError
 from meetingtasks.gateway.auth import mint_token
@@ -153,19 +154,19 @@ def dispatch(
     timeout: Annotated[float | None, typer.Option(help="Seconds the task may run.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the result and print it.")] = False,
 ) -> None:
-    """Send one task by type and print its id (and its result with --wait)."""
-    payload = _json_object(data)
-    result = app.send_task(task_type, kwargs=payload, priority=priority, timeout=timeout)
-    console.print(result.id)
-    if wait:
-        value = result.get(timeout=(timeout or 60) + 30, propagate=False)
-        console.print_json(json.dumps({"status": result.state.lower(), "result": _jsonable(value)}))
-        if result.state != "SUCCESS":
+    """Send one task by type and print its id (and, with --wait, how it ended: our status,
+    its result or error); exits 1 unless it completed."""
+    dispatcher = TaskDispatcher()
+    request = TaskRequest(type=task_type, payload=_json_object(data), priority=priority,
+                          timeout=timeout)  # fmt: skip
+    task_id = dispatcher.dispatch(request).task_id
+    console.print(task_id)
+    if wait and task_id is not None:
+        ended = dispatcher.wait(task_id, timeout=(timeout or 60) + 30)
+        outcome = {"status": ended.status.value, "result": ended.result, "error": ended.error}
+        console.print_json(json.dumps(outcome, default=repr))
+        if ended.status is not TaskStatus.COMPLETED:
             raise typer.Exit(1)
-
-
-def _jsonable(value: Any) -> Any:
-    return repr(value) if isinstance(value, BaseException) else value
 
 
 @cli.command()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
@@ -36,6 +36,20 @@ def get_redis() -> redis.Redis:
         health_check_interval=30,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=15),
         retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+    )
+
+
+@lru_cache(maxsize=1)
+def get_quick_redis() -> redis.Redis:
+    """A client that fails at once instead of retrying, for reads that can wait for their
+    next round (the routes another process registered): they must not stall a send
+    while Redis is unreachable."""
+    return redis.Redis.from_url(
+        get_settings().redis_url,
+        decode_responses=True,
+        socket_connect_timeout=1.0,
+        socket_timeout=1.0,
+        retry=Retry(NoBackoff(), 0),
     )
 
 
