@@ -12,11 +12,12 @@ from meetingtasks.base.priority import PRIORITY_STEPS, Priority
 from meetingtasks.base.settings import get_settings
 from meetingtasks.celery_ext.backend import result_backend_for
 from meetingtasks.celery_ext.transport import transport_for
-from meetingtasks.policies.routing import DEFAULT_QUEUE, get_route_table
+from meetingtasks.policies.routing import DEFAULT_QUEUE, check_visibility_timeout, get_route_table
 
 _settings = get_settings()
 _keys = get_keys()
 _routes = get_route_table()
+check_visibility_timeout(_routes, _settings.visibility_timeout, _settings.timeout_grace)
 
 # -- Broker and results: one Redis -------------------------------------------------------
 broker_url = _settings.redis_url
@@ -93,6 +94,11 @@ task_track_started = False
 worker_concurrency = _settings.pool_processes
 # We use no Celery rate limits; skipping their bookkeeping speeds every message up.
 worker_disable_rate_limits = True
+# What every worker process adds to Celery's (heartbeat, scheduler loops, write-behind):
+# Celery imports it as a worker starts, before the worker_init signal it connects to.
+imports = ["meetingtasks.run.worker"]
+# The service tasks; also imported by any process on its first send, to check arguments
+# and apply route defaults.
 include = [
     "meetingtasks.tasks.ai",
     "meetingtasks.tasks.meeting",

@@ -1,16 +1,16 @@
 """The Celery app every service, worker and tool of meetingtasks shares.
 
 ``celery -A meetingtasks worker -Q ai`` finds it here; its settings are in
-``celeryconfig.py`` at the top of the repository.
+``celeryconfig.py`` at the top of the repository, which also names the service task
+modules and the worker hooks (``run/worker.py``) Celery imports in every worker.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from meetingtasks.base.settings import get_settings
 from meetingtasks.celery_ext.celery_app import MeetingTasksApp
-from meetingtasks.errors import ConfigurationError, UnknownTaskType
+from meetingtasks.errors import UnknownTaskType
 from meetingtasks.policies.routing import get_route_table
 
 # Monitoring events go straight to Redis (messages.EventDispatcher says why).
@@ -19,12 +19,9 @@ app = MeetingTasksApp(
     task_cls="meetingtasks.celery_ext.task:MeetingTask",
     events="meetingtasks.celery_ext.event_dispatcher:Events",
 )
+# Read when first needed (the first send, a worker's start): importing the package reads
+# no setting, so a test plugin can point it at a private Redis first.
 app.config_from_object("celeryconfig")
-# Celery's apply_async reads this setting on every send, walking each layer of its
-# configuration (celeryconfig's layer by getattr, each miss an exception): 7 us here, a
-# tenth of a whole send's work. Copied to the top layer, where the lookup finds it first;
-# setting it later (tests do) writes there too.
-app.conf.task_always_eager = bool(app.conf.task_always_eager)
 
 
 def route_task(
@@ -43,18 +40,3 @@ def route_task(
         return None
     get_route_table().get(name)  # raises UnknownTaskType naming the known types
     raise UnknownTaskType(name)  # pragma: no cover - get() always raises here
-
-
-def check_configuration() -> None:
-    """Refuse settings that break at-least-once delivery, before any task runs."""
-    settings = get_settings()
-    longest = max((r.timeout for r in get_route_table()), default=0.0)
-    if longest + settings.timeout_grace >= settings.visibility_timeout:
-        raise ConfigurationError(
-            f"MEETINGTASKS_VISIBILITY_TIMEOUT={settings.visibility_timeout}s is not longer than "
-            f"the longest task timeout ({longest}s + {settings.timeout_grace}s grace): a running "
-            "task would be delivered to a second worker. Raise the visibility timeout."
-        )
-
-
-check_configuration()

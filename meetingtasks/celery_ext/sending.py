@@ -82,7 +82,15 @@ class _Sender:
     cached properties cost microseconds each, as much as building the message."""
 
     def __init__(self, app: Celery) -> None:
+        # The task modules, so that their arguments are checked and their route
+        # defaults applied (a worker imported them already).
+        app.loader.import_default_modules()
         conf = app.conf
+        # Celery's apply_async reads this setting on every send, walking each layer of
+        # its configuration (celeryconfig's layer by getattr, each miss an exception):
+        # 7 us, a tenth of a whole send. Copied to the top layer, where the lookup finds
+        # it first; setting it later (tests do) writes there too.
+        conf.task_always_eager = bool(conf.task_always_eager)
         self.app = app
         self.build = app.amqp.create_task_message
         self.router = app.amqp.router

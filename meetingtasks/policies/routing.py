@@ -231,3 +231,16 @@ def get_route_table() -> RouteTable:
     """The process-wide table, loaded once from ``MEETINGTASKS_ROUTES_DIR`` and following
     the deployment's run-time routes."""
     return RouteTable.load(get_settings().routes_dir).share(get_keys())
+
+
+def check_visibility_timeout(table: RouteTable, visibility_timeout: float, grace: float) -> None:
+    """Refuse settings that break at-least-once delivery, before any task runs: a message
+    taken by a worker comes back after the visibility timeout, so it must outlast the
+    longest run."""
+    longest = max((r.timeout for r in table), default=0.0)
+    if longest + grace >= visibility_timeout:
+        raise ConfigurationError(
+            f"MEETINGTASKS_VISIBILITY_TIMEOUT={visibility_timeout}s is not longer than the "
+            f"longest task timeout ({longest}s + {grace}s grace): a running task would be "
+            "delivered to a second worker. Raise the visibility timeout."
+        )
