@@ -389,5 +389,5 @@ def _our_error(exc: PydanticError) -> MeetingTasksError:
             return cause
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "request"
-    error = InvalidPayload if first["loc"][:1] == ("payload",) else InvalidOption
-    return error(f"{where}: {first['msg']}")
+    kind = InvalidPayload if first["loc"][:1] == ("payload",) else InvalidOption
+    return kind(f"{where}: {first['msg']}")

@@ -8,6 +8,8 @@ again. Browsing and requeueing are admin operations, kept apart from the hot pat
 
 from __future__ import annotations
 
+import builtins
+
 from meetingtasks.app import app
 from meetingtasks.base.keys import Keys, get_keys
 from meetingtasks.policies.dead_letters import DeadLetter, file
@@ -26,7 +28,7 @@ class DeadLetterQueue:
     def count(self) -> int:
         return dead_letters.count(self.keys)
 
-    def list(self, limit: int = 50, offset: int = 0) -> list[DeadLetter]:
+    def list(self, limit: int = 50, offset: int = 0) -> builtins.list[DeadLetter]:
         """Dead letters, oldest first."""
         raw = dead_letters.page(self.keys, offset, limit)
         return [DeadLetter.model_validate_json(entry) for entry in raw]
@@ -35,7 +37,9 @@ class DeadLetterQueue:
         found = dead_letters.get(self.keys, [task_id])
         return DeadLetter.model_validate_json(found[0]) if found else None
 
-    def requeue(self, n: int | None = None, ids: list[str] | None = None) -> list[str]:
+    def requeue(
+        self, n: int | None = None, ids: builtins.list[str] | None = None
+    ) -> builtins.list[str]:
         """Send the ``n`` oldest (or the given ids; default all) again; returns their ids.
 
         Each is sent before its entry is removed: a crash in between leaves it queued

@@ -80,7 +80,7 @@ class TaskScheduler:
 
     def stats(self) -> dict[str, Any]:
         counters = get_redis().hgetall(self.keys.scheduler_stats())
-        return {"pending": self.pending(), **{k: int(v) for k, v in counters.items()}}
+        return {"pending": self.pending(), **{str(k): int(v) for k, v in counters.items()}}
 
 
 class TimeoutMonitor:

@@ -1,80 +1,53 @@
-"""Shared fixtures: a private redis-server, the app pointed at it, real worker processes.
+"""Shared fixtures, on the plugin service teams use (``meetingtasks.testing``): a private
+redis-server for the session, real worker processes that load the test tasks.
 
-The Redis URL is chosen before anything imports meetingtasks (settings are read once
-per process), and worker subprocesses inherit it through the environment.
+The plugin points meetingtasks at the private server before any setting is read;
+worker subprocesses inherit that environment.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from meetingtasks.run.embedded_redis import RedisServer
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+if TYPE_CHECKING:  # the plugin is loaded by pytest (which rewrites its asserts), not here
+    from meetingtasks.testing import WorkerProcess
 
-
-# Before the first import of meetingtasks: its settings are read once per process.
-_PORT = _free_port()
-REDIS_URL = f"redis://127.0.0.1:{_PORT}/0"
-os.environ["MEETINGTASKS_REDIS_URL"] = REDIS_URL
-os.environ["MEETINGTASKS_NAMESPACE"] = "mttest"
-
-from meetingtasks.base.settings import get_settings  # noqa: E402
-from meetingtasks.run.embedded_redis import RedisServer, redis_reachable  # noqa: E402
-from tests.support.workers import WorkerProcess  # noqa: E402
-
-assert get_settings().redis_url == REDIS_URL, (
-    "meetingtasks was imported before conftest set its URL"
-)
+pytest_plugins = ["meetingtasks.testing", "pytester"]
 
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+def redis_server(meetingtasks_redis_server: RedisServer) -> RedisServer:
     """The session's private redis-server (AOF, fsync always); tests may restart it."""
-    server = RedisServer(port=_PORT, directory=tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
+    return meetingtasks_redis_server
 
 
 @pytest.fixture
-def redis(redis_server: RedisServer):
-    """A clean database for this test (the server is restarted if a test killed it)."""
-    from meetingtasks.store import get_redis
-
-    if not redis_reachable(redis_server.url):
-        redis_server.start()
-    client = get_redis()
-    assert client.connection_pool.connection_kwargs["port"] == redis_server.port
-    client.flushall()
-    yield client
+def redis(meetingtasks_redis: Any) -> Any:
+    """A clean database for this test."""
+    return meetingtasks_redis
 
 
 @pytest.fixture
-def app(redis):
+def app(meetingtasks_app: Any) -> Any:
     import tests.worker_tasks  # noqa: F401  (registers the test tasks here too)
-    from meetingtasks import app as celery_app
 
-    return celery_app
+    return meetingtasks_app
 
 
 @pytest.fixture
-def start_worker(app, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start real worker processes; every one still running is stopped after the test."""
-    started: list[WorkerProcess] = []
+def start_worker(
+    app: Any, meetingtasks_worker_process: Callable[..., WorkerProcess]
+) -> Callable[..., WorkerProcess]:
+    """Start real worker processes that run the test tasks (tests/worker_tasks.py)."""
 
-    def start(queues: list[str], wait: bool = True, **options: object) -> WorkerProcess:
-        worker = WorkerProcess(queues=queues, log_dir=tmp_path / "workers", **options)  # type: ignore[arg-type]
-        started.append(worker)
-        return worker.start(wait=wait)
+    def start(queues: list[str], wait: bool = True, **options: Any) -> WorkerProcess:
+        return meetingtasks_worker_process(
+            queues, wait=wait, include=["tests.worker_tasks"], **options
+        )
 
-    yield start
-    for worker in started:
-        worker.kill()
+    return start

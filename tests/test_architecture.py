@@ -11,11 +11,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "meetingtasks"
 
 #: Top to bottom. A module may import its own layer and the layers below it.
 LAYERS = {
-    "entry points": ("meetingtasks.run", "meetingtasks.__main__"),
+    "entry points": ("meetingtasks.run", "meetingtasks.__main__", "meetingtasks.testing"),
     "public API": (
         "meetingtasks.app", "meetingtasks.dispatch", "meetingtasks.scheduler",
         "meetingtasks.dlq", "meetingtasks.manager", "meetingtasks.streaming",
-        "meetingtasks.metrics", "meetingtasks.testing", "meetingtasks.events",
+        "meetingtasks.metrics", "meetingtasks.events",
         "meetingtasks.gateway", "meetingtasks.llm", "meetingtasks.tasks",
     ),
     "Celery and kombu overrides": ("meetingtasks.celery_ext",),

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from meetingtasks.base.priority import Priority
+from meetingtasks.errors import ProtocolError
 from meetingtasks.gateway import protocol as p
 
 LIMITS = p.Limits(max_frame_bytes=4096, max_payload_bytes=1024, max_depth=8)
@@ -16,8 +17,8 @@ def parse(frame: object) -> p.Command:
     return p.parse_frame(frame if isinstance(frame, str) else json.dumps(frame), LIMITS)
 
 
-def refused(frame: object) -> p.ProtocolError:
-    with pytest.raises(p.ProtocolError) as caught:
+def refused(frame: object) -> ProtocolError:
+    with pytest.raises(ProtocolError) as caught:
         parse(frame)
     return caught.value
 

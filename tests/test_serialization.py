@@ -14,7 +14,6 @@ from redis import Redis
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.priority import Priority
 from meetingtasks.errors import InvalidOption
-from tests.conftest import REDIS_URL
 from tests.worker_tasks import read_journal, record
 
 
@@ -59,7 +58,7 @@ def test_pickled_message_pushed_by_hand_is_rejected_never_run(
 
 
 def test_unreadable_entries_on_a_queue_are_set_aside_and_the_worker_goes_on(
-    app, redis, start_worker
+    app, redis, redis_server, start_worker
 ) -> None:
     # A genuine message whose raw text gains a lone surrogate escape: valid for Python's
     # JSON, refused by the JSON decoder inside Redis that the fetch step uses.
@@ -77,7 +76,7 @@ def test_unreadable_entries_on_a_queue_are_set_aside_and_the_worker_goes_on(
 
     assert after.get(timeout=60) == "readable"
     assert [entry["label"] for entry in read_journal("unreadable")] == ["readable"]
-    raw_client = Redis.from_url(REDIS_URL)  # the fixture's client decodes to text
+    raw_client = Redis.from_url(redis_server.url)  # the fixture's client decodes to text
     set_aside = raw_client.lrange(get_keys().malformed(), 0, -1)
     assert sorted(set_aside) == sorted(
         raw if isinstance(raw, bytes) else raw.encode() for raw in garbage

@@ -89,15 +89,16 @@ class TrackingMixin:
         call_errbacks: bool = True,
         state: str = states.FAILURE,
     ) -> Any:
+        # Filed first: whoever sees the failure (a result, a callback) finds its letter.
+        if request is not None and getattr(request, "task", None):
+            letter = dead_letters.DeadLetter.from_request(request, exc, traceback)
+            _policy(dead_letters.file, letter)
         outcome = super().mark_as_failure(  # type: ignore[misc]
             task_id, exc, traceback, request, store_result, call_errbacks, state
         )
         if not store_result:
             status = tracking.status_for(state, exc)
             _policy(tracking.report, task_id, status, request, error=tracking.describe(exc))
-        if request is not None and getattr(request, "task", None):
-            letter = dead_letters.DeadLetter.from_request(request, exc, traceback)
-            _policy(dead_letters.file, letter)
         return outcome
 
     def mark_as_revoked(
@@ -122,11 +123,11 @@ def _policy(function: Any, *args: Any, **kwargs: Any) -> None:
         log.exception("%s failed for %s", getattr(function, "__name__", function), args[:1])
 
 
-class ResultBackend(TrackingMixin, RedisBackend):  # type: ignore[misc]
+class ResultBackend(TrackingMixin, RedisBackend):
     pass
 
 
-class SentinelResultBackend(TrackingMixin, SentinelBackend):  # type: ignore[misc]
+class SentinelResultBackend(TrackingMixin, SentinelBackend):
     pass
 
 

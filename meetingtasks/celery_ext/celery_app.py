@@ -18,7 +18,7 @@ from meetingtasks.policies import submission
 from meetingtasks.store import get_redis
 
 
-class MeetingTasksApp(Celery):  # type: ignore[misc]
+class MeetingTasksApp(Celery):
     """Celery, sending every task through our one send path (``sending.py``).
 
     ``delay``, ``apply_async``, ``send_task``, retries and canvas all end in
@@ -63,7 +63,7 @@ class MeetingTasksApp(Celery):  # type: ignore[misc]
         if not get_redis().set(redis_key, task_id, nx=True, ex=window):
             first = get_redis().get(redis_key)
             if first is not None:
-                return sending.Sent(first, options.get("ignore_result"))
+                return sending.Sent(str(first), options.get("ignore_result"))
         try:
             return sending.send(self, name, args, kwargs, {**options, "task_id": task_id})
         except BaseException:

@@ -25,7 +25,7 @@ from meetingtasks.celery_ext.envelopes import event_channel, event_message
 from meetingtasks.store import queueing
 
 
-class EventDispatcher(CeleryEventDispatcher):  # type: ignore[misc]
+class EventDispatcher(CeleryEventDispatcher):
     """Celery's event dispatcher, publishing straight to Redis (the module says why)."""
 
     def _publish(
@@ -44,7 +44,7 @@ class EventDispatcher(CeleryEventDispatcher):  # type: ignore[misc]
             self._outbound_buffer.append((event, routing_key))
 
 
-class Events(CeleryEvents):  # type: ignore[misc]
+class Events(CeleryEvents):
     """Celery's events with our dispatcher (``Celery(events=...)``)."""
 
     dispatcher_cls = "meetingtasks.celery_ext.event_dispatcher:EventDispatcher"

@@ -44,8 +44,9 @@ from celery.exceptions import QueueNotFound
 from celery.utils.nodenames import anon_nodename
 from celery.utils.saferepr import saferepr
 from celery.utils.time import utcoffset
-from kombu import Exchange, Queue
+from kombu import Queue
 from kombu.common import Broadcast
+from kombu.entity import maybe_delivery_mode
 from kombu.utils.functional import maybe_evaluate, maybe_list
 from kombu.utils.json import dumps
 
@@ -105,7 +106,7 @@ class _Sender:
         self.default_queue = app.amqp.default_queue
         self.sent_event = bool(conf.task_send_sent_event)
         self.default_priority = Priority.parse(conf.task_default_priority or 0)
-        self.default_delivery_mode = _delivery_mode(conf.task_default_delivery_mode)
+        self.default_delivery_mode = maybe_delivery_mode(conf.task_default_delivery_mode)
         self.inherit_parent_priority = bool(conf.task_inherit_parent_priority)
         self.retry_policy = dict(conf.task_publish_retry_policy)
         self.repr_levels = conf.task_repr_maxlevels
@@ -245,7 +246,7 @@ class _Sender:
                 headers=headers, properties=properties, retry_policy=dict(self.retry_policy),
             )  # fmt: skip
         mode = options.get("delivery_mode") or queue.exchange.delivery_mode
-        properties["delivery_mode"] = _delivery_mode(mode) if mode else self.default_delivery_mode
+        properties["delivery_mode"] = maybe_delivery_mode(mode or self.default_delivery_mode)
         expiration = options.get("expiration")
         if expiration is not None:
             properties["expiration"] = str(int(expiration * 1000))
@@ -322,13 +323,6 @@ def _body_json(payload: submission.Payload, body: tuple[Any, ...]) -> bytes:
     embed = body[2]
     embed_json = _NO_EMBED_JSON if embed == _NO_EMBED else dumps(embed)
     return f"{payload.json[:-1]}, {embed_json}]".encode()
-
-
-def _delivery_mode(mode: Any) -> int:
-    """kombu's ``maybe_delivery_mode``: a name (``"persistent"``) or a number."""
-    if isinstance(mode, int):
-        return mode
-    return int(Exchange.delivery_modes[mode]) if mode else 2
 
 
 def _seconds_until(app: Celery, expires: Any) -> float:

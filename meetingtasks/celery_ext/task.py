@@ -30,7 +30,7 @@ from meetingtasks.policies.submission import hard_limit
 DEFAULT_MAX_RETRIES = 3
 
 
-class MeetingTask(Task):  # type: ignore[misc]
+class MeetingTask(Task):
     # Arguments are checked against the signature in MeetingTasksApp.send_task, for
     # every way of sending, with our error type.
     typing = False
@@ -40,27 +40,27 @@ class MeetingTask(Task):  # type: ignore[misc]
         return get_route_table().find(self.name)
 
     @property
-    def priority(self) -> int | None:  # type: ignore[override]
+    def priority(self) -> int | None:
         route = self.route
         return int(route.priority) if route else self.app.conf.task_default_priority
 
     @property
-    def soft_time_limit(self) -> float | None:  # type: ignore[override]
+    def soft_time_limit(self) -> float | None:
         route = self.route
         return route.timeout if route else None
 
     @property
-    def time_limit(self) -> float | None:  # type: ignore[override]
+    def time_limit(self) -> float | None:
         route = self.route
         return hard_limit(route.timeout) if route else None
 
     @property
-    def max_retries(self) -> int:  # type: ignore[override]
+    def max_retries(self) -> int:
         route = self.route
         return route.max_retries if route else DEFAULT_MAX_RETRIES
 
     @property
-    def expires(self) -> float | None:  # type: ignore[override]
+    def expires(self) -> float | None:
         route = self.route
         return route.expires if route else None
 

@@ -44,7 +44,6 @@ from typing import Any
 import orjson
 from kombu import Connection
 from kombu.transport import redis as kombu_redis
-from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 from redis.exceptions import NoScriptError, ResponseError
 
@@ -211,12 +210,13 @@ def _decode(raw: bytes | str) -> Any:
     """A queued envelope: orjson (kombu's decoder, with its hook for every object, took
     a tenth of a worker's main process), or kombu's where kombu encoded a type of its
     own (``__type__``) somewhere inside."""
-    if (b'"__type__"' if isinstance(raw, bytes) else '"__type__"') in raw:
-        return loads(bytes_to_str(raw))
-    return orjson.loads(raw)
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    if '"__type__"' in text:
+        return loads(text)
+    return orjson.loads(text)
 
 
-class OwnedQoS(kombu_redis.QoS):  # type: ignore[misc]
+class OwnedQoS(kombu_redis.QoS):
     """Kombu's ack emulation, plus who holds each unacknowledged message."""
 
     def ack(self, delivery_tag: str) -> None:
@@ -270,7 +270,7 @@ class Channel(QueueingChannelMixin, kombu_redis.Channel):  # type: ignore[misc]
     QoS = OwnedQoS
 
 
-class Transport(kombu_redis.Transport):  # type: ignore[misc]
+class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
@@ -278,7 +278,7 @@ class SentinelChannel(QueueingChannelMixin, kombu_redis.SentinelChannel):  # typ
     QoS = OwnedQoS
 
 
-class SentinelTransport(kombu_redis.SentinelTransport):  # type: ignore[misc]
+class SentinelTransport(kombu_redis.SentinelTransport):
     Channel = SentinelChannel
 
 

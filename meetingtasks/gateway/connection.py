@@ -21,7 +21,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from meetingtasks.errors import AuthError
+from meetingtasks.errors import AuthError, ProtocolError
 from meetingtasks.gateway import protocol as p
 from meetingtasks.gateway.auth import Principal, verify
 from meetingtasks.gateway.tasks import UNREACHABLE, describe
@@ -131,7 +131,7 @@ class Connection:
         self.hub.counters.frames_in += 1
         try:
             command = p.parse_frame(message.get("text") or "", self.hub.config.limits)
-        except p.ProtocolError as exc:
+        except ProtocolError as exc:
             command, problem = None, exc.message
         else:
             problem = "it was not an auth frame"
@@ -156,7 +156,7 @@ class Connection:
                 )
                 return
             await _HANDLERS[type(command)](self, command)
-        except p.ProtocolError as exc:
+        except ProtocolError as exc:
             rid = exc.request_id if exc.request_id is not None else _request_id(command)
             self.error(exc.code, exc.message, rid)
         except UNREACHABLE as exc:
@@ -182,7 +182,7 @@ class Connection:
             await self._forget_finished(session)
             refusal = session.admit(time.monotonic())
         if refusal is not None:
-            raise p.ProtocolError(*refusal, command.request_id)
+            raise ProtocolError(*refusal, command.request_id)
         task_id = None
         try:
             response = await self.hub.tasks.submit(principal, command, session.id)
@@ -211,7 +211,7 @@ class Connection:
         so a client cannot tell someone else's task from one that does not exist."""
         result = (await self.hub.tasks.statuses([task_id]))[0]
         if result is None or self.session is None or result.session_id != self.session.id:
-            raise p.ProtocolError(
+            raise ProtocolError(
                 p.TASK_NOT_FOUND, f"no task {task_id[:40]!r} of this session", request_id
             )
         return result
@@ -224,7 +224,7 @@ class Connection:
         """No answer of its own: the task's ``result`` frame (``cancelled``) follows."""
         result = await self._owned(command.task_id, command.request_id)
         if result.done or not await self.hub.tasks.cancel(command.task_id):
-            raise p.ProtocolError(
+            raise ProtocolError(
                 p.TASK_FINISHED,
                 f"task {command.task_id} is over ({result.status.value}): nothing to cancel",
                 command.request_id,
@@ -243,7 +243,7 @@ class Connection:
         self.push(p.pong(command.request_id))
 
     async def _auth(self, command: p.Auth) -> None:
-        raise p.ProtocolError(
+        raise ProtocolError(
             p.ALREADY_AUTHENTICATED,
             "this connection is authenticated; to use another token, reconnect with it "
             "and ?session= to resume",

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from meetingtasks.errors import AuthError
+from meetingtasks.errors import AuthError, ProtocolError
 from meetingtasks.gateway import protocol as p
 from meetingtasks.gateway.auth import Principal, verify
 from meetingtasks.gateway.hub import Hub
@@ -87,7 +87,7 @@ class HttpApi:
             body = await _body(request, self.hub.config.limits.max_frame_bytes)
             obj = p.decode(body)
             if not isinstance(obj, dict):
-                raise p.ProtocolError(
+                raise ProtocolError(
                     p.NOT_OBJECT, 'the body is one JSON object: {"type": <task>, "data": {...}}'
                 )
             command = p.parse_command({**obj, "op": "submit"}, self.hub.config.limits)
@@ -95,7 +95,7 @@ class HttpApi:
             response = await self.hub.tasks.submit(principal, command)
         except AuthError as exc:
             return _error(exc.code, str(exc))
-        except p.ProtocolError as exc:
+        except ProtocolError as exc:
             return _error(exc.code, exc.message, exc.request_id)
         self.hub.counters.submitted += 1
         answer = {"task_id": response.task_id, "status": response.status}
@@ -110,7 +110,7 @@ class HttpApi:
             result = (await self.hub.tasks.statuses([task_id]))[0]
         except AuthError as exc:
             return _error(exc.code, str(exc))
-        except p.ProtocolError as exc:
+        except ProtocolError as exc:
             return _error(exc.code, exc.message)
         if result is None or result.user_id != principal.user_id:
             return _error(p.TASK_NOT_FOUND, f"no task {task_id[:40]!r} of yours")
@@ -129,12 +129,12 @@ async def _body(request: Request, limit: int) -> str:
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise p.ProtocolError(p.FRAME_TOO_LARGE, f"body is over the {limit}-byte limit")
+            raise ProtocolError(p.FRAME_TOO_LARGE, f"body is over the {limit}-byte limit")
         chunks.append(chunk)
     try:
         return b"".join(chunks).decode()
     except UnicodeDecodeError:
-        raise p.ProtocolError(p.BAD_JSON, "body is not UTF-8 JSON") from None
+        raise ProtocolError(p.BAD_JSON, "body is not UTF-8 JSON") from None
 
 
 def _error(code: str, message: str, request_id: str | None = None) -> Response:

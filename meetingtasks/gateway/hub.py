@@ -24,6 +24,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from meetingtasks.base.keys import Keys, get_keys
+from meetingtasks.errors import ProtocolError
 from meetingtasks.events import EventBusConfig, meeting_channel
 from meetingtasks.events.config import DeliveryMode
 from meetingtasks.gateway import protocol as p
@@ -165,13 +166,13 @@ class Hub:
         """Follow a meeting's events; ProtocolError if the token does not grant it."""
         meeting_id = channel.removeprefix("meeting.")
         if not channel.startswith("meeting.") or not principal.allows(meeting_id):
-            raise p.ProtocolError(
+            raise ProtocolError(
                 p.CHANNEL_NOT_ALLOWED,
                 f"you may subscribe to meeting.<id> for the meetings your token grants "
                 f"({', '.join(sorted(principal.meetings)) or 'none'}), not {channel!r}",
             )
         if EventBusConfig().mode_of(meeting_channel(meeting_id)) is DeliveryMode.DURABLE:
-            raise p.ProtocolError(
+            raise ProtocolError(
                 p.CHANNEL_NOT_ALLOWED,
                 f"{channel!r} is a durable (stream) channel: the gateway forwards Pub/Sub "
                 "meeting channels only",
@@ -237,7 +238,7 @@ class Hub:
             batch = pending[start : start + CATCH_UP_BATCH]
             try:
                 results = await self.tasks.statuses([task_id for _, task_id in batch])
-            except p.ProtocolError:
+            except ProtocolError:
                 return  # Redis went away again: the next reconnect catches up
             for (session, task_id), result in zip(batch, results, strict=True):
                 if result is None or not result.done or task_id not in session.active:

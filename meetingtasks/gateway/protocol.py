@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -247,7 +248,10 @@ def _parse_channel(kind: type[Subscribe] | type[Unsubscribe]) -> Any:
     return parse
 
 
-_PARSERS: dict[str, tuple[frozenset[str], Any]] = {
+#: Turns a frame (its object, request id and the limits) into its command.
+Parser = Callable[[dict[str, Any], str | None, Limits], Command]
+
+_PARSERS: dict[str, tuple[frozenset[str], Parser]] = {
     "auth": (frozenset({"token", "session"}), _parse_auth),
     "submit": (
         frozenset({"type", "data", "priority", "timeout", "meeting_id"}),
@@ -311,8 +315,8 @@ def _timeout(value: Any, request_id: str | None) -> float | None:
 
 def _meeting(obj: dict[str, Any], data: dict[str, Any], request_id: str | None) -> str | None:
     """The meeting a submit acts for: named in the frame, in its data, or both alike."""
-    named = _text(obj, "meeting_id", request_id, required=False)
-    inside = _text(data, "meeting_id", request_id, required=False)
+    named: str | None = _text(obj, "meeting_id", request_id, required=False)
+    inside: str | None = _text(data, "meeting_id", request_id, required=False)
     if named and inside and named != inside:
         raise ProtocolError(
             BAD_FIELD, f"meeting_id {named!r} differs from data.meeting_id {inside!r}", request_id

@@ -26,6 +26,7 @@ from meetingtasks.errors import (
     InvalidOption,
     InvalidPayload,
     InvalidPriority,
+    ProtocolError,
     UnknownTaskType,
     ValidationError,
 )
@@ -64,9 +65,9 @@ class ClientTasks:
         try:
             route = get_route_table().for_client(command.type)
         except UnknownTaskType as exc:
-            raise p.ProtocolError(p.UNKNOWN_TASK, str(exc), rid) from None
+            raise ProtocolError(p.UNKNOWN_TASK, str(exc), rid) from None
         if command.meeting_id is not None and not principal.allows(command.meeting_id):
-            raise p.ProtocolError(
+            raise ProtocolError(
                 p.MEETING_NOT_ALLOWED,
                 f"your token does not grant meeting {command.meeting_id!r}",
                 rid,
@@ -85,7 +86,7 @@ class ClientTasks:
             return await self._run(self.dispatcher.dispatch, request)
         except ValidationError as exc:
             code = next((c for kind, c in _CODES if isinstance(exc, kind)), p.BAD_FIELD)
-            raise p.ProtocolError(code, str(exc), rid) from None
+            raise ProtocolError(code, str(exc), rid) from None
 
     async def statuses(self, task_ids: list[str]) -> list[TaskResult | None]:
         return await self._run(self.dispatcher.statuses, task_ids)
@@ -100,7 +101,7 @@ class ClientTasks:
             return await loop.run_in_executor(self._pool, function, *args)
         except UNREACHABLE as exc:
             log.warning("gateway cannot reach Redis: %s", exc)
-            raise p.ProtocolError(
+            raise ProtocolError(
                 p.UNAVAILABLE, "the task system is unreachable right now: try again shortly"
             ) from None
 

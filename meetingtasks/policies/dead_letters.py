@@ -16,7 +16,7 @@ from meetingtasks.base.priority import Priority
 from meetingtasks.store import dead_letters
 
 
-class DeadLetter(BaseModel):
+class DeadLetter(BaseModel):  # type: ignore[no-redef]  # pydantic mypy: its field "kwargs"
     """A task that failed for good, as it was sent, with why it failed."""
 
     task_id: str

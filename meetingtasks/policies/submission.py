@@ -141,7 +141,7 @@ def parse_datetime(value: Any, option: str) -> datetime:
         raise InvalidOption(
             f"{option} must be a datetime or ISO 8601 string, not {value!r}"
         ) from exc
-    return when  # type: ignore[no-any-return]
+    return when
 
 
 def _due_time(eta: Any, countdown: Any, now: float) -> float | None:

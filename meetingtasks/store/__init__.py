@@ -101,7 +101,7 @@ def _held_connection() -> redis.connection.AbstractConnection:
     if getattr(_held, "pid", None) != os.getpid():
         _held.connection = get_redis().connection_pool.make_connection()
         _held.pid = os.getpid()
-    return _held.connection  # type: ignore[no-any-return]
+    return _held.connection
 
 
 def _drop_held_connection() -> None:

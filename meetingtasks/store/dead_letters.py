@@ -14,7 +14,7 @@ def add(keys: Keys, task_id: str, failed_at: float, entry: str) -> None:
 def page(keys: Keys, offset: int, limit: int) -> list[str]:
     """Entries oldest first."""
     ids = get_redis().zrange(keys.dlq(), offset, offset + limit - 1)
-    return indexed.get(keys.dlq_entries(), ids)
+    return indexed.get(keys.dlq_entries(), [str(task_id) for task_id in ids])
 
 
 def get(keys: Keys, task_ids: list[str]) -> list[str]:

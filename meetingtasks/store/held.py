@@ -26,7 +26,7 @@ def held_by(keys: Keys) -> dict[str, list[str]]:
     """Consumer id -> delivery tags of the messages it holds."""
     held: dict[str, list[str]] = defaultdict(list)
     for tag, owner in get_redis().hgetall(keys.unacked_owner()).items():
-        held[owner].append(tag)
+        held[str(owner)].append(str(tag))
     return held
 
 

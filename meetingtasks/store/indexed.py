@@ -27,4 +27,4 @@ def get(entries: str, entry_ids: list[str]) -> list[str]:
     """The entries that exist among ``entry_ids``, in that order."""
     if not entry_ids:
         return []
-    return [entry for entry in get_redis().hmget(entries, entry_ids) if entry is not None]
+    return [str(entry) for entry in get_redis().hmget(entries, entry_ids) if entry is not None]

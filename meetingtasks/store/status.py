@@ -86,11 +86,11 @@ def overdue(keys: Keys, now: float, limit: int) -> list[tuple[str, float]]:
     found = get_redis().zrangebyscore(
         keys.deadlines(), "-inf", now, start=0, num=limit, withscores=True
     )
-    return [(task_id, float(deadline)) for task_id, deadline in found]
+    return [(str(entry[0]), float(entry[1])) for entry in found]
 
 
 def counters(keys: Keys) -> dict[str, int]:
-    return {field: int(value) for field, value in get_redis().hgetall(keys.task_stats()).items()}
+    return {str(f): int(v) for f, v in get_redis().hgetall(keys.task_stats()).items()}
 
 
 def active_count(keys: Keys) -> int:

@@ -53,7 +53,7 @@ def generate(task: Task, prompt: str | Sequence[Mapping[str, str]], unit: str) -
         nonlocal next_check
         if time.monotonic() >= next_check:
             next_check = time.monotonic() + CANCEL_CHECK_INTERVAL
-            task.stop_if_cancelled()  # type: ignore[attr-defined]
+            task.stop_if_cancelled()
         stream.delta(text)
 
     timeout = task.request.timelimit[1] if task.request.timelimit else None
@@ -73,11 +73,15 @@ def _text(name: str, value: Any, limit: int = 200_000) -> str:
 
 
 @app.task(name="ai.llm_chat", bind=True)
-def llm_chat(self: Task, prompt: str | None = None, messages: list[dict] | None = None) -> str:
+def llm_chat(
+    self: Task, prompt: str | None = None, messages: list[dict[str, str]] | None = None
+) -> str:
     """Chat completion: a prompt, or a history of {role, content} messages."""
-    if (prompt is None) == (messages is None):
-        raise InvalidPayload("ai.llm_chat takes either prompt or messages")
-    return generate(self, _text("prompt", prompt) if prompt is not None else messages, _unit())
+    if prompt is not None and messages is None:
+        return generate(self, _text("prompt", prompt), _unit())
+    if messages is not None and prompt is None:
+        return generate(self, messages, _unit())
+    raise InvalidPayload("ai.llm_chat takes either prompt or messages")
 
 
 @app.task(name="ai.summarize", bind=True)

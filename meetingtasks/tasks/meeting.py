@@ -55,7 +55,7 @@ def close(meeting_id: str) -> list[str]:
     """
     channel = meeting_channel(require_id("meeting_id", meeting_id))
     key = get_keys().participants(meeting_id)
-    remaining = sorted(get_redis().smembers(key))
+    remaining = sorted(str(user_id) for user_id in get_redis().smembers(key))
     announce(
         channel, EventType.MEETING_ENDED, SOURCE, {"participants": remaining},
         meeting_id=meeting_id,
