@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -221,3 +221,9 @@ def get_settings() -> Settings:
             f"bad MEETINGTASKS_* environment setting: {exc}. "
             "See the configuration table in README.md."
         ) from exc
+
+
+def default(name: str) -> Any:
+    """A setting's default, for values built without the environment (a test's gateway), so
+    each default is written once, here."""
+    return Settings.model_fields[name].default

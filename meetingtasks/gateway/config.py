@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from meetingtasks.base.settings import get_settings
+from meetingtasks.base.settings import default, get_settings
 from meetingtasks.gateway.protocol import Limits
 
 
 @dataclass(frozen=True)
 class GatewayConfig:
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    """Defaults are the settings' defaults; ``from_settings`` reads the environment."""
+
+    redis_url: str = default("redis_url")
     limits: Limits = field(default_factory=Limits)
-    max_tasks: int = 50
-    submit_rate: float = 50.0
-    submit_burst: int = 100
-    idle_timeout: float = 1800.0
-    auth_timeout: float = 10.0
-    outbox_frames: int = 1000
+    max_tasks: int = default("gateway_max_tasks")
+    submit_rate: float = default("gateway_submit_rate")
+    submit_burst: int = default("gateway_submit_burst")
+    idle_timeout: float = default("gateway_idle_timeout")
+    auth_timeout: float = default("gateway_auth_timeout")
+    outbox_frames: int = default("gateway_outbox_frames")
     #: Threads that run the blocking dispatcher and Celery calls.
     dispatch_threads: int = 8
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meetingtasks.base.priority import Priority
+from meetingtasks.base.settings import default
 from meetingtasks.errors import InvalidPriority, ProtocolError
 
 # -- error codes of ``error`` frames (and of close reasons) ----------------------------
@@ -82,9 +83,9 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 class Limits:
     """What a client frame may weigh (settings ``MEETINGTASKS_GATEWAY_*``)."""
 
-    max_frame_bytes: int = 256 * 1024
-    max_payload_bytes: int = 128 * 1024
-    max_depth: int = 32
+    max_frame_bytes: int = default("gateway_max_frame_bytes")
+    max_payload_bytes: int = default("gateway_max_payload_bytes")
+    max_depth: int = default("gateway_max_depth")
 
 
 # -- client commands ---------------------------------------------------------------------
