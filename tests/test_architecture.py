@@ -4,6 +4,7 @@ circle (docs/architecture.md draws the layers)."""
 from __future__ import annotations
 
 import ast
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -138,3 +139,40 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
     graph: dict[str, set[str]] = defaultdict(set, {"a": {"b"}, "b": {"a"}, "c": {"a"}})
     assert _cycles(graph) == [["a", "b"]]
     assert _cycles(defaultdict(set, {"a": {"b"}, "c": {"a"}})) == []
+
+
+#: Commands whose first argument is not a key.
+_NOT_KEYED = {"PUBLISH"}
+#: The one script that builds keys (the id is known only after its pop; base/keys.py says
+#: why), and the key expressions it builds.
+_BUILT_KEYS = {"fetch.lua": {"status_key", "ARGV[5] .. id"}}
+
+
+def keys_each_script_touches() -> dict[str, set[str]]:
+    """Per Lua script, the first argument of every keyed ``redis.call``."""
+    call = re.compile(r"redis\.call\('(\w+)',\s*([^,)]+)")
+    return {
+        path.name: {arg.strip() for cmd, arg in call.findall(path.read_text())
+                    if cmd.upper() not in _NOT_KEYED}
+        for path in (PACKAGE / "store" / "lua").glob("*.lua")
+    }  # fmt: skip
+
+
+def test_lua_scripts_touch_only_the_keys_they_are_given() -> None:
+    """Every key a script touches is a KEYS entry, or a name only ever assigned from
+    KEYS: the keys are built in base/keys.py, never from a prefix or data inside Lua."""
+    for name, touched in keys_each_script_touches().items():
+        text = (PACKAGE / "store" / "lua" / name).read_text()
+        from_keys = set()
+        for lhs, rhs in re.findall(r"local ([\w, ]+?) = ([^\n]+)", text):
+            names, values = [n.strip() for n in lhs.split(",")], rhs.split(",")
+            if len(names) == len(values) and all(v.strip().startswith("KEYS[") for v in values):
+                from_keys.update(names)
+        allowed = _BUILT_KEYS.get(name, set())
+        for key in touched:
+            if not (key.startswith("KEYS[") or key in from_keys or key in allowed):
+                raise AssertionError(f"{name} touches a key it builds itself: {key}")
+
+
+def test_the_lua_key_check_sees_a_built_key() -> None:
+    assert "ARGV[5] .. id" in keys_each_script_touches()["fetch.lua"]

@@ -13,7 +13,7 @@ import pytest
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.priority import Priority
 from meetingtasks.scheduler import TaskScheduler
-from meetingtasks.store import delayed
+from meetingtasks.store import delayed, script
 from tests.support.workers import REPO
 from tests.worker_tasks import flaky, read_journal, record
 
@@ -64,6 +64,38 @@ def test_a_due_task_is_queued_at_its_priority_with_no_eta_left(app, redis) -> No
     assert [json.loads(m)["headers"]["id"] for m in raw] == [result.id]
     assert json.loads(raw[0])["headers"]["eta"] is None
     assert scheduler.pending() == 0
+
+
+def test_a_task_delayed_anew_after_it_was_read_waits_for_its_new_time(app, redis) -> None:
+    """The move re-checks each task as read: a retry delayed again meanwhile (another
+    entry, a later due time) is not queued on the stale read."""
+    keys = get_keys()
+    result = record.apply_async(("later",), queue="media", countdown=0.2)
+    time.sleep(0.3)
+    stale = redis.hget(keys.delayed_messages(), result.id)
+    list_key, _, status_key, doorbell = json.loads(stale)
+    redis.zadd(keys.delayed(), {result.id: time.time() + 3600})  # delayed anew
+
+    move = script("move_due")
+    moved = move(keys=[keys.delayed(), keys.delayed_messages(), list_key, status_key, doorbell],
+                 args=[time.time(), 100, 1, result.id, stale])  # fmt: skip
+
+    assert moved == 0
+    assert queued_ids(redis, "media") == []
+    assert TaskScheduler().pending() == 1
+
+
+def test_an_id_without_an_entry_is_dropped_and_a_bad_entry_blocks_no_other(app, redis) -> None:
+    keys = get_keys()
+    good = record.apply_async(("later",), queue="media", countdown=0.2)
+    redis.zadd(keys.delayed(), {"orphan": 1, "garbled": 2})
+    redis.hset(keys.delayed_messages(), "garbled", "not json")
+    time.sleep(0.3)
+
+    assert TaskScheduler().move_due() == 1
+
+    assert queued_ids(redis, "media") == [good.id]
+    assert redis.zrange(keys.delayed(), 0, -1) == ["garbled"]
 
 
 def test_delay_past_the_visibility_timeout_runs_once_across_a_worker_restart(

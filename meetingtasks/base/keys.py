@@ -5,7 +5,12 @@ All names start with the deployment namespace (``MEETINGTASKS_NAMESPACE``, defau
 result backend get the same prefix through their ``global_keyprefix`` option, so a
 queue's Redis lists are ``{ns}:{queue}`` and ``{ns}:{queue}:{step}``.
 
-Lua scripts receive their keys from here; they never build one.
+Lua scripts receive their keys from here as KEYS, with one exception: ``fetch.lua``
+learns a task's id only when it pops the message, so it gets the status and tombstone
+families' prefixes (``status_prefix``, ``cancelled_prefix``) and appends the id, as
+asynq's dequeue script does. Declaring those keys would cost the hottest path a second
+round trip per fetch (pop, then mark), and a window where a popped task shows
+``queued``.
 """
 
 from __future__ import annotations
@@ -94,7 +99,11 @@ class Keys:
 
     def cancelled(self, task_id: str) -> str:
         """STRING with TTL: present when a task was cancelled (survives every restart)."""
-        return f"{self.prefix}cancelled:{task_id}"
+        return self.cancelled_prefix() + task_id
+
+    def cancelled_prefix(self) -> str:
+        """What ``cancelled(id)`` puts before the id, for fetch.lua (see the module doc)."""
+        return f"{self.prefix}cancelled:"
 
     def dlq(self) -> str:
         """ZSET: task id of each dead letter, scored by the time it failed for good."""
@@ -126,7 +135,11 @@ class Keys:
 
     def status(self, task_id: str) -> str:
         """HASH: a task's status, ids (type, session, user, meeting…) and times."""
-        return f"{self.prefix}status:{task_id}"
+        return self.status_prefix() + task_id
+
+    def status_prefix(self) -> str:
+        """What ``status(id)`` puts before the id, for fetch.lua (see the module doc)."""
+        return f"{self.prefix}status:"
 
     def deadlines(self) -> str:
         """ZSET: id of each running task with a timeout, scored by when it must be over."""

@@ -143,8 +143,8 @@ class QueueingChannelMixin:
         running = [keys.deadlines(), keys.active(), keys.malformed()]
         head = ["EVALSHA", script("fetch").sha, len(lists) + 6 + len(bells),
                 *lists, *held, *running, *bells, len(lists)]  # fmt: skip
-        tail = [self.owner_id, keys.status(""), keys.cancelled(""), get_settings().status_ttl,
-                MONITOR_SLACK, MALFORMED_KEPT]  # fmt: skip
+        tail = [self.owner_id, keys.status_prefix(), keys.cancelled_prefix(),
+                get_settings().status_ttl, MONITOR_SLACK, MALFORMED_KEPT]  # fmt: skip
         return head, tail, bells, [queue for queue, _ in order]
 
     def _room(self) -> int:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from kombu.utils.json import dumps
@@ -50,7 +50,7 @@ class Batch:
     __slots__ = ("encode_sent", "events", "sent", "shipped", "tasks")
 
     def __init__(self) -> None:
-        self.tasks: dict[Keys, list[list[Any]]] = {}
+        self.tasks: dict[Keys, list[Record]] = {}
         #: (channel, message) pairs to publish once the tasks are queued.
         self.events: list[tuple[str, str]] = []
         #: Task-sent events, published together (grouped) by ``encode_sent`` at the end.
@@ -58,7 +58,7 @@ class Batch:
         self.encode_sent: Callable[[list[dict[str, Any]]], list[tuple[str, str]]] | None = None
         self.shipped: list[Future[Any]] = []
 
-    def add(self, keys: Keys, record: list[Any]) -> None:
+    def add(self, keys: Keys, record: Record) -> None:
         records = self.tasks.setdefault(keys, [])
         records.append(record)
         if len(records) == ENQUEUE_CHUNK:
@@ -177,9 +177,13 @@ def put_task(
     else:
         first = SCHEDULED if due else QUEUED
         fields = status_fields(keys, headers, queue, step)
-    entry = json.dumps([list_key, to_json(message), keys.status(task_id), doorbell]) if due else ""
-    record = [task_id, list_key, doorbell, "" if due else to_json(message), due or "", entry,
-              first, len(fields) // 2, *fields]  # fmt: skip
+    status_key = keys.status(task_id)
+    entry = json.dumps([list_key, to_json(message), status_key, doorbell]) if due else ""
+    record = Record(
+        (list_key, doorbell, status_key),
+        [task_id, "" if due else to_json(message), due or "", entry, first, len(fields) // 2,
+         *fields],
+    )  # fmt: skip
     open_batch = current_batch()
     if open_batch is not None:
         open_batch.add(keys, record)
@@ -244,13 +248,23 @@ def status_fields(keys: Keys, headers: dict[str, Any], queue: str, step: int) ->
     return fields
 
 
-def _enqueue_call(keys: Keys, records: list[list[Any]]) -> tuple[list[Any], list[Any]]:
-    """KEYS and ARGV of lua/enqueue.lua for ``records`` (one list of fields per task),
-    publishing nothing (``_with_events`` adds events)."""
-    args = [time.time(), get_settings().status_ttl, DOORBELL_TOKENS, keys.status(""), 0]
+class Record(NamedTuple):
+    """One task of an enqueue call: its keys (queue list, doorbell, status) and its
+    arguments, in lua/enqueue.lua's order."""
+
+    keys: tuple[str, str, str]
+    args: list[Any]
+
+
+def _enqueue_call(keys: Keys, records: list[Record]) -> tuple[list[Any], list[Any]]:
+    """KEYS and ARGV of lua/enqueue.lua for ``records``, publishing nothing
+    (``_with_events`` adds events)."""
+    call_keys = [keys.task_stats(), keys.delayed(), keys.delayed_messages()]
+    args = [time.time(), get_settings().status_ttl, DOORBELL_TOKENS, 0]
     for record in records:
-        args.extend(record)
-    return [keys.task_stats(), keys.delayed(), keys.delayed_messages()], args
+        call_keys.extend(record.keys)
+        args.extend(record.args)
+    return call_keys, args
 
 
 def _with_events(args: list[Any], events: list[tuple[str, str]]) -> None:
@@ -259,4 +273,4 @@ def _with_events(args: list[Any], events: list[tuple[str, str]]) -> None:
 
 
 #: Where enqueue.lua's ARGV says how many events follow (0-based).
-_EVENTS_ARG = 4
+_EVENTS_ARG = 3

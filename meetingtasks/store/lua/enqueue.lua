@@ -5,39 +5,39 @@
 -- KEYS[1]  HASH   cluster-wide counters
 -- KEYS[2]  ZSET   delayed task ids by due time
 -- KEYS[3]  HASH   delayed task entries
+-- then, for each task i = 1..n, in the order sent:
+--   KEYS[1 + 3i]  LIST  the queue list at the message's priority
+--   KEYS[2 + 3i]  LIST  that queue's doorbell
+--   KEYS[3 + 3i]  HASH  the task's status
 -- ARGV[1]  now (unix seconds)
 -- ARGV[2]  status TTL (seconds)
 -- ARGV[3]  most tokens a doorbell keeps
--- ARGV[4]  key prefix of task status hashes (meetingtasks.keys: status(id) = prefix .. id)
--- ARGV[5]  the number p of events to publish once the tasks are put (task-sent…),
+-- ARGV[4]  the number p of events to publish once the tasks are put (task-sent…),
 --          then p channel, message pairs
--- then, for each task, in the order sent:
---   task id, queue list key (at the message's priority), the queue's doorbell key,
---   the kombu message ('' when delayed: the entry holds it), due time (unix seconds)
---   or '' to queue now,
+-- then, for each task, in the order of KEYS:
+--   task id, the kombu message ('' when delayed: the entry holds it), due time (unix
+--   seconds) or '' to queue now,
 --   delayed entry (JSON [list key, message, status key, doorbell key]) or '',
 --   first status ('queued' or 'scheduled'), or '' for a retry (its status stays),
 --   the number m of status fields, then m field, value pairs (type and priority first)
 -- returns  the number of tasks put
---
--- The status keys are built from their family prefix, as fetch.lua does: a batch
--- holds any number of tasks.
 
-local now, ttl, most, prefix = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local now, ttl, most = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local counts, rings, bells = {}, {}, {}
 
 local function count(field)
   counts[field] = (counts[field] or 0) + 1
 end
 
-local events = tonumber(ARGV[5])
-local i, put = 6 + 2 * events, 0
+local events = tonumber(ARGV[4])
+local i, put = 5 + 2 * events, 0
 while i <= #ARGV do
-  local id, list, bell, message = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local due, entry, first, m = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], tonumber(ARGV[i + 7])
-  local fields = i + 8
+  local k = 3 * (put + 1)
+  local list, bell, key = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+  local id, message, due, entry = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local first, m = ARGV[i + 4], tonumber(ARGV[i + 5])
+  local fields = i + 6
   if first ~= '' then
-    local key = prefix .. id
     redis.call('DEL', key)  -- a task sent anew (dead-letter requeue) starts afresh
     redis.call('HSET', key, 'status', first, 'created_at', now,
                unpack(ARGV, fields, fields + 2 * m - 1))
@@ -66,5 +66,5 @@ for _, bell in ipairs(bells) do
     redis.call('LTRIM', bell, 0, most - 1)
   end
 end
-for e = 6, 5 + 2 * events, 2 do redis.call('PUBLISH', ARGV[e], ARGV[e + 1]) end
+for e = 5, 4 + 2 * events, 2 do redis.call('PUBLISH', ARGV[e], ARGV[e + 1]) end
 return put

@@ -19,8 +19,8 @@
 -- ARGV[1]      n
 -- ARGV[2]      now (unix seconds)
 -- ARGV[3]      consumer id
--- ARGV[4]      key prefix of task status hashes (meetingtasks.keys: status(id) = prefix .. id)
--- ARGV[5]      key prefix of cancellation tombstones (cancelled(id) = prefix .. id)
+-- ARGV[4]      Keys.status_prefix(): status(id) = prefix .. id
+-- ARGV[5]      Keys.cancelled_prefix(): cancelled(id) = prefix .. id
 -- ARGV[6]      status TTL (seconds)
 -- ARGV[7]      seconds past a run's time limit before the monitor calls it lost
 -- ARGV[8]      most entries the malformed list keeps
@@ -28,8 +28,9 @@
 -- returns      {index of the list popped (1-based), message, index, message, ...} in the
 --              order taken (priority order), or nil when all are empty
 --
--- The status and tombstone keys are built here from their family prefixes because the
--- task id is only known once the message is popped.
+-- The status and tombstone keys are the only ones built here, from their families'
+-- prefixes (meetingtasks.keys: status_prefix, cancelled_prefix), because the task id is
+-- only known once the message is popped: declaring them would take a second round trip.
 --
 -- An entry that is not a JSON object with a delivery tag (pushed by hand, or bytes no
 -- JSON decoder here accepts) is set aside on the malformed list: were it to raise, the
