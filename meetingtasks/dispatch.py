@@ -10,8 +10,9 @@ Celery gives a caller an AsyncResult and nothing else; here a task's status live
 Redis from the moment it is queued (``status.py``), and each end state is announced
 once, so callbacks fire in the dispatching process for every end: completed, failed,
 timeout (including a worker that died, found by another worker's monitor) and
-cancelled. Announcements travel by Pub/Sub, and a slow poll of the pending tasks
-catches any that a reconnect made this process miss.
+cancelled. Announcements travel by Pub/Sub (the store's ``Subscriber``); after it
+reconnects, and in a slow poll meanwhile, the pending tasks' status is read for any
+announcement this process missed.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from meetingtasks.base import headers as h
 from meetingtasks.base import ids
 from meetingtasks.base.keys import Keys, get_keys
 from meetingtasks.base.priority import Priority
+from meetingtasks.base.settings import get_settings
 from meetingtasks.base.status import TaskStatus
 from meetingtasks.celery_ext import sending
 from meetingtasks.errors import (
@@ -44,13 +46,16 @@ from meetingtasks.errors import (
 )
 from meetingtasks.policies import cancellation
 from meetingtasks.policies.routing import Route, get_route_table
-from meetingtasks.store import get_redis, queueing
+from meetingtasks.store import queueing
 from meetingtasks.store import status as store
+from meetingtasks.store.subscriber import Subscriber
 
 log = logging.getLogger(__name__)
 
 REJECTED = "rejected"
 QUEUED, SCHEDULED = TaskStatus.QUEUED.value, TaskStatus.SCHEDULED.value
+#: Seconds start() waits for the announcements' subscription (the poll covers the rest).
+LISTEN_TIMEOUT = 5.0
 
 
 class TaskRequest(BaseModel):
@@ -120,7 +125,7 @@ Callback = Callable[[TaskResult], Any]
 
 class TaskDispatcher:
     """Cheap to create; ``start()`` (or the first ``dispatch_async``) starts the
-    listener thread that runs callbacks, ``stop()`` ends it."""
+    listener and the poll that run callbacks, ``stop()`` ends them."""
 
     def __init__(self, keys: Keys | None = None, poll_interval: float = 2.0) -> None:
         self.keys = keys or get_keys()
@@ -129,7 +134,8 @@ class TaskDispatcher:
         self._pending: dict[str, Callback] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._listener: Subscriber | None = None
+        self._poller: threading.Thread | None = None
         self._callbacks = ThreadPoolExecutor(4, thread_name_prefix="dispatch-callback")
 
     # -- sending -------------------------------------------------------------------------
@@ -293,52 +299,57 @@ class TaskDispatcher:
     # -- callbacks -----------------------------------------------------------------------
 
     def start(self) -> None:
+        """Returns once announcements are subscribed (or after ``LISTEN_TIMEOUT``)."""
+        channel = self.keys.notify_channel(self.id)
         with self._lock:
-            if self._threads:
+            if self._listener is not None:
                 return
             self._stopping.clear()
-            self._threads = [
-                threading.Thread(target=self._listen, name="dispatch-listen", daemon=True),
-                threading.Thread(target=self._poll, name="dispatch-poll", daemon=True),
-            ]
-        for thread in self._threads:
-            thread.start()
+            listener = self._listener = Subscriber(
+                get_settings().redis_url,
+                self._announced,
+                on_reconnect=self._settle_pending,
+                name="dispatch-listen",
+            )
+            poller = self._poller = threading.Thread(
+                target=self._poll, name="dispatch-poll", daemon=True
+            )
+        listener.want(channel)
+        listener.start()
+        poller.start()
+        if not listener.wait_confirmed(channel, timeout=LISTEN_TIMEOUT):
+            log.warning("dispatcher listener not subscribed yet; the poll covers meanwhile")
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop listening; callbacks already due run to the end."""
         self._stopping.set()
-        for thread in self._threads:
-            thread.join(timeout)
-        self._threads = []
+        with self._lock:
+            listener, self._listener = self._listener, None
+            poller, self._poller = self._poller, None
+        if listener is not None:
+            listener.stop(timeout)
+        if poller is not None:
+            poller.join(timeout)
         self._callbacks.shutdown(wait=True)
         self._callbacks = ThreadPoolExecutor(4, thread_name_prefix="dispatch-callback")
 
-    def _listen(self) -> None:
-        """Announcements of our tasks' ends, by Pub/Sub; reconnects after errors."""
-        while not self._stopping.is_set():
-            pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
-            try:
-                pubsub.subscribe(self.keys.notify_channel(self.id))
-                while not self._stopping.is_set():
-                    message = pubsub.get_message(timeout=0.5)
-                    if message is not None:
-                        self._settle([json.loads(message["data"])["task_id"]])
-            except Exception:
-                log.warning("dispatcher listener lost Redis; reconnecting", exc_info=True)
-                self._stopping.wait(1.0)
-            finally:
-                pubsub.close()
+    def _announced(self, _channel: str, _pattern: bool, data: str) -> None:
+        """One of our tasks ended (the finish script announces it)."""
+        self._settle([json.loads(data)["task_id"]])
 
     def _poll(self) -> None:
         """The safety net: pending tasks whose announcement was missed."""
         while not self._stopping.wait(self.poll_interval):
-            with self._lock:
-                pending = list(self._pending)
             try:
-                if pending:
-                    self._settle(pending)
+                self._settle_pending()
             except Exception:
                 log.warning("dispatcher poll failed; retrying", exc_info=True)
+
+    def _settle_pending(self) -> None:
+        with self._lock:
+            pending = list(self._pending)
+        if pending:
+            self._settle(pending)
 
     def _settle(self, task_ids: list[str]) -> None:
         """Fire the callbacks of those of ``task_ids`` that ended, each exactly once."""

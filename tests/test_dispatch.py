@@ -129,6 +129,28 @@ def test_a_task_whose_worker_died_times_out_and_its_callback_fires(
     assert [e["event"] for e in read_journal("lost")] == ["started"]
 
 
+def test_callbacks_survive_a_redis_restart_without_the_poll(
+    app, redis, redis_server, start_worker
+) -> None:
+    """The end is announced while the listener is away or after it resubscribed: either
+    way the callback fires, from Pub/Sub or from the catch-up after the reconnect."""
+    dispatcher = TaskDispatcher(poll_interval=3600)  # the safety-net poll never runs
+    try:
+        start_worker(["user"])
+        ended: list[TaskResult] = []
+        response = dispatcher.dispatch_async(
+            TaskRequest(type="test.sleep", payload={"seconds": 1, "journal_name": "restart"}),
+            ended.append,
+        )
+        wait_until(lambda: read_journal("restart"), "the task to start")
+        redis_server.restart()  # kill -9, then start on the same AOF
+
+        wait_until(lambda: ended, "the callback")
+        assert [(r.task_id, r.status) for r in ended] == [(response.task_id, TaskStatus.COMPLETED)]
+    finally:
+        dispatcher.stop()
+
+
 def test_batch_queues_the_valid_and_reports_the_invalid(app, redis, dispatcher) -> None:
     requests: list[TaskRequest | dict] = [
         TaskRequest(type="system.noop", request_id=f"r{i}") for i in range(10_000)

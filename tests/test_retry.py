@@ -5,22 +5,28 @@ from __future__ import annotations
 import pytest
 from celery.result import AsyncResult
 
+from meetingtasks.base.settings import Settings
 from meetingtasks.errors import Permanent, Retryable
-from meetingtasks.policies.retry import backoff_delay, is_retryable
+from meetingtasks.policies.retry import is_retryable, retry_delay
 from tests.worker_tasks import flaky, read_journal
 
 BASE = 0.2  # seconds: the workers of this module back off from 0.2 s
+SAMPLES = 500  # delays drawn per check: the jitter spreads them over the whole range
 
 
 @pytest.mark.parametrize("retries", range(8))
 def test_backoff_stays_within_half_and_whole_of_the_exponential_bound(retries: int) -> None:
+    settings = Settings(retry_backoff_base=1.0, retry_backoff_max=60.0)
     bound = min(60.0, 1.0 * 2**retries)
-    assert backoff_delay(retries, 1.0, 60.0, rand=lambda: 0.0) == bound / 2
-    assert backoff_delay(retries, 1.0, 60.0, rand=lambda: 1.0) == bound
+    delays = [retry_delay(retries, settings) for _ in range(SAMPLES)]
+    assert all(bound / 2 <= delay <= bound for delay in delays)
+    assert min(delays) < bound * 0.6 and max(delays) > bound * 0.9  # jittered, not fixed
 
 
-def test_backoff_is_capped() -> None:
-    assert backoff_delay(40, 1.0, 30.0, rand=lambda: 1.0) == 30.0
+@pytest.mark.parametrize("retries", [40, 5000])  # 2**5000 would overflow a float
+def test_backoff_is_capped(retries: int) -> None:
+    settings = Settings(retry_backoff_base=1.0, retry_backoff_max=30.0)
+    assert all(15.0 <= retry_delay(retries, settings) <= 30.0 for _ in range(SAMPLES))
 
 
 def test_only_transient_failures_are_retryable() -> None:
@@ -48,7 +54,7 @@ def test_retryable_failure_is_retried_with_growing_backoff(app, worker) -> None:
     assert result.get(timeout=1) == 3
     assert [entry["retries"] for entry in seen] == [0, 1, 2, 3]
     for n in range(1, len(seen)):
-        # Attempt n was scheduled when attempt n-1 failed, backoff_delay(n-1) later.
+        # Attempt n was scheduled when attempt n-1 failed, retry_delay(n-1) later.
         waited = seen[n]["at"] - seen[n - 1]["at"]
         assert waited >= BASE * 2 ** (n - 1) / 2, f"retry {n} came after {waited:.3f}s only"
 

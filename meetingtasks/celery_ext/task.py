@@ -23,7 +23,7 @@ from celery.exceptions import Ignore
 from meetingtasks.base import headers
 from meetingtasks.base.settings import get_settings
 from meetingtasks.policies.cancellation import REASON, is_cancelled
-from meetingtasks.policies.retry import RETRYABLE_ERRORS, backoff_delay
+from meetingtasks.policies.retry import RETRYABLE_ERRORS, retry_delay
 from meetingtasks.policies.routing import Route, get_route_table
 from meetingtasks.policies.submission import hard_limit
 
@@ -82,10 +82,7 @@ class MeetingTask(Task):
         except RETRYABLE_ERRORS as exc:
             if self.request.called_directly:
                 raise
-            settings = get_settings()
-            delay = backoff_delay(
-                self.request.retries, settings.retry_backoff_base, settings.retry_backoff_max
-            )
+            delay = retry_delay(self.request.retries, get_settings())
             # expires=None: the expiry guards a task that could not *start* in time;
             # a task that started and failed must not be dropped on its retry.
             raise self.retry(

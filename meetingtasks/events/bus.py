@@ -26,13 +26,13 @@ from meetingtasks.base.keys import Keys, get_keys
 from meetingtasks.base.settings import get_settings
 from meetingtasks.errors import InvalidEvent, StateError
 from meetingtasks.events.config import DeliveryMode, EventBusConfig
-from meetingtasks.events.connection import connect
 from meetingtasks.events.counters import Counters
 from meetingtasks.events.delivery import Handler, HandlerPool, Subscription
 from meetingtasks.events.envelope import Event
-from meetingtasks.events.pubsub import PubSubListener
 from meetingtasks.events.streams import StreamConsumer, consumer_name
 from meetingtasks.events.streams import append as append_to_stream
+from meetingtasks.store.clients import connect
+from meetingtasks.store.subscriber import Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,19 @@ class EventBus:
         self.config = config or EventBusConfig()
         self.keys = keys or get_keys()
         url = self.config.redis_url or get_settings().redis_url
-        self._writer = connect(url, self.config, retry=True)
-        self._reader = connect(url, self.config, retry=False)
+        # The writer rides over a blip with redis-py's retries; stream readers and the
+        # Pub/Sub subscriber reconnect in their own loops.
+        self._writer = connect(url, self.config.socket_timeout, retry=True)
+        self._reader = connect(url, self.config.socket_timeout, retry=False)
         self._pool = HandlerPool(self.config.workers, self.config.max_in_flight)
-        self._listener = PubSubListener(self._reader, self.config, self._on_pubsub_message)
+        self._listener = Subscriber(
+            url,
+            self._on_pubsub_message,
+            backoff=self.config.reconnect_backoff(),
+            health_check_interval=self.config.health_check_interval,
+            socket_timeout=self.config.socket_timeout,
+            name="mt-event-pubsub",
+        )
         self._lock = threading.Lock()
         self._topics: dict[tuple[str, bool], list[Subscription]] = {}
         self._consumers: dict[Subscription, StreamConsumer] = {}
@@ -144,7 +153,7 @@ class EventBus:
             if subscribers:
                 return
             self._topics.pop(topic, None)
-        self._listener.unwant(*topic)
+        self._listener.drop(*topic)
 
     def _topic(self, subscription: Subscription) -> tuple[str, bool]:
         return self.keys.event_channel(subscription.channel), subscription.pattern
@@ -155,8 +164,11 @@ class EventBus:
             self._check_open()
             self._topics.setdefault(topic, []).append(subscription)
             running = self._running
-        self._listener.want(*topic)
-        if running and not self._listener.wait_ready(self.config.start_timeout):
+        name, pattern = topic
+        self._listener.want(name, pattern)
+        if running and not self._listener.wait_confirmed(
+            name, pattern=pattern, timeout=self.config.start_timeout
+        ):
             log.warning("subscription to %s not confirmed yet; retrying", subscription.channel)
 
     def _add_durable(self, subscription: Subscription, *, generated_name: bool) -> None:
@@ -244,8 +256,8 @@ class EventBus:
             running, self._running = self._running, False
             consumers = list(self._consumers.values())
         self._stopping.set()
+        self._listener.stop()
         if running:
-            self._listener.stop()
             for stream_consumer in consumers:
                 stream_consumer.stop_reading()
         if not self._pool.shutdown(timeout):

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from fnmatch import fnmatchcase
 
+from redis.backoff import EqualJitterBackoff
+
 from meetingtasks.base.channels import validate_channel, validate_name
 from meetingtasks.base.settings import get_settings
 from meetingtasks.errors import ConfigurationError, InvalidEvent
@@ -48,7 +50,7 @@ class EventBusConfig:
     stream_maxlen: int = field(default_factory=lambda: get_settings().event_stream_maxlen)
     #: Entries asked for per XREADGROUP / XAUTOCLAIM call.
     read_count: int = 100
-    #: Seconds a reader blocks waiting for events before it looks at stop() and changes.
+    #: Seconds a stream reader blocks waiting for events before it looks at stop().
     poll_interval: float = 1.0
     #: Seconds an entry may stay delivered-but-unacknowledged before another consumer of
     #: the group takes it over (its consumer died). Must exceed the slowest handler.
@@ -61,13 +63,14 @@ class EventBusConfig:
     #: Where a newly created group starts: "$" (events published from now on) or "0"
     #: (everything the stream still holds).
     group_start: str = "$"
-    #: Reconnect backoff after Redis went away: first delay and upper bound, seconds.
+    #: Reconnect backoff after Redis went away, seconds: the first pause is between half
+    #: and all of reconnect_initial, each next one doubles, up to reconnect_max.
     reconnect_initial: float = 0.1
     reconnect_max: float = 5.0
     #: Seconds of silence on the Pub/Sub connection before it is pinged; no answer within
     #: as long again means the connection is dead (half-open sockets never error).
     health_check_interval: float = 15.0
-    #: Socket read timeout; must exceed poll_interval (reads block that long).
+    #: Socket read timeout; must exceed poll_interval (stream reads block that long).
     socket_timeout: float = 10.0
     #: Seconds start() and subscribe() wait for subscriptions to be live before returning
     #: anyway (the bus keeps trying in the background).
@@ -97,6 +100,10 @@ class EventBusConfig:
             raise ConfigurationError("reconnect_max must not be smaller than reconnect_initial")
         if self.socket_timeout <= self.poll_interval:
             raise ConfigurationError("socket_timeout must exceed poll_interval")
+
+    def reconnect_backoff(self) -> EqualJitterBackoff:
+        """The pauses of the bus's readers between attempts to reach Redis again."""
+        return EqualJitterBackoff(cap=self.reconnect_max, base=self.reconnect_initial)
 
     def mode_of(self, channel: str) -> DeliveryMode:
         """How events of this channel travel."""

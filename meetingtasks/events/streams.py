@@ -29,10 +29,10 @@ import redis
 
 from meetingtasks.errors import InvalidEvent
 from meetingtasks.events.config import EventBusConfig
-from meetingtasks.events.connection import CONNECTION_ERRORS, Backoff
 from meetingtasks.events.counters import Counters
 from meetingtasks.events.delivery import HandlerPool, Subscription
 from meetingtasks.events.envelope import Event
+from meetingtasks.store.clients import CONNECTION_ERRORS, pause
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,8 @@ class StreamConsumer:
     # -- the consumer thread ---------------------------------------------------------------
 
     def _run(self) -> None:
-        backoff = Backoff(self._config.reconnect_initial, self._config.reconnect_max)
+        backoff = self._config.reconnect_backoff()
+        retries = 0
         while not self._stopping.is_set():
             try:
                 if not self._ready.is_set():
@@ -135,7 +136,7 @@ class StreamConsumer:
                     self._claim()
                 self._read()
                 self.connected = True
-                backoff.reset()
+                retries = 0
                 continue
             except CONNECTION_ERRORS as exc:
                 if self.connected:
@@ -149,7 +150,8 @@ class StreamConsumer:
             except Exception:
                 log.exception("event stream consumer of %s failed; retrying", self.stream)
             self.connected = False
-            self._stopping.wait(backoff.next())
+            self._stopping.wait(pause(backoff, retries))
+            retries += 1
 
     def _create_group(self) -> None:
         try:

@@ -4,16 +4,19 @@ Workers publish each session's frames on the session's channel, services publish
 meeting events on the meeting's channel. A connection per client would cost Redis a
 client and this process a socket and a task for every idle user; instead the process
 subscribes on one connection to the channels its clients need right now (``want`` /
-``drop``, reference counting is the caller's) and hands each message to ``deliver``.
+``drop``, reference counting is the caller's) and hands each message to ``deliver`` on
+the event loop. A meeting's event is one Redis message however many clients follow it.
 
-Two tasks share the connection: a reader, and a writer that turns the wanted set into
-SUBSCRIBE/UNSUBSCRIBE commands in batches (a thousand clients connecting at once cost a
-few commands). ``ready(channel)`` returns once Redis confirmed the subscription, so a
-session's submits start only when their results cannot be missed.
+The connection is the store's ``Subscriber``, on its own thread: it subscribes in
+batches (a thousand clients connecting at once cost a few commands), and after losing
+Redis it rebuilds the connection with every wanted channel. ``ready(channel)`` returns
+once Redis confirmed the subscription, so a session's submits start only when their
+results cannot be missed; ``on_reconnect`` runs once everything is subscribed again,
+for the caller to catch up on what was published in between (Pub/Sub does not keep it).
 
-When Redis goes away both tasks end, and the connection is rebuilt with every wanted
-channel (backing off while Redis is down); ``on_reconnect`` then runs, for the caller to
-catch up on what was published in between (Pub/Sub does not keep it).
+What the thread receives reaches the event loop in bursts: it goes into an inbox, and
+one drain is scheduled while none is pending, so a busy second costs a few wake-ups of
+the loop, not one per message.
 """
 
 from __future__ import annotations
@@ -21,20 +24,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-from redis.retry import Retry
+from redis.backoff import EqualJitterBackoff
+
+from meetingtasks.store.subscriber import Subscriber
 
 log = logging.getLogger(__name__)
 
-#: Channels per SUBSCRIBE or UNSUBSCRIBE command.
-BATCH = 500
-#: Longest pause between two attempts to reach Redis again.
-MAX_BACKOFF = 2.0
+#: Pauses between attempts to reach Redis again: from 25-50 ms up to 1-2 s.
+RECONNECT_BACKOFF = EqualJitterBackoff(cap=2.0, base=0.05)
 
 
 class Fanout:
@@ -44,53 +45,49 @@ class Fanout:
         deliver: Callable[[str, str], None],
         on_reconnect: Callable[[], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
-        # No retries inside redis-py: a broken connection must end both tasks, so the
-        # rebuild below resubscribes everything (a silent reconnect would lose them).
-        self._client = aioredis.Redis.from_url(
-            redis_url, decode_responses=True, retry=Retry(NoBackoff(), 0)
+        self._subscriber = Subscriber(
+            redis_url,
+            self._received,
+            on_confirmed=self._confirmed,
+            on_reconnect=self._reconnected,
+            backoff=RECONNECT_BACKOFF,
+            name="mt-gateway-fanout",
         )
         self._deliver = deliver
         self._on_reconnect = on_reconnect
-        self._wanted: set[str] = set()
-        self._subscribed: set[str] = set()
-        #: Per channel, SUBSCRIBE commands sent and not confirmed yet.
-        self._unconfirmed: dict[str, int] = {}
-        self._confirmed: set[str] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._dirty = asyncio.Event()
-        self._runner: asyncio.Task[None] | None = None
+        #: (function, arguments) for the event loop to run, in the order they came.
+        self._inbox: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+        self._inbox_lock = threading.Lock()
         self._catching_up: asyncio.Task[None] | None = None
-        self.reconnects = 0
-        self.messages = 0
 
     async def start(self) -> None:
-        self._runner = asyncio.create_task(self._run(), name="gateway-fanout")
+        self._loop = asyncio.get_running_loop()
+        self._subscriber.start()
 
     async def stop(self) -> None:
-        for task in (self._runner, self._catching_up):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        await self._client.aclose()
+        await asyncio.to_thread(self._subscriber.stop)  # it may be connecting: not here
+        if self._catching_up is not None:
+            self._catching_up.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._catching_up
 
     def want(self, channel: str) -> None:
-        self._wanted.add(channel)
-        self._dirty.set()
+        self._subscriber.want(channel)
 
     def drop(self, channel: str) -> None:
-        self._wanted.discard(channel)
-        self._dirty.set()
+        self._subscriber.drop(channel)
 
     async def ready(self, channel: str, timeout: float) -> bool:
         """Wait until ``channel``'s subscription is confirmed; False after ``timeout``
         (Redis is away: the rebuild subscribes it, and ``on_reconnect`` catches up)."""
-        if channel in self._confirmed:
-            return True
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(channel, []).append(waiter)
         try:
-            await asyncio.wait_for(waiter, timeout)
+            # Checked after the waiter is in place: a confirmation from now on resolves it.
+            if not self._subscriber.confirmed(channel):
+                await asyncio.wait_for(waiter, timeout)
             return True
         except TimeoutError:
             return False
@@ -102,92 +99,54 @@ class Fanout:
                 self._waiters.pop(channel, None)
 
     def stats(self) -> dict[str, Any]:
-        return {
-            "channels": len(self._subscribed),
-            "messages": self.messages,
-            "reconnects": self.reconnects,
-        }
+        return self._subscriber.stats()
 
-    async def _run(self) -> None:
-        backoff = 0.05
-        connected_before = False
-        while True:
-            pubsub = self._client.pubsub()
-            try:
-                await pubsub.connect()
-                self._reset()
-                catch_up, connected_before, backoff = connected_before, True, 0.05
-                if catch_up:
-                    self.reconnects += 1
-                    log.warning("gateway fan-out reconnected to Redis")
-                async with asyncio.TaskGroup() as group:
-                    group.create_task(self._read(pubsub, catch_up))
-                    group.create_task(self._write(pubsub))
-            except* (RedisError, OSError) as errors:
-                log.warning("gateway fan-out lost Redis (%s); reconnecting", errors.exceptions[0])
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF)
+    # -- on the subscriber's thread ----------------------------------------------------------
 
-    def _reset(self) -> None:
-        self._subscribed.clear()
-        self._unconfirmed.clear()
-        self._confirmed.clear()
-        self._dirty.set()
+    def _received(self, channel: str, _pattern: bool, data: str) -> None:
+        self._post(self._deliver_one, channel, data)
 
-    async def _write(self, pubsub: Any) -> None:
-        while True:
-            await self._dirty.wait()
-            self._dirty.clear()
-            add = sorted(self._wanted - self._subscribed)
-            drop = sorted(self._subscribed - self._wanted)
-            for channel in add:  # all counted before any is sent: see _read's catch-up
-                self._unconfirmed[channel] = self._unconfirmed.get(channel, 0) + 1
-                self._confirmed.discard(channel)
-            self._subscribed.update(add)
-            for start in range(0, len(add), BATCH):
-                await pubsub.execute_command("SUBSCRIBE", *add[start : start + BATCH])
-            for start in range(0, len(drop), BATCH):
-                chunk = drop[start : start + BATCH]
-                self._subscribed.difference_update(chunk)
-                self._confirmed.difference_update(chunk)
-                await pubsub.execute_command("UNSUBSCRIBE", *chunk)
+    def _confirmed(self, channel: str, _pattern: bool) -> None:
+        self._post(self._resolve, channel)
 
-    async def _read(self, pubsub: Any, catch_up: bool) -> None:
-        while True:
-            message = await pubsub.get_message(timeout=None)
-            if message is None:
-                continue
-            kind, channel = message["type"], message["channel"]
-            if kind == "message":
-                self.messages += 1
-                try:
-                    self._deliver(channel, message["data"])
-                except Exception:
-                    log.exception("delivering a message of %s failed", channel)
-            elif kind == "subscribe":
-                self._confirm(channel)
-                if catch_up and not self._unconfirmed:
-                    catch_up = False
-                    self._catching_up = asyncio.create_task(self._catch_up())
+    def _reconnected(self) -> None:
+        self._post(self._catch_up)
 
-    async def _catch_up(self) -> None:
+    def _post(self, function: Callable[..., None], *args: Any) -> None:
+        assert self._loop is not None, "start() first"
+        with self._inbox_lock:
+            self._inbox.append((function, args))
+            if len(self._inbox) > 1:
+                return  # a drain is scheduled already
+        self._loop.call_soon_threadsafe(self._drain)
+
+    # -- on the event loop ------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        with self._inbox_lock:
+            batch, self._inbox = self._inbox, []
+        for function, args in batch:
+            function(*args)
+
+    def _deliver_one(self, channel: str, data: str) -> None:
+        try:
+            self._deliver(channel, data)
+        except Exception:
+            log.exception("delivering a message of %s failed", channel)
+
+    def _resolve(self, channel: str) -> None:
+        if not self._subscriber.confirmed(channel):
+            return  # dropped since: the confirmation of its next SUBSCRIBE resolves them
+        for waiter in self._waiters.pop(channel, []):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _catch_up(self) -> None:
         if self._on_reconnect is not None:
-            try:
-                await self._on_reconnect()
-            except Exception:
-                log.exception("catching up after a Redis reconnect failed")
+            self._catching_up = asyncio.create_task(self._run_catch_up(self._on_reconnect))
 
-    def _confirm(self, channel: str) -> None:
-        left = self._unconfirmed.get(channel, 0) - 1
-        if left > 0:
-            self._unconfirmed[channel] = left
-            return
-        self._unconfirmed.pop(channel, None)
-        if channel in self._subscribed:
-            self._confirmed.add(channel)
-            for waiter in self._waiters.pop(channel, []):
-                if not waiter.done():
-                    waiter.set_result(None)
+    async def _run_catch_up(self, on_reconnect: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        try:
+            await on_reconnect()
+        except Exception:
+            log.exception("catching up after a Redis reconnect failed")

@@ -2,18 +2,19 @@
 
 Celery's own ``retry_backoff``/``retry_jitter`` uses "full jitter" (a random delay
 between 0 and the exponential bound), which can retry a failing dependency at once.
-We keep "equal jitter": half of the exponential delay is fixed and half random, so
-the delay still grows with every attempt while clients retrying together spread out.
+We keep "equal jitter" (redis-py's ``EqualJitterBackoff``, as every reconnect here):
+half of the exponential delay is fixed and half random, so the delay still grows with
+every attempt while clients retrying together spread out.
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable
-
 import redis.exceptions
+from redis.backoff import EqualJitterBackoff
 
+from meetingtasks.base.settings import Settings
 from meetingtasks.errors import Retryable
+from meetingtasks.store.clients import pause
 
 #: Failures worth another attempt: our Retryable and transient I/O. Everything else
 #: (Permanent, validation, programming errors, time limits) fails at once.
@@ -30,12 +31,8 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, RETRYABLE_ERRORS)
 
 
-def backoff_delay(
-    retries: int, base: float, cap: float, rand: Callable[[], float] = random.random
-) -> float:
-    """Seconds to wait before retry number ``retries + 1``: in [bound/2, bound].
-
-    ``bound`` is ``base * 2**retries`` capped at ``cap``.
-    """
-    bound = min(cap, base * 2.0 ** min(retries, 64))
-    return bound / 2.0 + rand() * bound / 2.0
+def retry_delay(retries: int, settings: Settings) -> float:
+    """Seconds to wait before retry number ``retries + 1``: between half and all of
+    ``retry_backoff_base * 2**retries``, capped at ``retry_backoff_max``."""
+    backoff = EqualJitterBackoff(cap=settings.retry_backoff_max, base=settings.retry_backoff_base)
+    return pause(backoff, retries)
