@@ -103,7 +103,9 @@ def meetingtasks_redis(meetingtasks_redis_server: RedisServer) -> Iterator[redis
 
 @pytest.fixture
 def meetingtasks_app(meetingtasks_redis: redis_py.Redis) -> Any:
-    """The Celery app of meetingtasks, on the private Redis."""
+    """The Celery app of meetingtasks, on the private Redis, with its tasks registered
+    (as a worker or a first send would register them)."""
+    app.loader.import_default_modules()
     return app
 
 

@@ -27,10 +27,6 @@ RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def is_retryable(exc: BaseException) -> bool:
-    return isinstance(exc, RETRYABLE_ERRORS)
-
-
 def retry_delay(retries: int, settings: Settings) -> float:
     """Seconds to wait before retry number ``retries + 1``: between half and all of
     ``retry_backoff_base * 2**retries``, capped at ``retry_backoff_max``."""
