@@ -15,7 +15,7 @@ latency        submit -> result latency without the gateway, at a stated rate
 gateway        WebSocket figures through ``meetingtasks gateway`` (when it exists)
 frames         the client side of the gateway protocol, without sockets
 redis_ceiling  ``redis-benchmark`` against the same server
-figures        what each figure is: unit, plain Celery equivalent, spec target
+figures        what each figure is: unit, plain Celery equivalent, target
 report         results.json, results.md and results.png
 stats          percentiles and rates
 """

@@ -51,6 +51,7 @@ def load(kind: str) -> BenchApp:
         from meetingtasks.app import app as ours
         from meetingtasks.policies.routing import get_route_table
 
+        ours.loader.import_default_modules()  # its tasks, as a worker or first send would
         name = "system.noop"
         queue = get_route_table().get(name).queue
         return BenchApp(

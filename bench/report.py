@@ -78,7 +78,7 @@ def markdown(results: Results) -> str:
         "",
         environment_line(results.environment),
         "",
-        f"| figure | measured | {TIMES} plain Celery | spec target | vs target |",
+        f"| figure | measured | {TIMES} plain Celery | target | vs target |",
         "|---|---|---|---|---|",
     ]
     notes = []
@@ -130,7 +130,7 @@ def sizes_line(config: dict[str, Any]) -> str:
 
 
 def write_plot(results: Results, path: Path) -> bool:
-    """Bars of every measured figure (log scale), spec targets as red marks. False when
+    """Bars of every measured figure (log scale), targets as red marks. False when
     matplotlib is missing (``pip install -e '.[bench]'``)."""
     try:
         import matplotlib
@@ -174,7 +174,7 @@ def write_plot(results: Results, path: Path) -> bool:
             ax.set_xlim(min(measured) / 2, max([*measured, *_targets(specs)]) * 8)
         ax.set_yticks(range(len(labels)), labels, fontsize=8)
         ax.invert_yaxis()
-        ax.set_title(title + "   (red mark: spec target; hatched: provisional)", fontsize=10)
+        ax.set_title(title + "   (red mark: target; hatched: provisional)", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle(textwrap.fill(environment_line(results.environment), 150), fontsize=7)
     fig.tight_layout()
