@@ -33,6 +33,13 @@ class Settings(BaseSettings):
         description="Broker, result backend and events. redis://, rediss:// (TLS) or "
         "sentinel:// URLs; a password or ACL user goes in the URL.",
     )
+    redis_max_connections: int = Field(
+        256,
+        ge=1,
+        description="Connections a process's client opens to Redis at most; a thread that "
+        "finds them all busy waits for one (up to 20 s). Lua scripts have their own, one per "
+        "script running at that moment.",
+    )
     namespace: str = Field(
         "mt",
         pattern=r"^[A-Za-z0-9_.-]{1,32}$",

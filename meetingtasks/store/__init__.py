@@ -27,16 +27,27 @@ from meetingtasks.base.settings import get_settings
 def get_redis() -> redis.Redis:
     """This process's client (redis-py's pool reconnects after fork and restarts).
 
+    Its pool is bounded and blocking: past MEETINGTASKS_REDIS_MAX_CONNECTIONS a thread
+    waits for a connection instead of failing (redis-py's default pool raises past 100).
     Commands are retried for about ten seconds while Redis is unreachable, so a Redis
     restart pauses our bookkeeping instead of failing it.
     """
-    return redis.Redis.from_url(
-        get_settings().redis_url,
+    settings = get_settings()
+    pool = redis.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=POOL_WAIT,
         decode_responses=True,
         health_check_interval=30,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=15),
         retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
     )
+    return redis.Redis(connection_pool=pool)
+
+
+#: Seconds a thread waits for a free connection of the client's pool (hundreds of
+#: threads in an I/O pool share MEETINGTASKS_REDIS_MAX_CONNECTIONS).
+POOL_WAIT = 20
 
 
 @lru_cache(maxsize=1)
@@ -60,12 +71,12 @@ class LuaScript:
     """One of our Lua scripts, run by its SHA (EVALSHA) and loaded again when Redis has
     forgotten it (a restart).
 
-    Each thread runs scripts on a connection of its own, held across calls: redis-py's
-    ``Script`` and pooled ``execute_command`` (evalsha wrappers inspecting their
-    arguments, taking and returning a pooled connection, checking it for stray data)
-    cost a quarter of a whole single send here. When that connection fails, it is
-    dropped and the call goes through the client, which retries while Redis is
-    unreachable, as every other command does.
+    Scripts run on connections of their own, taken from a free list and put back
+    (``_ScriptConnections``): redis-py's ``Script`` and pooled ``execute_command``
+    (evalsha wrappers inspecting their arguments, taking and returning a pooled
+    connection, checking it for stray data) cost a quarter of a whole single send here.
+    When a connection fails, it is dropped and the call goes through the client, which
+    retries while Redis is unreachable, as every other command does.
     """
 
     def __init__(self, source: str) -> None:
@@ -74,18 +85,27 @@ class LuaScript:
 
     def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
         command = ("EVALSHA", self.sha, len(keys), *keys, *args)
-        connection = _held_connection()
+        connection = _script_connections.take()
         try:
             try:
                 connection.send_command(*command)
-                return connection.read_response()
+                reply = connection.read_response()
             except NoScriptError:
                 connection.send_command("SCRIPT", "LOAD", self.script)
                 connection.read_response()
                 connection.send_command(*command)
-                return connection.read_response()
+                reply = connection.read_response()
         except (redis.ConnectionError, redis.TimeoutError):
-            _drop_held_connection()
+            connection.disconnect()
+        except redis.ResponseError:
+            _script_connections.give_back(connection)  # the script's own error: still in step
+            raise
+        except BaseException:
+            connection.disconnect()  # interrupted mid-reply (a time limit): out of step
+            raise
+        else:
+            _script_connections.give_back(connection)
+            return reply
         try:
             return get_redis().execute_command(*command)
         except NoScriptError:
@@ -93,22 +113,38 @@ class LuaScript:
             return get_redis().execute_command(*command)
 
 
-_held = threading.local()
+class _ScriptConnections:
+    """The connections scripts run on: last given back, first taken, so one busy thread
+    keeps one connection, and a pool of hundreds of threads opens only as many as run
+    scripts at the same moment. Not counted in the client's pool (bounded at
+    ``max_connections``), so scripts never wait behind other commands."""
 
+    #: Idle connections kept; more are closed when given back.
+    KEPT = 64
 
-def _held_connection() -> redis.connection.AbstractConnection:
-    """This thread's connection for scripts (a forked child makes its own)."""
-    if getattr(_held, "pid", None) != os.getpid():
-        _held.connection = get_redis().connection_pool.make_connection()
-        _held.pid = os.getpid()
-    return _held.connection
+    def __init__(self) -> None:
+        self._idle: list[redis.connection.AbstractConnection] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
 
+    def take(self) -> redis.connection.AbstractConnection:
+        with self._lock:
+            if self._pid != os.getpid():  # a forked child makes its own
+                self._idle, self._pid = [], os.getpid()
+            if self._idle:
+                return self._idle.pop()
+        pool = get_redis().connection_pool
+        return pool.connection_class(**pool.connection_kwargs)
 
-def _drop_held_connection() -> None:
-    connection = getattr(_held, "connection", None)
-    if connection is not None and getattr(_held, "pid", None) == os.getpid():
+    def give_back(self, connection: redis.connection.AbstractConnection) -> None:
+        with self._lock:
+            if len(self._idle) < self.KEPT and self._pid == os.getpid():
+                self._idle.append(connection)
+                return
         connection.disconnect()
-    _held.pid = None
+
+
+_script_connections = _ScriptConnections()
 
 
 @cache
