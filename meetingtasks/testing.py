@@ -128,8 +128,9 @@ class WorkerProcess:
     log_dir: Path
     cwd: Path
     include: list[str] = field(default_factory=list)
-    concurrency: int = 1
-    pool: str = "prefork"
+    #: None leaves -c (and -P) out: the queues' [worker] table in routes/ decides.
+    concurrency: int | None = 1
+    pool: str | None = "prefork"
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     name: str = field(default_factory=lambda: f"w{os.getpid()}-{next(_names)}@test")
@@ -142,7 +143,9 @@ class WorkerProcess:
     def start(self, wait: bool = True, timeout: float = 60.0) -> WorkerProcess:
         command = [
             sys.executable, "-m", "celery", "-A", "meetingtasks", "worker",
-            "-Q", ",".join(self.queues), "-c", str(self.concurrency), "-P", self.pool,
+            "-Q", ",".join(self.queues),
+            *(["-c", str(self.concurrency)] if self.concurrency is not None else []),
+            *(["-P", self.pool] if self.pool is not None else []),
             "-n", self.name, "-l", "INFO", "--without-gossip", "--without-mingle",
             *(f"--include={module}" for module in self.include), *self.extra_args,
         ]  # fmt: skip

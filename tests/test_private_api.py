@@ -15,12 +15,15 @@ import re
 from pathlib import Path
 
 import pytest
-from celery import signals
+from celery import Celery, signals
 from celery.app.amqp import AMQP
 from celery.app.routes import Router
 from celery.app.task import Task
 from celery.backends.redis import RedisBackend
+from celery.concurrency.thread import TaskPool as ThreadTaskPool
 from celery.events.dispatcher import EventDispatcher
+from celery.worker.request import Request
+from celery.worker.worker import WorkController
 from kombu import Connection
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
@@ -50,6 +53,9 @@ CLASS_NAMES = [
     (AMQP, "kwargsrepr_maxsize", "celery_ext/sending.py"),
     (Router, "route", "celery_ext/sending.py"),
     (signals, "task_sent", "celery_ext/sending.py"),
+    (WorkController, "setup_defaults", "celery_ext/queue_worker.py"),
+    (Celery, "Worker", "celery_ext/celery_app.py"),
+    (ThreadTaskPool, "on_apply", "celery_ext/thread_pool.py"),
 ]
 
 #: (module, name, the file of ours that relies on it)
@@ -57,6 +63,7 @@ MODULE_NAMES = [
     ("celery.backends.base", "_is_request_ignore_result", "celery_ext/backend.py"),
     ("celery.app.task", "extract_exec_options", "celery_ext/task.py"),
     ("celery.worker.state", "active_requests", "celery_ext/worker_state.py"),
+    ("celery.concurrency", "get_implementation", "celery_ext/queue_worker.py"),
 ]
 
 #: What celery_ext/sending.py hands Celery's message builder, by name.
@@ -89,6 +96,17 @@ def test_the_message_builder_takes_what_the_send_path_passes() -> None:
     accepted = inspect.signature(AMQP.as_task_v2).parameters
     absent = [name for name in BUILDER_PARAMETERS if name not in accepted]
     assert not absent, _missing(f"AMQP.as_task_v2's parameters {absent}", "celery_ext/sending.py")
+
+
+def test_the_worker_hands_its_pool_what_queue_worker_and_thread_pool_read() -> None:
+    accepted = inspect.signature(WorkController.setup_defaults).parameters
+    absent = [name for name in ("pool", "pool_cls", "concurrency") if name not in accepted]
+    assert not absent, _missing(f"WorkController.setup_defaults's {absent}", "queue_worker.py")
+    # The task's limits reach the pool's on_apply as these keywords.
+    source = inspect.getsource(Request.execute_using_pool)
+    assert "soft_timeout=" in source and "timeout=" in source, _missing(
+        "Request.execute_using_pool's soft_timeout/timeout", "celery_ext/thread_pool.py"
+    )
 
 
 def test_instance_names_of_a_live_channel_and_dispatcher(app) -> None:

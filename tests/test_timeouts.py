@@ -15,8 +15,14 @@ def events(journal_name: str) -> list[str]:
     return [entry["event"] for entry in read_journal(journal_name)]
 
 
-def test_soft_timeout_raises_inside_the_task(app, start_worker) -> None:
-    start_worker(["user"])
+#: Prefork keeps time limits with signals and kills; threads (TimedThreadPool) by raising
+#: in the task's thread.
+POOLS = ["prefork", "threads"]
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_soft_timeout_raises_inside_the_task(app, start_worker, pool: str) -> None:
+    start_worker(["user"], pool=pool)
     result = sleep.apply_async((30,), {"journal_name": "soft"}, queue="user", timeout=1)
 
     with pytest.raises(SoftTimeLimitExceeded):
@@ -24,8 +30,9 @@ def test_soft_timeout_raises_inside_the_task(app, start_worker) -> None:
     assert events("soft") == ["started", "soft_limit"]
 
 
-def test_hard_timeout_stops_a_task_that_ignores_the_soft_one(app, start_worker) -> None:
-    start_worker(["user"])
+@pytest.mark.parametrize("pool", POOLS)
+def test_hard_timeout_stops_a_task_that_ignores_the_soft_one(app, start_worker, pool) -> None:
+    start_worker(["user"], pool=pool)
     stubborn = sleep.apply_async(
         (30,), {"journal_name": "hard", "ignore_soft_limit": True}, queue="user", timeout=1
     )
@@ -33,7 +40,7 @@ def test_hard_timeout_stops_a_task_that_ignores_the_soft_one(app, start_worker) 
     with pytest.raises(TimeLimitExceeded):
         stubborn.get(timeout=60)
     assert events("hard") == ["started", "soft_limit"]
-    # The worker replaced the killed process and goes on working.
+    # The worker (a new process, or the same thread back in the pool) goes on working.
     assert record.apply_async(("after",), queue="user").get(timeout=60) == "after"
 
 

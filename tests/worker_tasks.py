@@ -20,6 +20,7 @@ get_route_table().register(Route(type="test.flaky", queue="user", max_retries=4,
 get_route_table().register(Route(type="test.slow", queue="user", max_retries=0, timeout=1))
 get_route_table().register(Route(type="test.sleep", queue="user", max_retries=0, timeout=60))
 get_route_table().register(Route(type="test.until_fixed", queue="meeting", max_retries=0))
+get_route_table().register(Route(type="test.rendezvous", queue="ai", max_retries=0, timeout=90))
 
 
 def journal(name: str) -> str:
@@ -145,3 +146,15 @@ def retry_explicitly(self, journal_name: str, times: int) -> int:
 @app.task(name="test.boom")
 def boom() -> None:
     raise Permanent("boom")
+
+
+@app.task(name="test.rendezvous")
+def rendezvous(counter: str, expected: int, patience: float = 60.0) -> int:
+    """Arrive, then wait until ``expected`` runs have arrived (or ``patience`` runs out):
+    returns how many had. All of them meet only if all run at the same time."""
+    redis = get_redis()
+    redis.incr(counter)
+    deadline = time.monotonic() + patience
+    while (arrived := int(redis.get(counter) or 0)) < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return arrived

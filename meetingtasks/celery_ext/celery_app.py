@@ -1,11 +1,13 @@
 """MeetingTasksApp: Celery, with every send going through our one send path.
 
 The app instance is made in ``meetingtasks/app.py``; this is its class, an override of
-Celery's ``send_task`` (a public method, meant to be overridden).
+Celery's ``send_task`` (a public method, meant to be overridden) and of its ``Worker``
+class (``queue_worker.py``).
 """
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 from celery import Celery
@@ -31,6 +33,11 @@ class MeetingTasksApp(Celery):
     - only JSON is sent (a worker refuses anything else anyway);
     - send and due times travel in headers, for the delay store and priority aging.
     """
+
+    @cached_property
+    def Worker(self) -> Any:  # Celery's name
+        """The worker, taking its pool and concurrency from its queues (queue_worker.py)."""
+        return self.subclass_with_self("meetingtasks.celery_ext.queue_worker:QueueWorker")
 
     def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
         result_cls = options.pop("result_cls", None) or self.AsyncResult

@@ -15,7 +15,7 @@ import re
 import threading
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,21 @@ class Route(BaseModel):
         return Priority.parse(value)
 
 
+#: Pools a routes file may give its workers. gevent is left to ``-P gevent`` on the
+#: command line: only there does Celery patch the standard library early enough.
+WORKER_POOLS = ("prefork", "threads", "solo")
+
+
+class WorkerDefaults(BaseModel):
+    """How a worker of one queue runs its tasks when its command line does not say
+    (``[worker]`` of ``routes/<queue>.toml``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pool: str = Field(pattern="^(" + "|".join(WORKER_POOLS) + ")$")
+    concurrency: int | None = Field(None, ge=1, le=10_000)
+
+
 class RouteTable:
     """Task type -> Route, over a fixed set of declared queues.
 
@@ -75,12 +90,19 @@ class RouteTable:
     moved. Those override routes/ (they are newer).
     """
 
-    def __init__(self, queues: list[str], routes: list[Route] = ()) -> None:  # type: ignore[assignment]
+    def __init__(
+        self,
+        queues: list[str],
+        routes: list[Route] = (),  # type: ignore[assignment]
+        workers: dict[str, WorkerDefaults] | None = None,
+    ) -> None:
         for queue in queues:
             _check_queue_name(queue)
         if DEFAULT_QUEUE not in queues:
             raise ConfigurationError(f"the {DEFAULT_QUEUE!r} queue must be declared")
         self.queues: tuple[str, ...] = tuple(queues)
+        #: Queue -> how its workers run, for the queues whose file has a [worker] table.
+        self.workers: dict[str, WorkerDefaults] = dict(workers or {})
         self._routes: dict[str, Route] = {}
         self._lock = threading.Lock()
         self._keys: Keys | None = None
@@ -88,6 +110,23 @@ class RouteTable:
         self._checked_at = -SHARED_CHECK
         for route in routes:
             self.register(route)
+
+    def worker_for(self, queues: Iterable[str]) -> WorkerDefaults | None:
+        """How a worker of ``queues`` runs when its command line does not say: the
+        queues' [worker] table if they all have the same one; None (Celery's settings)
+        when none has one or they differ (a warning says so: pass -P and -c)."""
+        named = list(dict.fromkeys(queues))
+        chosen = {self.workers.get(queue) for queue in named}
+        if len(chosen) == 1:
+            return chosen.pop()
+        pools = [self.workers[q].pool if q in self.workers else "default" for q in named]
+        log.warning(
+            "queues %s ask for different pools (%s): this worker uses the default pool; "
+            "start one worker per pool, or pass -P and -c",
+            ", ".join(named),
+            "; ".join(f"{queue}: {pool}" for queue, pool in zip(named, pools, strict=True)),
+        )
+        return None
 
     def share(self, keys: Keys) -> RouteTable:
         """Follow (and take part in) the run-time routes of the deployment of ``keys``."""
@@ -132,9 +171,13 @@ class RouteTable:
             )
         queues = [path.stem for path in files]
         routes: list[Route] = []
+        workers: dict[str, WorkerDefaults] = {}
         seen: dict[str, Path] = {}
         for path in files:
-            for route in _read_route_file(path):
+            file_routes, worker = _read_route_file(path)
+            if worker is not None:
+                workers[path.stem] = worker
+            for route in file_routes:
                 clients = {r.client: r.type for r in routes if r.client}
                 if route.client in clients:
                     raise ConfigurationError(
@@ -149,7 +192,7 @@ class RouteTable:
                     )
                 seen[route.type] = path
                 routes.append(route)
-        return cls(queues, routes)
+        return cls(queues, routes, workers)
 
     def register(self, route: Route) -> None:
         """Add or replace the route of one task type (its queue must be declared)."""
@@ -205,16 +248,17 @@ def _check_queue_name(queue: str) -> None:
         )
 
 
-def _read_route_file(path: Path) -> list[Route]:
+def _read_route_file(path: Path) -> tuple[list[Route], WorkerDefaults | None]:
+    """The routes of one file, and its workers' defaults if it has a [worker] table."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigurationError(f"cannot read routes file {path}: {exc}") from exc
-    unknown = set(data) - {"defaults", "tasks"}
+    unknown = set(data) - {"defaults", "tasks", "worker"}
     if unknown:
         raise ConfigurationError(
             f"{path}: unknown table(s) {', '.join(sorted(unknown))}; "
-            'a routes file has [defaults] and [tasks."<type>"] tables'
+            'a routes file has [defaults], [tasks."<type>"] and [worker] tables'
         )
     defaults: dict[str, Any] = data.get("defaults", {})
     routes = []
@@ -223,7 +267,16 @@ def _read_route_file(path: Path) -> list[Route]:
             routes.append(Route(**{**defaults, **fields, "type": task_type, "queue": path.stem}))
         except ValidationError as exc:
             raise ConfigurationError(f"{path}: bad route {task_type!r}: {exc}") from exc
-    return routes
+    worker = None
+    if "worker" in data:
+        try:
+            worker = WorkerDefaults(**data["worker"])
+        except (ValidationError, TypeError) as exc:
+            raise ConfigurationError(
+                f"{path}: bad [worker] table: {exc}; it may set pool "
+                f"({', '.join(WORKER_POOLS)}) and concurrency (1 to 10000)"
+            ) from exc
+    return routes, worker
 
 
 @lru_cache(maxsize=1)
