@@ -17,6 +17,7 @@
     └── TaskFailure               raised by a task handler
         ├── Retryable             transient: retried with backoff up to max_retries
         │   └── NodeUnavailable   no inference node answered in time
+        │       └── CallTimedOut  the call's own budget (the task's time limit) ran out
         └── Permanent             business error: fails at once, never retried
             └── InferenceError    an inference node refused the request or answered garbage
 
@@ -92,6 +93,10 @@ class Permanent(TaskFailure):
 
 class NodeUnavailable(Retryable):
     """No inference node answered in time (dead, overloaded or unreachable)."""
+
+
+class CallTimedOut(NodeUnavailable):
+    """An LLM call's own budget ran out; an AI task then ends ``timeout``, not retried."""
 
 
 class InferenceError(Permanent):

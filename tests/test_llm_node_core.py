@@ -178,3 +178,32 @@ def test_load_backend_from_a_spec() -> None:
     for spec in ("nowhere.module:Thing", "meetingtasks.llm.backends:Missing", "json:dumps"):
         with pytest.raises(ConfigurationError, match="backend"):
             load_backend(spec)
+
+
+def test_an_exit_mid_reply_stops_its_generation_and_frees_the_unit() -> None:
+    """A client out of time exits its unit while the reply streams: nobody reads the rest."""
+    closed: list[int] = []
+
+    class Counting(Backend):
+        def generate(self, request: Generation) -> Iterator[str]:
+            sent = 0
+            try:
+                for word in request.text.split():
+                    sent += 1
+                    yield word
+            finally:
+                closed.append(sent)
+
+    core = NodeCore(Counting())
+    work_id = setup(core)
+    data = {"delta": "one two three four five", "index": 0, "finish": True}
+    stream = core.handle(
+        json.dumps({"request_id": "r", "work_id": work_id, "action": "inference",
+                    "object": "llm.utf-8.stream", "data": data}).encode(), "zmq:a",
+    )  # fmt: skip
+    assert next(stream).data["delta"] == "one"
+    [done] = ask(core, "zmq:a", work_id=work_id, action="exit")
+
+    assert done.ok and core.work_ids() == []
+    assert list(stream) == []  # not another word
+    assert closed == [2]

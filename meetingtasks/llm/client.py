@@ -10,8 +10,9 @@ Calls spread over the nodes round robin; a node that failed is skipped for a whi
 (Celery's time limits do not apply in a thread pool), a node that cannot be reached, goes
 silent for ``read_timeout`` or answers a transient error code is left for the next one.
 Errors retrying cannot fix (bad input, a node error code, garbage) raise InferenceError at
-once; when no node could answer in time the call raises NodeUnavailable, which Celery
-retries.
+once; when no node could answer the call raises NodeUnavailable, which Celery retries, and
+when the call's own ``timeout`` ran out, CallTimedOut (a NodeUnavailable). A reply cut
+short leaves its connection with the work units exited, so the node stops generating.
 
 A node may fail in the middle of a streamed reply, after deltas went to ``on_delta``.
 Then the reply restarts from scratch on another node only if the caller gave
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meetingtasks.errors import (
+    CallTimedOut,
     ConfigurationError,
     InferenceError,
     InvalidOption,
@@ -45,6 +47,10 @@ from meetingtasks.llm.session import NodeSession
 from meetingtasks.llm.transport import Address, connect, parse_address
 
 Prompt = str | Sequence[Mapping[str, str]]
+
+#: Bounds of the sampling options a call may ask for.
+MAX_TOKENS = 8192
+MAX_TEMPERATURE = 2.0
 
 
 @dataclass
@@ -98,17 +104,23 @@ class LLMClient:
         model: str | None = None,
         unit: str | None = None,
         timeout: float | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
         on_delta: Callable[[str], None] | None = None,
         on_restart: Callable[[str], None] | None = None,
     ) -> str:
         """The full reply to a prompt or chat history; each delta to ``on_delta`` as it comes.
 
-        ``on_restart`` allows a restart on another node after deltas were delivered (see
-        the module docstring). Raises InvalidPayload for a bad prompt, InferenceError when
-        a node refuses it, NodeUnavailable when no node answered within ``timeout``; an
-        exception raised by a callback ends the call and propagates as is.
+        ``max_tokens`` bounds the reply, ``temperature`` its sampling (None: the node's
+        defaults). ``on_restart`` allows a restart on another node after deltas were
+        delivered (see the module docstring). Raises InvalidPayload for a bad prompt,
+        InvalidOption for a bad option, InferenceError when a node refuses it,
+        NodeUnavailable when no node could answer, CallTimedOut when ``timeout`` ran out
+        first; an exception raised by a callback ends the call and propagates as is.
         """
-        return self._call(prompt, STREAM_FORMAT, model, unit, timeout, on_delta, on_restart)
+        system, text = split_prompt(prompt)
+        setup = self._setup(system, STREAM_FORMAT, model, unit, max_tokens, temperature)
+        return self._call(setup, text, timeout, on_delta, on_restart)
 
     def complete(
         self,
@@ -117,9 +129,13 @@ class LLMClient:
         model: str | None = None,
         unit: str | None = None,
         timeout: float | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
     ) -> str:
         """The reply in one piece (format llm.utf-8): nothing streams, so failover is free."""
-        return self._call(prompt, TEXT_FORMAT, model, unit, timeout, None, None)
+        system, text = split_prompt(prompt)
+        setup = self._setup(system, TEXT_FORMAT, model, unit, max_tokens, temperature)
+        return self._call(setup, text, timeout, None, None)
 
     def health(self) -> dict[str, Any]:
         """Per node: state, last success and failure, consecutive failures, skipped until."""
@@ -146,18 +162,34 @@ class LLMClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _call(
+    def _setup(
         self,
-        prompt: Prompt,
+        system: str,
         response_format: str,
         model: str | None,
         unit: str | None,
+        max_tokens: int | None,
+        temperature: float | None,
+    ) -> UnitSetup:
+        if max_tokens is not None and not (
+            type(max_tokens) is int and 1 <= max_tokens <= MAX_TOKENS
+        ):
+            raise InvalidOption(f"max_tokens must be a whole number from 1 to {MAX_TOKENS}")
+        if temperature is not None and not (
+            type(temperature) in (int, float) and 0 <= temperature <= MAX_TEMPERATURE
+        ):
+            raise InvalidOption(f"temperature must be a number from 0 to {MAX_TEMPERATURE}")
+        unit, model = unit or self.unit, model or self.model
+        return UnitSetup(unit, model, system, response_format, max_tokens, temperature)
+
+    def _call(
+        self,
+        setup: UnitSetup,
+        text: str,
         timeout: float | None,
         on_delta: Callable[[str], None] | None,
         on_restart: Callable[[str], None] | None,
     ) -> str:
-        system, text = split_prompt(prompt)
-        setup = UnitSetup(unit or self.unit, model or self.model, system, response_format)
         budget = self.timeout if timeout is None else timeout
         _check_positive("timeout", budget, InvalidOption)
         deadline = time.monotonic() + budget
@@ -172,6 +204,8 @@ class LLMClient:
                 with self._lock:
                     node.health.record_failure(exc)
                 failures.append(str(exc))
+                if isinstance(exc, CallTimedOut):
+                    raise  # no time left for another node
                 if deltas.count and on_restart is None:
                     raise NodeUnavailable(
                         f"{exc} (after {deltas.count} deltas were delivered; the reply was not "
@@ -187,7 +221,8 @@ class LLMClient:
             with self._lock:
                 node.health.record_success()
             return reply
-        raise NodeUnavailable(
+        error = CallTimedOut if time.monotonic() >= deadline else NodeUnavailable
+        raise error(
             f"no inference node completed the reply within {budget:.3g}s "
             f"({'; '.join(failures) or 'no time left to try one'}); start a node with "
             "'meetingtasks ai-node' or check the addresses"
@@ -201,7 +236,7 @@ class LLMClient:
         if session is None:
             wait = min(self.connect_timeout, deadline - time.monotonic())
             if wait <= 0:
-                raise NodeUnavailable(f"no time left to connect to {node.address.url}")
+                raise CallTimedOut(f"no time left to connect to {node.address.url}")
             session = NodeSession(connect(node.address, wait), self.read_timeout)
         return self._generate(node, session, setup, text, deadline, deltas)
 

@@ -7,10 +7,11 @@ It answers as a StackFlow ``llm`` unit behind its unit manager does, error codes
 action or work_id, a failing backend, each becomes an error reply.
 
 Work_ids (``llm.1000``, ``llm.1001`` …) are allocated on setup and released on exit or
-when the TCP connection that set them up closes. A ZMQ client that vanished never says
-goodbye, so when the table is full the least recently used idle work unit is recycled;
-its owner, if still there, gets -4 and sets up again. Only when every unit is busy is a
-setup refused (-21, task full).
+when the TCP connection that set them up closes. An exit mid-reply (a client out of time
+leaves that way) also stops the reply's generation at its next token. A ZMQ client that
+vanished never says goodbye, so when the table is full the least recently used idle work
+unit is recycled; its owner, if still there, gets -4 and sets up again. Only when every
+unit is busy is a setup refused (-21, task full).
 """
 
 from __future__ import annotations
@@ -217,6 +218,9 @@ class NodeCore:
                 if self.stopping.is_set():
                     yield self._error(request, ErrorCode.NOT_AVAILABLE, "the node is stopping")
                     return
+                if self._units.get(unit.work_id) is not unit:
+                    log.info("%s was exited mid-reply: generation stops", unit.work_id)
+                    return  # its client left (a timeout): nobody reads the rest
                 if not isinstance(delta, str):
                     raise TypeError(f"the backend yielded a {type(delta).__name__}, not text")
                 if streamed:

@@ -158,15 +158,23 @@ class UnitSetup:
     model: str
     prompt: str = ""
     response_format: str = STREAM_FORMAT
+    #: Longest reply in tokens (StackFlow's ``max_token_len``); None: the node's default.
+    max_tokens: int | None = None
+    #: Sampling temperature, 0 for the most likely token each time; None: the node's.
+    temperature: float | None = None
 
     def request(self, request_id: str) -> Request:
-        data = {
+        data: dict[str, Any] = {
             "model": self.model,
             "response_format": self.response_format,
             "input": STREAM_FORMAT,
             "enoutput": True,
             "prompt": self.prompt,
         }
+        if self.max_tokens is not None:
+            data["max_token_len"] = self.max_tokens
+        if self.temperature is not None:
+            data["temperature"] = self.temperature
         return Request(request_id, self.unit, Action.SETUP, f"{self.unit}.setup", data)
 
 

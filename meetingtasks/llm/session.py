@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from meetingtasks.errors import MeetingTasksError, NodeUnavailable
+from meetingtasks.errors import CallTimedOut, MeetingTasksError, NodeUnavailable
 from meetingtasks.llm.protocol import (
     STALE_WORK_ID_CODES,
     ReplyAssembler,
@@ -63,15 +63,24 @@ class NodeSession:
         return reply or ""
 
     def close(self, graceful: bool, timeout: float = 1.0) -> None:
-        """Close the connection; ``graceful`` first releases the work_ids (best effort)."""
+        """Close the connection, releasing the work_ids first (best effort).
+
+        ``graceful``: each exit is answered before the next. Otherwise (the connection is
+        out of step: a reply was cut short) the exits go out unanswered, so a node that
+        is still streaming to us stops and frees the unit: over ZMQ it would never learn
+        that we left."""
         deadline = time.monotonic() + timeout
+        exits = [exit_request(new_request_id(), work_id) for work_id in self._work_ids.values()]
         try:
-            for work_id in self._work_ids.values() if graceful else ():
-                self._exchange(exit_request(new_request_id(), work_id), deadline)
+            for request in exits:
+                if graceful:
+                    self._exchange(request, deadline)
+                else:
+                    self.connection.send(request.encode(), self._wait(deadline))
         except MeetingTasksError:
             pass  # the node is gone or refuses: it frees the work_ids itself
         finally:
-            self.connection.close()
+            self.connection.close(flush=timeout if exits and not graceful else 0.0)
 
     def _setup(self, setup: UnitSetup, deadline: float) -> str:
         response = self._exchange(setup.request(new_request_id()), deadline)
@@ -126,8 +135,8 @@ class NodeSession:
             raise self._out_of_time()
         return min(self.read_timeout, remaining)
 
-    def _out_of_time(self) -> NodeUnavailable:
-        return NodeUnavailable(
+    def _out_of_time(self) -> CallTimedOut:
+        return CallTimedOut(
             f"the call's timeout ran out before inference node {self.address} finished "
             "its reply: raise the timeout or add nodes"
         )

@@ -72,7 +72,9 @@ class Connection(Protocol):
         """Still connected, with nothing unexpected waiting: fit to reuse."""
         ...
 
-    def close(self) -> None: ...
+    def close(self, flush: float = 0.0) -> None:
+        """Close; messages sent but still queued go out for up to ``flush`` seconds."""
+        ...
 
 
 def connect(address: Address, timeout: float) -> Connection:
@@ -146,8 +148,8 @@ class ZmqConnection:
     def _events(self) -> int:
         return int(self._socket.getsockopt(zmq.EVENTS))
 
-    def close(self) -> None:
-        self._socket.close(linger=0)
+    def close(self, flush: float = 0.0) -> None:
+        self._socket.close(linger=_ms(flush))
 
 
 class TcpConnection:
@@ -221,8 +223,8 @@ class TcpConnection:
             return False
         return False  # closed by the node (b"") or bytes nobody asked for
 
-    def close(self) -> None:
-        self._socket.close()
+    def close(self, flush: float = 0.0) -> None:
+        self._socket.close()  # what send() wrote is in the kernel's buffer: it goes out
 
 
 def _ms(seconds: float) -> int:

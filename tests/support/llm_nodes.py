@@ -3,12 +3,15 @@
 - ``NodeProcess``: ``meetingtasks ai-node`` in its own process, to be killed with -9.
 - ``FakeNode``: a ZMQ ROUTER or a TCP listener that answers each request with whatever
   bytes a test wants (garbage, wrong ids, error codes), to see what the client makes of it.
+- ``StallingBackend``: a node backend (``--backend tests.support.llm_nodes:StallingBackend``)
+  that goes silent mid-stream on a prompt starting with "stall".
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import select
 import signal
@@ -17,11 +20,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import zmq
+
+from meetingtasks.llm.backends import EchoBackend, Generation
+
+log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -135,6 +142,29 @@ class FakeNode:
         self._thread.join(10)
         if self.transport == "zmq":
             self._context.term()
+
+
+class StallingBackend(EchoBackend):
+    """The echo double, except that a prompt starting with "stall" gets its first word and
+    then nothing for ``STALL`` seconds, as a hung model would. Whether the rest of such a
+    reply was generated or abandoned goes to the node's log."""
+
+    STALL = 6.0
+
+    def generate(self, request: Generation) -> Iterator[str]:
+        if not request.text.startswith("stall"):
+            yield from super().generate(request)
+            return
+        words = request.text.split()
+        sent = 0
+        try:
+            for sent, word in enumerate(words, 1):
+                yield word if sent == 1 else f" {word}"
+                if sent == 1:
+                    time.sleep(self.STALL)
+        finally:
+            state = "finished" if sent == len(words) else "abandoned"
+            log.warning("stalled reply %s after %d of %d words", state, sent, len(words))
 
 
 def reply(request: dict[str, Any] | None, **fields: Any) -> bytes:
