@@ -64,3 +64,22 @@ def test_the_production_image_installs_no_embedded_redis() -> None:
         line for line in (REPO / "Dockerfile").read_text().splitlines() if "pip install" in line
     ]
     assert installs and all("[" not in line for line in installs), installs
+    extras = {
+        name: service["build"]["args"]["EXTRAS"]
+        for name, service in APP_SERVICES.items()
+        if isinstance(service.get("build"), dict)
+    }
+    assert extras == {"ai-node": "[model]"}
+
+
+def test_the_ai_node_serves_the_model_and_the_ai_worker_takes_its_pool_from_routes() -> None:
+    node = APP_SERVICES["ai-node"]["command"]
+    assert option(node, "--backend") == "llama"
+    assert (
+        "model"
+        in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    )
+    ai_worker = APP_SERVICES["worker-ai"]["command"]
+    assert option(ai_worker, "-Q") == "ai"
+    assert not {"-P", "--pool", "-c", "--concurrency"} & set(ai_worker)
+    assert get_route_table().workers["ai"].pool == "threads"

@@ -2,8 +2,9 @@
 
 A real model backend subclasses ``Backend`` and implements ``generate``; it may override
 ``setup`` to refuse a model or options it cannot serve, so the client hears so at setup
-(error -5) rather than at the first prompt. ``meetingtasks ai-node --backend
-package.module:factory`` loads one; the default is ``EchoBackend``, a test double.
+(error -5) rather than at the first prompt. ``meetingtasks ai-node --backend NAME`` picks
+one: ``echo`` (the default, ``EchoBackend``, a test double), ``llama`` (a real model,
+``llama.py``, with the ``model`` extra) or ``package.module:factory`` for your own.
 """
 
 from __future__ import annotations
@@ -40,7 +41,14 @@ class Backend(ABC):
 
     @abstractmethod
     def generate(self, request: Generation) -> Iterator[str]:
-        """Yield the reply piece by piece; raising fails the reply with error -11."""
+        """Yield the reply piece by piece; raising fails the reply with error -11.
+
+        The node closes the generator early when nobody reads the rest (the client left
+        or exited the work unit), so a backend frees what it holds in ``finally``."""
+
+    def describe(self) -> str:
+        """What runs behind the node, in a few words (printed when it starts)."""
+        return type(self).__name__
 
 
 class EchoBackend(Backend):
@@ -54,6 +62,9 @@ class EchoBackend(Backend):
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay
 
+    def describe(self) -> str:
+        return "echo (a test double that repeats the input, not a model)"
+
     def generate(self, request: Generation) -> Iterator[str]:
         for index, word in enumerate(re.findall(r"\S+", request.text)):
             if self.delay:
@@ -61,15 +72,24 @@ class EchoBackend(Backend):
             yield word if index == 0 else f" {word}"
 
 
-def load_backend(spec: str) -> Backend:
-    """A backend from ``package.module:factory`` (a Backend class or a function making one)."""
-    module_name, _, attribute = spec.partition(":")
+#: Backends ``--backend`` knows by name.
+BUILT_IN = {
+    "echo": "meetingtasks.llm.backends:EchoBackend",
+    "llama": "meetingtasks.llm.llama:LlamaBackend",
+}
+
+
+def load_backend(spec: str, **options: Any) -> Backend:
+    """A backend by name (``echo``, ``llama``) or from ``package.module:factory`` (a Backend
+    class or a function making one), made with ``options``."""
+    module_name, _, attribute = BUILT_IN.get(spec, spec).partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attribute)
-        backend = factory()
+        backend = factory(**options)
     except (ImportError, AttributeError, ValueError, TypeError) as exc:
         raise ConfigurationError(
-            f"cannot load backend {spec!r} ({exc}): give it as package.module:factory"
+            f"cannot load backend {spec!r} ({exc}): give {' or '.join(BUILT_IN)}, or "
+            "package.module:factory"
         ) from exc
     if not isinstance(backend, Backend):
         raise ConfigurationError(f"backend {spec!r} made a {type(backend).__name__}, not a Backend")

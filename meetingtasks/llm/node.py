@@ -8,13 +8,15 @@
     node.stop()
 
 It lets the whole AI path run on one machine. Its default backend is ``EchoBackend``, a
-deterministic test double, not a model; real models plug in behind ``Backend``
+deterministic test double, not a model; ``--backend llama`` serves a real one (SmolLM2
+on llama.cpp, ``llama.py``), and others plug in behind ``Backend``
 (``--backend package.module:factory``). Once started it prints ``ready`` and the client
 addresses of both front ends on one line, so a parent process knows where to connect.
 """
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from dataclasses import dataclass
@@ -29,6 +31,8 @@ from meetingtasks.llm.transport import TCP_JSON_SCHEME
 
 DEFAULT_BIND = "tcp://127.0.0.1:5560"
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class NodeConfig:
@@ -42,9 +46,11 @@ class NodeConfig:
     #: Seconds the default EchoBackend waits before each delta (for fault tests).
     token_delay: float = 0.0
     #: Work units kept at once; beyond it idle ones are recycled, busy ones refuse (-21).
-    max_work_ids: int = 64
-    #: Requests the ZMQ front end serves at once (streams in progress included).
-    workers: int = 32
+    #: A client holds one per connection, and an ``ai`` worker one connection per thread.
+    max_work_ids: int = 1024
+    #: Requests the ZMQ front end serves at once (streams in progress included): as many
+    #: as an ``ai`` worker's threads (routes/ai.toml), so none waits for a free one.
+    workers: int = 512
 
     def __post_init__(self) -> None:
         if not self.bind and self.tcp_port is None:
@@ -124,6 +130,7 @@ def run(
 ) -> None:
     """Serve until SIGINT or SIGTERM; ``options`` are further NodeConfig fields."""
     node = InferenceNode(NodeConfig(bind=bind, tcp_port=tcp_port, **options), backend).start()
+    log.info("backend: %s", node.core.backend.describe())
     print("ready", *node.addresses, flush=True)
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():

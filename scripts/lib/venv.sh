@@ -12,6 +12,9 @@ ensure_venv() {
     want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         echo "installing meetingtasks${extra:+[$extra]} into .venv" >&2
+        # llama-cpp-python (the model extra) compiles llama.cpp. A native build for a CPU
+        # that reports AVX-512 and AMX crashed at the first token; AVX2/FMA/F16C ran.
+        CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF}" \
         .venv/bin/python -m pip install --quiet --disable-pip-version-check \
             -e ".${extra:+[$extra]}" 2> >(grep -v "^WARNING: Location" >&2)
         echo "$want" > "$stamp"
