@@ -134,6 +134,8 @@ class WorkerProcess:
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     name: str = field(default_factory=lambda: f"w{os.getpid()}-{next(_names)}@test")
+    #: Celery's start-up sync with other workers and its gossip (off: they add seconds).
+    mingle_and_gossip: bool = False
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -146,7 +148,8 @@ class WorkerProcess:
             "-Q", ",".join(self.queues),
             *(["-c", str(self.concurrency)] if self.concurrency is not None else []),
             *(["-P", self.pool] if self.pool is not None else []),
-            "-n", self.name, "-l", "INFO", "--without-gossip", "--without-mingle",
+            "-n", self.name, "-l", "INFO",
+            *([] if self.mingle_and_gossip else ["--without-gossip", "--without-mingle"]),
             *(f"--include={module}" for module in self.include), *self.extra_args,
         ]  # fmt: skip
         path = os.pathsep.join(filter(None, [str(self.cwd), os.environ.get("PYTHONPATH")]))

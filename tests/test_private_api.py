@@ -113,7 +113,13 @@ def test_instance_names_of_a_live_channel_and_dispatcher(app) -> None:
     """Set in constructors, so looked up on real objects."""
     with app.connection_for_read() as connection:
         channel = connection.default_channel
-        for name in ("_queue_cycle", "_in_poll", "priority_steps", "active_queues"):
+        for name in (
+            "_queue_cycle",
+            "_in_poll",
+            "_fanout_queues",
+            "priority_steps",
+            "active_queues",
+        ):
             assert hasattr(channel, name), _missing(f"Channel().{name}", "celery_ext/transport.py")
         assert hasattr(channel.qos, "_delivered"), _missing("QoS()._delivered", "transport.py")
         assert hasattr(connection.transport, "_deliver")

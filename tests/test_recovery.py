@@ -12,7 +12,7 @@ from meetingtasks.base.loops import Periodic
 from meetingtasks.base.priority import Priority
 from meetingtasks.policies.recovery import Recoverer
 from meetingtasks.store import get_redis, held, script
-from tests.worker_tasks import record
+from tests.worker_tasks import read_journal, record, sleep
 
 
 def take(app, owner: str, queue: str = "media", most: int = 10) -> list[str]:
@@ -85,3 +85,23 @@ def test_a_loop_run_by_every_worker_waits_longer_the_more_workers_run_it(peers: 
     assert all(0.5 * 2.0 * peers <= p <= 1.5 * 2.0 * peers for p in pauses)
     assert max(pauses) - min(pauses) > 0.5 * peers  # jittered, not in step
     assert Periodic("alone", lambda: 0, interval=2.0).pause() == 2.0
+
+
+def test_a_running_task_stays_with_its_worker_whatever_channels_it_opens(
+    app, redis, start_worker
+) -> None:
+    """Celery's worker consumes on more channels than the tasks' (mingle, gossip, remote
+    control), all on one connection: they share one consumer id, the one its heartbeat
+    keeps alive, so no recoverer takes a running task back and runs it twice."""
+    keys = get_keys()
+    start_worker(["user"], concurrency=2, mingle_and_gossip=True)
+    result = sleep.apply_async((6, "held"))
+    deadline = time.monotonic() + 60
+    while not read_journal("held") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    owners = set(redis.hvals(keys.unacked_owner()))
+    assert owners, "the running task's message is held by its worker"
+    alive = set(redis.zrangebyscore(keys.consumers(), time.time(), "+inf"))
+    assert owners <= alive, f"held by {owners}, heartbeats for {alive}"
+    assert result.get(timeout=60) == "slept"  # the recoverer swept meanwhile (every 2 s)
+    assert [e["event"] for e in read_journal("held")] == ["started", "finished"]

@@ -12,8 +12,8 @@ itself reads ``-P`` there to patch for gevent and eventlet.
 
 Names of Celery 5.7 relied on (``tests/test_private_api.py`` checks each):
 ``WorkController.setup_defaults`` (overridden; its ``pool`` (the command line's ``-P``),
-``pool_cls``, ``concurrency`` and ``queues`` keywords), ``Celery.Worker`` (a cached property the app overrides),
-``celery.concurrency.get_implementation``.
+``pool_cls``, ``concurrency`` and ``queues`` keywords), ``Celery.Worker`` (a cached
+property the app overrides), ``celery.concurrency.get_implementation``.
 """
 
 from __future__ import annotations

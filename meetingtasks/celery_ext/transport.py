@@ -25,7 +25,7 @@ Select it with ``broker_transport`` (celeryconfig.py does); URLs stay ``redis://
 Private names of kombu 5.7 relied on (``tests/test_private_api.py`` checks each):
 - ``kombu.transport.redis.Channel``: ``_brpop_start``, ``_brpop_read``, ``_put`` and
   ``_put_fanout`` (overridden); ``_queue_cycle``, ``_in_poll``, ``_flush_brpop_reauth``,
-  ``_get_message_priority``, ``_get_publish_topics`` (used);
+  ``_get_message_priority``, ``_get_publish_topics``, ``_fanout_queues`` (used);
 - ``kombu.transport.redis.QoS``: ``_remove_from_indices`` (overridden), ``_delivered``;
 - ``kombu.transport.virtual.Transport._deliver``;
 - ``kombu.Connection.resolve_aliases`` (extended, for display).
@@ -57,13 +57,31 @@ log = logging.getLogger(__name__)
 
 class _Consumer:
     """Who this process consumes as: set by ``consume_as`` in a worker process, unset in
-    processes that only publish. Each consuming channel takes a new id ``{base}/{n}`` (a
+    processes that only publish. Each broker connection takes a new id ``{base}/{n}`` (a
     new generation after every reconnect) and tells ``on_new``."""
 
     base: str | None = None
     current: str | None = None
     on_new: Callable[[str | None, str], None] | None = None
     generations = itertools.count(1)
+
+    @classmethod
+    def owner_of(cls, transport: Any) -> str | None:
+        """The consumer id the channels of ``transport`` (one connection) fetch as.
+
+        One per connection, not per channel: Celery's worker consumes tasks, mingle's
+        replies, gossip and remote control on channels of one connection, and the
+        heartbeat keeps one id alive. Were each channel its own consumer, the tasks'
+        channel would hold its messages under an id the heartbeat no longer renews, and
+        any recoverer would give back tasks still running."""
+        if cls.base is None:
+            return None
+        if transport.owner_id is None:
+            previous, transport.owner_id = cls.current, f"{cls.base}/{next(cls.generations)}"
+            cls.current = transport.owner_id
+            if cls.on_new is not None:
+                cls.on_new(previous, transport.owner_id)
+        return str(transport.owner_id)
 
 
 def consume_as(base: str, on_new_consumer: Callable[[str | None, str], None]) -> None:
@@ -95,12 +113,10 @@ class QueueingChannelMixin:
 
     def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
         self._fetch_commands = {}
-        if self.owner_id is None and _Consumer.base is not None:
-            previous = _Consumer.current
-            _Consumer.current = f"{_Consumer.base}/{next(_Consumer.generations)}"
-            self.owner_id = _Consumer.current
-            if _Consumer.on_new is not None:
-                _Consumer.on_new(previous, _Consumer.current)
+        # A fanout queue (remote control's) is read over Pub/Sub, never fetched: its
+        # channel needs no id, nor a connection of its own (gevent's remote control) one.
+        if self.owner_id is None and queue not in self._fanout_queues:  # type: ignore[attr-defined]
+            self.owner_id = _Consumer.owner_of(self.connection)  # type: ignore[attr-defined]
         return super().basic_consume(queue, *args, **kwargs)  # type: ignore[misc]
 
     def _brpop_start(self, timeout: float | None = None) -> None:
@@ -272,6 +288,8 @@ class Channel(QueueingChannelMixin, kombu_redis.Channel):  # type: ignore[misc]
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+    #: The consumer id of this connection's channels in a worker (``_Consumer.owner_of``).
+    owner_id: str | None = None
 
 
 class SentinelChannel(QueueingChannelMixin, kombu_redis.SentinelChannel):  # type: ignore[misc]
@@ -280,6 +298,7 @@ class SentinelChannel(QueueingChannelMixin, kombu_redis.SentinelChannel):  # typ
 
 class SentinelTransport(kombu_redis.SentinelTransport):
     Channel = SentinelChannel
+    owner_id: str | None = None
 
 
 TRANSPORTS = {
