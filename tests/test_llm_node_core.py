@@ -207,3 +207,23 @@ def test_an_exit_mid_reply_stops_its_generation_and_frees_the_unit() -> None:
     assert done.ok and core.work_ids() == []
     assert list(stream) == []  # not another word
     assert closed == [2]
+
+
+def test_replies_being_generated_are_counted_until_each_ends() -> None:
+    core = NodeCore(EchoBackend())
+    first, second = setup(core), setup(core)
+
+    def stream(work_id: str) -> Iterator[Response]:
+        data = {"delta": "one two", "index": 0, "finish": True}
+        message = {"request_id": work_id, "work_id": work_id, "action": "inference",
+                   "object": "llm.utf-8.stream", "data": data}  # fmt: skip
+        return core.handle(json.dumps(message).encode(), "tcp:a")
+
+    replies = [stream(first), stream(second)]
+    for reply in replies:
+        next(reply)
+    assert core.replying == 2
+    list(replies[0])
+    assert core.replying == 1
+    replies[1].close()  # the client left mid-reply
+    assert core.replying == 0

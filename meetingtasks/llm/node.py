@@ -113,6 +113,7 @@ class InferenceNode:
             "addresses": self.addresses,
             "work_ids": self.core.work_ids(),
             "generations": self.core.generations,
+            "replying": self.core.replying,
         }
 
     def __enter__(self) -> InferenceNode:

@@ -72,6 +72,8 @@ class NodeCore:
         #: Set when the node stops: replies being generated end with error -10.
         self.stopping = threading.Event()
         self.generations = 0
+        #: Replies being generated right now.
+        self.replying = 0
         self._units: dict[str, _WorkUnit] = {}
         self._numbers = itertools.count(first_work_id)
         self._lock = threading.Lock()
@@ -169,12 +171,15 @@ class NodeCore:
         elif isinstance(outcome, tuple):
             yield self._error(request, *outcome)
         elif isinstance(outcome, str):
+            with self._lock:
+                self.replying += 1
             try:
                 yield from self._generate(request, unit, outcome)
             finally:
                 with self._lock:
                     unit.busy = False
                     unit.last_used = self.clock()
+                    self.replying -= 1
 
     @staticmethod
     def _take_input(unit: _WorkUnit, request: Request) -> str | tuple[ErrorCode, str] | None:
