@@ -18,7 +18,7 @@ OURS = "ours"
 class BenchApp:
     kind: str
     app: Any
-    #: Name of the no-op task.
+    #: Name of the task a run sends: the no-op, or ``bench.wait`` (``load(kind, "wait")``).
     noop: str
     #: The queue the no-op task goes to; the app's module for ``celery -A``; the queues its
     #: worker is started with (None: Celery's default).
@@ -27,6 +27,8 @@ class BenchApp:
     worker_queues: tuple[str, ...] | None
     #: Sends one no-op task as a user of this app would; returns the AsyncResult.
     send: Callable[..., Any]
+    #: More arguments of its worker's command line.
+    worker_args: tuple[str, ...] = ()
 
     def queue_depth(self, connection: Any) -> int:
         """Messages waiting in the no-op queue (every priority list of it)."""
@@ -39,7 +41,11 @@ class BenchApp:
         return prefix.decode() if isinstance(prefix, bytes) else str(prefix)
 
 
-def load(kind: str) -> BenchApp:
+def load(kind: str, task: str = "noop") -> BenchApp:
+    """The app of ``kind``, sending its no-op task, or with ``task="wait"`` a task that
+    waits ``config.WAIT_SECONDS`` (ours: on the ai queue, in that queue's own worker)."""
+    if task == "wait":
+        return _load_wait(kind)
     if kind == PLAIN:
         from bench.plain_app import NOOP, app, noop
 
@@ -59,3 +65,21 @@ def load(kind: str) -> BenchApp:
             send=ours.tasks[name].apply_async,
         )  # fmt: skip
     raise ValueError(f"unknown app {kind!r}: {PLAIN} or {OURS}")
+
+
+def _load_wait(kind: str) -> BenchApp:
+    if kind == PLAIN:
+        from bench.plain_app import WAIT, app, wait
+
+        return BenchApp(
+            PLAIN, app, WAIT, app.conf.task_default_queue, "bench.plain_app", None,
+            send=lambda **options: wait.apply_async(**options),
+        )  # fmt: skip
+    from bench.ai_tasks import WAIT as OURS_WAIT
+    from bench.ai_tasks import wait as ours_wait
+    from meetingtasks.app import app as ours
+
+    return BenchApp(
+        OURS, ours, OURS_WAIT, "ai", "meetingtasks", ("ai",), send=ours_wait.apply_async,
+        worker_args=("--include", "bench.ai_tasks"),
+    )  # fmt: skip

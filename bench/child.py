@@ -37,6 +37,8 @@ MEASUREMENTS = {
     "drain": "bench.workers:drain",
     "latency": "bench.latency:measure",
     "gateway": "bench.gateway:measure",
+    "ai_in_flight": "bench.ai:in_flight",
+    "ai_model": "bench.ai:model",
 }
 
 

@@ -11,6 +11,8 @@ from bench.figures import GROUPS
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
+#: Seconds the I/O-bound benchmark task (``bench.wait``) waits, as an AI call mostly does.
+WAIT_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,12 @@ class BenchConfig:
     connections: int = 10_000
     llm_samples: int = 20
     broadcast_rounds: int = 10
+    #: Tasks waiting 200 ms drained by plain Celery -c 8 and by our ai worker; AI tasks
+    #: sent at once to one ai worker; real-model prompts (each path).
+    wait_n_plain: int = 400
+    wait_n: int = 4_000
+    in_flight_n: int = 2_000
+    model_rounds: int = 5
     #: Requests per redis-benchmark test.
     redis_n: int = 200_000
     #: The private Redis's AOF fsync policy: ``always`` is what compose.yaml and the
@@ -55,6 +63,10 @@ QUICK = BenchConfig(
     connections=1_000,
     llm_samples=5,
     broadcast_rounds=5,
+    wait_n_plain=160,
+    wait_n=1_500,
+    in_flight_n=1_000,
+    model_rounds=2,
     redis_n=50_000,
     quick=True,
 )
@@ -94,6 +106,10 @@ def parser() -> argparse.ArgumentParser:
         ("connections", "idle WebSocket connections"),
         ("llm_samples", "LLM prompts for the time to first delta"),
         ("broadcast_rounds", "broadcast events sent to the idle connections"),
+        ("wait_n_plain", "200 ms tasks drained by plain Celery -c 8"),
+        ("wait_n", "200 ms tasks drained by our ai worker"),
+        ("in_flight_n", "AI tasks sent at once to one ai worker"),
+        ("model_rounds", "real-model prompts per path"),
         ("redis_n", "requests per redis-benchmark test"),
     ):
         kind = float if name in ("rate", "duration") else int

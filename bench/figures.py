@@ -101,6 +101,26 @@ SPECS: tuple[FigureSpec, ...] = (
     ),
     FigureSpec("ws.broadcast_p50", "gateway", "broadcast event → each client, p50", MS, "lower"),
     FigureSpec("ws.broadcast_p99", "gateway", "broadcast event → each client, p99", MS, "lower"),
+    # -- AI: I/O-bound tasks on the ai queue's own worker, and a real model -------------------
+    FigureSpec(
+        "ai.plain_wait_c8", "ai", "plain Celery prefork -c 8, tasks waiting 200 ms", TASKS,
+    ),
+    FigureSpec(
+        "ai.ours_wait", "ai", "ours `worker -Q ai` (no pool flags), tasks waiting 200 ms",
+        TASKS, baseline="ai.plain_wait_c8", target=400,
+    ),
+    FigureSpec(
+        "ai.in_flight", "ai", "AI tasks in flight on one `worker -Q ai` (node answers in 1 s)",
+        "tasks", target=500,
+    ),
+    FigureSpec(
+        "ai.model_tokens", "ai", "SmolLM2 tokens/s at the WebSocket client, % of in-process",
+        "%", target=95,
+    ),
+    FigureSpec(
+        "ai.model_first_token", "ai", "SmolLM2 first token: model → WebSocket client", MS,
+        "lower", target=20,
+    ),
     # -- Redis's own ceiling ---------------------------------------------------------------------
     FigureSpec("redis.set", "redis", "redis-benchmark SET, 50 clients", "ops/s"),
     FigureSpec("redis.lpush", "redis", "redis-benchmark LPUSH, 50 clients", "ops/s"),
@@ -113,7 +133,7 @@ SPECS: tuple[FigureSpec, ...] = (
 )  # fmt: skip
 
 SPEC_BY_KEY = {spec.key: spec for spec in SPECS}
-GROUPS = ("dispatch", "worker", "latency", "gateway", "redis")
+GROUPS = ("dispatch", "worker", "latency", "gateway", "ai", "redis")
 
 
 @dataclass

@@ -8,10 +8,14 @@ Only the broker and result backend are set (the benchmark's private Redis, from
 from __future__ import annotations
 
 import os
+import time
 
 from celery import Celery
 
+from bench.config import WAIT_SECONDS
+
 NOOP = "bench.noop"
+WAIT = "bench.wait"
 
 
 def _redis_url() -> str:
@@ -28,3 +32,9 @@ app = Celery("bench_plain", broker=_redis_url(), backend=_redis_url())
 @app.task(name=NOOP)
 def noop() -> None:
     """Does nothing, like our ``system.noop``."""
+
+
+@app.task(name=WAIT)
+def wait() -> None:
+    """Waits, like our ``bench.wait`` (``bench/ai_tasks.py``)."""
+    time.sleep(WAIT_SECONDS)

@@ -130,6 +130,16 @@ class BenchRun:
         if "gateway" in c.groups:
             keys = tuple(s.key for s in SPECS if s.group == "gateway")
             steps.append(Step("gateway", "gateway over WebSocket", keys, self._gateway(keys)))
+        if "ai" in c.groups:
+            title = "plain -c 8, tasks waiting 200 ms"
+            run = self._wait_drain("plain", 8, c.wait_n_plain, "ai.plain_wait_c8")
+            steps.append(Step("ai", title, ("ai.plain_wait_c8",), run))
+            title = "ours -Q ai, tasks waiting 200 ms"
+            run = self._wait_drain("ours", None, c.wait_n, "ai.ours_wait")
+            steps.append(Step("ai", title, ("ai.ours_wait",), run))
+            steps.append(Step("ai", "AI tasks in flight", ("ai.in_flight",), self._in_flight()))
+            keys = ("ai.model_tokens", "ai.model_first_token")
+            steps.append(Step("ai", "real model: client vs in-process", keys, self._model(keys)))
         if "redis" in c.groups:
             keys = tuple(s.key for s in SPECS if s.group == "redis")
             steps.append(Step("redis", "redis-benchmark", keys, self._redis(keys)))
@@ -198,6 +208,38 @@ class BenchRun:
             if label is not None:
                 out["label"] = label
             self.results.set(key, out.pop("rate"), **out)
+
+        return run
+
+    def _wait_drain(
+        self, app: str, concurrency: int | None, n: int, key: str
+    ) -> Callable[[OnProgress], None]:
+        def run(on_progress: OnProgress) -> None:
+            params = {"app": app, "n": n, "task": "wait"}
+            filled = run_child("prefill", params, lambda d, t: on_progress(d, 2 * t))
+            if filled["queued"] != n:
+                raise RuntimeError(f"prefill queued {filled['queued']} of {n} tasks")
+            params = {**params, "concurrency": concurrency, "log_dir": str(self.logs)}
+            out = run_child("drain", params, lambda d, t: on_progress(n + d, 2 * n))
+            self.results.set(key, out.pop("rate"), **out)
+
+        return run
+
+    def _in_flight(self) -> Callable[[OnProgress], None]:
+        def run(on_progress: OnProgress) -> None:
+            params = {"n": self.config.in_flight_n, "log_dir": str(self.logs)}
+            out = run_child("ai_in_flight", params, on_progress)
+            self.results.set("ai.in_flight", out.pop("peak"), **out)
+
+        return run
+
+    def _model(self, keys: tuple[str, ...]) -> Callable[[OnProgress], None]:
+        def run(on_progress: OnProgress) -> None:
+            params = {"rounds": self.config.model_rounds, "log_dir": str(self.logs)}
+            out = run_child("ai_model", params, on_progress)
+            tokens, first = keys
+            self.results.set(tokens, 100 * out["ratio_median"], **out)
+            self.results.set(first, out["first_token_trip"]["p50"], **out)
 
         return run
 

@@ -84,25 +84,28 @@ class Service:
 
 def worker(
     bench_app: BenchApp,
-    concurrency: int,
+    concurrency: int | None,
     log_dir: Path,
     queues: list[str] | tuple[str, ...] | None = None,
     env: dict[str, str] | None = None,
 ) -> Service:
-    """``celery -A <app> worker`` with default options (prefork), not started yet."""
+    """``celery -A <app> worker``, prefork with ``concurrency`` processes, or with None no
+    pool flags at all (the queue's own pool from routes/), not started yet."""
     queues = queues or bench_app.worker_queues
-    name = f"bench-{bench_app.kind}-c{concurrency}"
+    name = f"bench-{bench_app.kind}-c{concurrency or 'default'}"
+    flags = ["-c", str(concurrency), "-P", "prefork"] if concurrency else []
     argv = [
         sys.executable, "-m", "celery", "-A", bench_app.module, "worker",
         *(["-Q", ",".join(queues)] if queues else []),
-        "-c", str(concurrency), "-P", "prefork", "-n", f"{name}@%h",
+        *flags, "-n", f"{name}@%h", *bench_app.worker_args,
     ]  # fmt: skip
     return Service(name, argv, log_dir, env or {})
 
 
-def prefill(app: str, n: int) -> dict[str, Any]:
-    """Queue ``n`` no-op tasks over one producer; returns how many are queued."""
-    bench_app = load(app)
+def prefill(app: str, n: int, task: str = "noop") -> dict[str, Any]:
+    """Queue ``n`` tasks (no-op, or ``wait``) over one producer; returns how many are
+    queued."""
+    bench_app = load(app, task)
     report = Progress(n)
     with bench_app.app.producer_or_acquire() as producer:
         for i in range(n):
@@ -114,9 +117,12 @@ def prefill(app: str, n: int) -> dict[str, Any]:
         return {"queued": bench_app.queue_depth(connection)}
 
 
-def drain(app: str, concurrency: int, n: int, log_dir: str) -> dict[str, Any]:
-    """Start the worker on the queued tasks and time it from first to last completion."""
-    bench_app = load(app)
+def drain(
+    app: str, concurrency: int | None, n: int, log_dir: str, task: str = "noop"
+) -> dict[str, Any]:
+    """Start the worker on the queued tasks and time it from first to last completion
+    (``concurrency`` None: the worker's own choice, no pool flags)."""
+    bench_app = load(app, task)
     report = Progress(n)
     started = time.time()
     with (
@@ -145,7 +151,7 @@ def drain(app: str, concurrency: int, n: int, log_dir: str) -> dict[str, Any]:
         "seconds": rate["seconds"],
         "completed": len(times),
         "concurrency": concurrency,
-        "per_process": rate["rate"] / concurrency,
+        "per_process": rate["rate"] / concurrency if concurrency else None,
         "startup_seconds": times[0] - started,
     }
 

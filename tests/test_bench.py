@@ -215,3 +215,24 @@ def test_a_tiny_quick_run_end_to_end(tmp_path: Path) -> None:
     assert figures["dispatch.batch"]["status"] in ("measured", "provisional")
     assert figures["redis.set_p16"]["value"] > 0
     assert figures["worker.plain_c1"]["status"] == "not measured"  # left out by --only
+
+
+def test_a_tiny_ai_run_end_to_end(tmp_path: Path) -> None:
+    """The AI figures, tiny sizes: waits on both apps' workers, AI tasks on a node, the model."""
+    command = [
+        sys.executable, "-m", "bench", "--quick", "--only", "ai", "--no-plot",
+        "--wait-n-plain", "16", "--wait-n", "40", "--in-flight-n", "40", "--model-rounds", "1",
+        "--output-dir", str(tmp_path),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = json.loads((tmp_path / "results.json").read_text())["figures"]
+    assert figures["ai.plain_wait_c8"]["details"]["completed"] == 16
+    assert figures["ai.ours_wait"]["details"]["completed"] == 40
+    assert figures["ai.ours_wait"]["ratio_to_plain_celery"] is not None
+    in_flight = figures["ai.in_flight"]
+    assert in_flight["details"]["outcomes"] == {"completed": 40}
+    assert 1 <= in_flight["value"] <= 40
+    model = figures["ai.model_tokens"]["details"]
+    assert model["tokens"][0] >= 2 and model["reply"].strip()
+    assert figures["ai.model_first_token"]["status"] in ("measured", "provisional")
