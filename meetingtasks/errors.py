@@ -11,6 +11,8 @@
     ├── ProtocolError             a client frame the gateway refuses (``code`` says why)
     ├── AuthError                 a client token missing, forged, expired or malformed, or
     │                             a meeting it does not grant (``code`` says which)
+    ├── RedisFull                 Redis at its maxmemory refused a write; nothing of it was
+    │                             written (retry once workers drain the queues)
     ├── WaitTimeout               a wait that ran out (a task not ended, a full local bus)
     ├── StateError                a component asked for what its state does not allow (used
     │                             after stop, added after start)
@@ -39,6 +41,20 @@ class ConfigurationError(MeetingTasksError):
 
 class ValidationError(MeetingTasksError, ValueError):
     """Input refused at an entry point before anything was queued."""
+
+
+class RedisFull(MeetingTasksError):
+    """Redis reached its ``maxmemory`` and refused a write (a send, an event), whole: nothing
+    of it was written. Workers still drain the queues, which frees memory; retry then.
+
+    From a batch (``dispatch_batch``, ``queueing.batch()``), which goes out in several
+    script calls: ``accepted`` lists the ids of the tasks that went in (they will run),
+    ``refused`` those that did not (send them again)."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.accepted: list[str] = []
+        self.refused: list[str] = []
 
 
 class InvalidPriority(ValidationError):

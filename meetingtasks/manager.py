@@ -32,6 +32,7 @@ from meetingtasks.events import EventBus, EventBusConfig, LocalEventBus
 from meetingtasks.policies.routing import get_route_table
 from meetingtasks.scheduler import SchedulerService
 from meetingtasks.store import inspect
+from meetingtasks.store.memory import memory_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,9 @@ def cluster_stats(keys: Keys | None = None) -> dict[str, Any]:
     ``delayed``, ``processing`` (taken by a worker, not acknowledged), ``dlq``: totals;
     ``workers``: worker consumers whose heartbeat is alive (cheap: one sorted-set read,
     where Celery's ``inspect().ping()`` would broadcast and wait for every worker);
-    ``scheduler``: the scheduler loops' counters; ``dispatcher``: its cluster-wide stats.
+    ``scheduler``: the scheduler loops' counters; ``dispatcher``: its cluster-wide stats;
+    ``memory``: Redis's used and maximum bytes, keys and bytes per key family, bytes a
+    finished task leaves (``store/memory.py``).
     """
     keys = keys or get_keys()
     snap = inspect.snapshot(keys, get_route_table().queues, time.time())
@@ -165,4 +168,5 @@ def cluster_stats(keys: Keys | None = None) -> dict[str, Any]:
         "workers": {"online": len(snap.consumers), "ids": snap.consumers},
         "scheduler": snap.scheduler,
         "dispatcher": TaskDispatcher().stats(),
+        "memory": memory_snapshot(keys.namespace),
     }

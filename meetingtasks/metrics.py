@@ -81,7 +81,40 @@ class StatsCollector(Collector):
         for action, count in sorted(stats["scheduler"].items()):
             scheduler.add_metric([action], count)
         yield scheduler
+        if "memory" in stats:
+            yield from _memory_metrics(stats["memory"])
         yield from _component_metrics(stats.get("components", {}))
+
+
+def _memory_metrics(memory: Stats) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "meetingtasks_redis_used_memory_bytes", "Redis's used memory.", memory["used_bytes"]
+    )
+    yield GaugeMetricFamily(
+        "meetingtasks_redis_maxmemory_bytes",
+        "Redis's maxmemory (0: no limit).",
+        memory["max_bytes"],
+    )
+    keys = GaugeMetricFamily(
+        "meetingtasks_redis_keys",
+        "Our keys in Redis, per key family (scaled from a sample on big databases).",
+        labels=["family"],
+    )
+    size = GaugeMetricFamily(
+        "meetingtasks_redis_key_bytes",
+        "Mean bytes of one key of a family (MEMORY USAGE of a few).",
+        labels=["family"],
+    )
+    for family, numbers in sorted(memory["families"].items()):
+        keys.add_metric([family], numbers["keys"])
+        size.add_metric([family], numbers["bytes_per_key"])
+    yield keys
+    yield size
+    yield GaugeMetricFamily(
+        "meetingtasks_task_kept_bytes",
+        "Bytes a task's records take in Redis (status, and result where kept).",
+        memory["bytes_per_task"],
+    )
 
 
 def _component_metrics(components: Stats) -> Iterator[Metric]:

@@ -29,6 +29,7 @@ from celery.concurrency.thread import TaskPool as ThreadTaskPool
 
 from meetingtasks.celery_ext.thread_pool import TimedThreadPool
 from meetingtasks.policies.routing import get_route_table
+from meetingtasks.store.memory import check_eviction_policy
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ CONCURRENCY_FLAGS = ("-c", "--concurrency")
 
 class QueueWorker(Worker):
     def setup_defaults(self, concurrency: Any = None, pool_cls: Any = None, **options: Any) -> None:
+        check_eviction_policy()  # a Redis that may evict queues loses tasks: refuse it now
         pool_cls = options.pop("pool", None) or pool_cls  # the command line's -P
         queues = _queue_names(options.get("queues"))
         chosen = get_route_table().worker_for(queues or get_route_table().queues)

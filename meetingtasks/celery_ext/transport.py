@@ -45,7 +45,7 @@ import orjson
 from kombu import Connection
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import loads
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 
 from meetingtasks.base.keys import UNACKED_OWNER, get_keys
 from meetingtasks.base.settings import get_settings
@@ -251,6 +251,16 @@ class OwnedQoS(kombu_redis.QoS):
             super().append(message, delivery_tag)
         else:  # fetch.lua recorded it in Redis already; only kombu's memory is left
             kombu_redis.virtual.QoS.append(self, message, delivery_tag)
+
+    def restore_visible(self, *args: Any, **kwargs: Any) -> Any:
+        """Kombu's visibility-timeout restore takes a lock (SET NX) that Redis at its
+        maxmemory refuses: then it waits for its next pass instead of failing the worker
+        (our recoverer gives back a lost consumer's messages without it)."""
+        try:
+            return super().restore_visible(*args, **kwargs)
+        except OutOfMemoryError:
+            log.warning("Redis is at maxmemory: the visibility-timeout restore waits a pass")
+            return None
 
     def restore_unacked(self, client: Any = None) -> Any:
         """Kombu gives unacknowledged messages back when a channel closes, and a broker

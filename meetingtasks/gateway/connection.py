@@ -21,7 +21,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from meetingtasks.errors import AuthError, ProtocolError
+from meetingtasks.errors import AuthError, ProtocolError, RedisFull
 from meetingtasks.gateway import protocol as p
 from meetingtasks.gateway.auth import Principal, verify
 from meetingtasks.gateway.tasks import UNREACHABLE, describe
@@ -164,6 +164,15 @@ class Connection:
             self.error(
                 p.UNAVAILABLE,
                 "the task system is unreachable right now: try again shortly",
+                _request_id(command),
+            )
+        except RedisFull:
+            log.warning(
+                "Redis is at its maxmemory: a client %s was refused", type(command).__name__
+            )
+            self.error(
+                p.UNAVAILABLE,
+                "the task system is full right now and queued nothing: try again shortly",
                 _request_id(command),
             )
         except Exception:

@@ -25,6 +25,7 @@ from meetingtasks.gateway.connection import Connection
 from meetingtasks.gateway.http import routes
 from meetingtasks.gateway.hub import Hub
 from meetingtasks.policies.routing import get_route_table
+from meetingtasks.store.memory import check_eviction_policy
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,11 @@ class GatewayApp:
 
     @asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        # Fail at start, not on the first client, when routes or Redis are wrong; the
+        # Fail at start, not on the first client, when routes or Redis are wrong (or may
+        # evict queues); the
         # secret may come from Redis, a blocking read done once here.
         get_route_table()
+        await asyncio.to_thread(check_eviction_policy)
         await asyncio.to_thread(get_secret)
         await self.hub.start()
         log.info("gateway ready")

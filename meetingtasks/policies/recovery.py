@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 
 from meetingtasks.base.keys import Keys, get_keys
-from meetingtasks.store import get_redis, held, writebehind
+from meetingtasks.store import get_redis, held, script, writebehind
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +49,8 @@ class Heartbeat:
     def beat(self, retire: str | None = None) -> None:
         """Renew the current id (dropping ``retire``), prune ids lapsed a TTL ago, and
         count those alive."""
-        now = time.time()
-        pipe = get_redis().pipeline(transaction=False)
-        current = self.current()
-        if current is not None:
-            pipe.zadd(self.keys.consumers(), {current: now + self.ttl})
-        if retire is not None:
-            pipe.zrem(self.keys.consumers(), retire)
-        pipe.zremrangebyscore(self.keys.consumers(), "-inf", now - self.ttl)
-        pipe.zcount(self.keys.consumers(), now, "+inf")
-        self.live = max(1, int(pipe.execute()[-1]))
+        args = [time.time(), self.ttl, self.current() or "", retire or ""]
+        self.live = int(script("heartbeat")([self.keys.consumers()], args))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)

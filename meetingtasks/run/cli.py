@@ -27,6 +27,7 @@ from meetingtasks.llm.node import run as run_node
 from meetingtasks.manager import cluster_stats
 from meetingtasks.run.stack import Stack
 from meetingtasks.scheduler import SchedulerService, TaskScheduler
+from meetingtasks.store.memory import check_eviction_policy
 
 cli = typer.Typer(
     help="meetingtasks: tasks and events of the meeting platform, on Celery and Redis.",
@@ -131,6 +132,7 @@ def scheduler(
     Redis); SIGTERM or Ctrl-C stops it.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    check_eviction_policy()
     service = SchedulerService.create(interval)
     service.start()
     console.print("scheduler running; Ctrl-C stops it")
@@ -316,10 +318,21 @@ def _stats_view(stats: dict[str, Any]) -> Any:
         ("scheduler", "  ".join(f"{k} {v}" for k, v in sorted(stats["scheduler"].items()))),
     ]
     rows += [(f"dispatcher {key}", value) for key, value in stats["dispatcher"].items()]
+    memory = stats["memory"]
+    limit = f" of {_megabytes(memory['max_bytes'])}" if memory["max_bytes"] else " (no maxmemory)"
+    rows += [
+        ("redis memory", f"{_megabytes(memory['used_bytes'])}{limit}, {memory['policy']}"),
+        ("bytes per task", f"{memory['bytes_per_task']} (status and result kept)"),
+        ("keys", "  ".join(f"{name} {f['keys']}" for name, f in memory["families"].items())),
+    ]
     for label, value in rows:
         text = value if isinstance(value, str) else json.dumps(value)
         cluster.add_row(label, text or "-")
     return Group(queues, cluster)
+
+
+def _megabytes(count: int) -> str:
+    return f"{count / 1_048_576:,.1f} MB"
 
 
 @cli.command(

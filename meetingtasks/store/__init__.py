@@ -17,10 +17,11 @@ from typing import Any
 
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, OutOfMemoryError
 from redis.retry import Retry
 
 from meetingtasks.base.settings import get_settings
+from meetingtasks.errors import RedisFull
 
 
 @lru_cache(maxsize=1)
@@ -97,6 +98,9 @@ class LuaScript:
                 reply = connection.read_response()
         except (redis.ConnectionError, redis.TimeoutError):
             connection.disconnect()
+        except OutOfMemoryError as exc:
+            _script_connections.give_back(connection)
+            raise _full(exc) from exc
         except redis.ResponseError:
             _script_connections.give_back(connection)  # the script's own error: still in step
             raise
@@ -107,10 +111,23 @@ class LuaScript:
             _script_connections.give_back(connection)
             return reply
         try:
-            return get_redis().execute_command(*command)
-        except NoScriptError:
-            get_redis().script_load(self.script)
-            return get_redis().execute_command(*command)
+            try:
+                return get_redis().execute_command(*command)
+            except NoScriptError:
+                get_redis().script_load(self.script)
+                return get_redis().execute_command(*command)
+        except OutOfMemoryError as exc:
+            raise _full(exc) from exc
+
+
+def _full(exc: OutOfMemoryError) -> RedisFull:
+    """Redis refused a script whole at maxmemory: nothing of it was written (each script
+    makes a write that grows memory its first, where a full Redis says no)."""
+    return RedisFull(
+        f"Redis is at its maxmemory and refused this write; nothing of it was written "
+        f"({exc}). Workers still drain the queues, which frees memory: retry later, or "
+        "give Redis more memory (maxmemory)"
+    )
 
 
 class _ScriptConnections:

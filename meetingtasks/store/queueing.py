@@ -26,6 +26,7 @@ from meetingtasks.base import headers as h
 from meetingtasks.base.keys import Keys
 from meetingtasks.base.settings import get_settings
 from meetingtasks.base.status import TaskStatus
+from meetingtasks.errors import RedisFull
 from meetingtasks.store import get_redis, script, writebehind
 
 _batch = threading.local()
@@ -47,7 +48,7 @@ class Batch:
     (Redis's work overlaps ours), the rest when the block ends, which waits for all.
     """
 
-    __slots__ = ("encode_sent", "events", "sent", "shipped", "tasks")
+    __slots__ = ("encode_sent", "events", "sent", "shipped", "tasks", "written")
 
     def __init__(self) -> None:
         self.tasks: dict[Keys, list[Record]] = {}
@@ -56,37 +57,64 @@ class Batch:
         #: Task-sent events, published together (grouped) by ``encode_sent`` at the end.
         self.sent: list[dict[str, Any]] = []
         self.encode_sent: Callable[[list[dict[str, Any]]], list[tuple[str, str]]] | None = None
-        self.shipped: list[Future[Any]] = []
+        #: Each script call on its way, with the ids of the tasks it puts.
+        self.shipped: list[tuple[Future[Any], list[str]]] = []
+        #: Ids of the tasks already written (reported if a later call is refused).
+        self.written: list[str] = []
 
     def add(self, keys: Keys, record: Record) -> None:
         records = self.tasks.setdefault(keys, [])
         records.append(record)
         if len(records) == ENQUEUE_CHUNK:
-            self.shipped.append(_sender().submit(script("enqueue"), *_enqueue_call(keys, records)))
+            write = partial(script("enqueue"), *_enqueue_call(keys, records))
+            self.shipped.append((_sender().submit(write), _ids(records)))
             self.tasks[keys] = []
 
     def send(self) -> None:
         if self.sent and self.encode_sent is not None:
             self.events.extend(self.encode_sent(self.sent))
-        calls = [_enqueue_call(keys, records) for keys, records in self.tasks.items() if records]
+        chunks = [(keys, records) for keys, records in self.tasks.items() if records]
+        calls = [(_enqueue_call(keys, records), _ids(records)) for keys, records in chunks]
         if calls:
-            _with_events(calls[-1][1], self.events)
-            writes = [partial(script("enqueue"), keys_, args) for keys_, args in calls]
+            _with_events(calls[-1][0][1], self.events)
+            writes = [(partial(script("enqueue"), *call), ids) for call, ids in calls]
         else:
-            writes = [partial(_publish_now, self.events)] if self.events else []
-        for write in writes:
+            writes = [(partial(_publish_now, self.events), [])] if self.events else []
+        for write, ids in writes:
             if self.shipped:  # after the chunks shipped, in their order
-                self.shipped.append(_sender().submit(write))
-            else:
+                self.shipped.append((_sender().submit(write), ids))
+                continue
+            try:
                 write()
+            except RedisFull as full:
+                raise self._refused(full, ids) from None
+            self.written.extend(ids)
         self.wait()
 
     def wait(self) -> None:
-        """Until every chunk shipped is written; raises the first failure."""
-        errors = [f.exception() for f in self.shipped]
-        self.shipped.clear()
-        if any(errors):
-            raise next(e for e in errors if e is not None)
+        """Until every chunk shipped is written; raises the first failure (RedisFull
+        saying which tasks went in and which did not)."""
+        shipped, self.shipped = self.shipped, []
+        failures = [(f.exception(), ids) for f, ids in shipped]
+        refused = [ids for error, ids in failures if isinstance(error, RedisFull)]
+        self.written.extend(i for error, ids in failures if error is None for i in ids)
+        first = next((error for error, _ in failures if error is not None), None)
+        if isinstance(first, RedisFull):
+            raise self._refused(first, [i for ids in refused for i in ids]) from None
+        if first is not None:
+            raise first
+
+    def _refused(self, full: RedisFull, ids: list[str]) -> RedisFull:
+        """``full``, saying which tasks of the batch were written and which were not."""
+        written, known = list(self.written), {*self.written, *ids}
+        unsent = [i for chunk in self.tasks.values() for i in _ids(chunk) if i not in known]
+        refused = ids + unsent
+        error = RedisFull(
+            f"{full} ({len(written)} task(s) of this batch went in before, {len(refused)} "
+            "did not: see .accepted and .refused)"
+        )
+        error.accepted, error.refused = written, refused
+        return error
 
 
 _sender_pool: ThreadPoolExecutor | None = None
@@ -254,6 +282,10 @@ class Record(NamedTuple):
 
     keys: tuple[str, str, str]
     args: list[Any]
+
+
+def _ids(records: list[Record]) -> list[str]:
+    return [str(record.args[0]) for record in records]
 
 
 def _enqueue_call(keys: Keys, records: list[Record]) -> tuple[list[Any], list[Any]]:

@@ -38,7 +38,12 @@ while i <= #ARGV do
   local first, m = ARGV[i + 4], tonumber(ARGV[i + 5])
   local fields = i + 6
   if first ~= '' then
-    redis.call('DEL', key)  -- a task sent anew (dead-letter requeue) starts afresh
+    if redis.call('EXISTS', key) == 1 then
+      -- A write that grows memory comes first: Redis at maxmemory refuses a script at
+      -- its first such write, but lets one that already wrote (a DEL) run to the end.
+      redis.call('HSET', key, 'status', first)
+      redis.call('DEL', key)  -- a task sent anew (dead-letter requeue) starts afresh
+    end
     redis.call('HSET', key, 'status', first, 'created_at', now,
                unpack(ARGV, fields, fields + 2 * m - 1))
     redis.call('EXPIRE', key, ttl)

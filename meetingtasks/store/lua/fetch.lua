@@ -83,6 +83,9 @@ local function take(raw)
   return true
 end
 
+-- The first write is a pop, which frees memory: Redis at its maxmemory refuses a script
+-- only at a first write that grows memory, so a full Redis still lets workers take
+-- messages (and drain it). Keep the RPOP first.
 local most = tonumber(ARGV[9])
 local taken = {}
 for i = 1, n do
