@@ -69,6 +69,9 @@ class TaskRequest(BaseModel):
     timeout: float | None = Field(None, gt=0, le=24 * 3600)
     max_retries: int | None = Field(None, ge=0, le=100)
     delay: float | None = Field(None, ge=0, description="seconds before it may run")
+    retention: float | None = Field(
+        None, gt=0, description="seconds its record is kept once it is over"
+    )
     user_id: str | None = Field(None, min_length=1, max_length=128)
     meeting_id: str | None = Field(None, min_length=1, max_length=128)
     session_id: str | None = Field(None, min_length=1, max_length=128)
@@ -180,7 +183,7 @@ class TaskDispatcher:
         options: dict[str, Any] = {
             "task_id": task_id, "priority": request.priority, "timeout": request.timeout,
             "max_retries": request.max_retries, "countdown": request.delay,
-            "headers": self._headers(request, notify),
+            "retention": request.retention, "headers": self._headers(request, notify),
         }  # fmt: skip
         try:
             if request.idempotency_key is None:

@@ -10,6 +10,8 @@ from typing import Any
 
 #: This message's retry budget (``max_retries=`` of one send).
 MAX_RETRIES = "mt_max_retries"
+#: Seconds the task's record is kept once it is over (the call's own retention).
+RETENTION = "mt_retention"
 #: Unix time the message was sent, and the time it becomes runnable (delayed tasks):
 #: priority aging counts waiting from the later of the two; the transport delays a
 #: message whose due time is ahead.

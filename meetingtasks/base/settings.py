@@ -103,7 +103,26 @@ class Settings(BaseSettings):
     status_ttl: int = Field(
         24 * 3600,
         gt=0,
-        description="Seconds a task's status (and result) stay readable after its last change.",
+        description="Seconds the status of a task not over yet (queued, running, retrying) "
+        "stays readable after its last change.",
+    )
+    retention_unwatched: int = Field(
+        60,
+        gt=0,
+        description="Seconds a finished task's record is kept when nobody awaits it: no "
+        "dispatcher waiting, no client session, its result not kept (ignore_result).",
+    )
+    retention_result: int = Field(
+        3600,
+        gt=0,
+        description="Seconds a finished task's record and result are kept for whoever may "
+        "still read them: a dispatcher's callback or wait, AsyncResult.get().",
+    )
+    retention_failed: int = Field(
+        7 * 24 * 3600,
+        gt=0,
+        description="Seconds the record of a task that failed or timed out is kept (its dead "
+        "letter stays until purged).",
     )
     idempotency_window: int = Field(
         3600,

@@ -54,6 +54,11 @@ class Route(BaseModel):
     expires: float | None = Field(
         None, gt=0, description="seconds after submission a task that has not started is dropped"
     )
+    retention: float | None = Field(
+        None,
+        gt=0,
+        description="seconds a finished task's record is kept (default: by who awaits it)",
+    )
     client: str | None = Field(
         None,
         pattern=r"^[a-z][a-z0-9_]{0,63}$",

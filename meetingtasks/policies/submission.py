@@ -103,6 +103,13 @@ def apply_options(options: dict[str, Any]) -> None:
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
             raise InvalidOption(f"max_retries must be a whole number >= 0, not {max_retries!r}")
         headers[h.MAX_RETRIES] = max_retries
+    retention = options.pop("retention", None)
+    if retention is not None:
+        if not _positive_number(retention):
+            raise InvalidOption(
+                f"retention must be a positive number of seconds, not {retention!r}"
+            )
+        headers[h.RETENTION] = retention
     expires = options.get("expires")
     if isinstance(expires, str | datetime):
         parse_datetime(expires, "expires")

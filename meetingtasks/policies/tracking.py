@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from typing import Any
 
 from celery import states
@@ -22,6 +23,7 @@ from kombu.utils.json import dumps
 from meetingtasks.base import headers as h
 from meetingtasks.base.keys import Keys, get_keys
 from meetingtasks.base.status import TaskStatus
+from meetingtasks.policies.retention import retention
 from meetingtasks.store import status as store
 from meetingtasks.store.status import ResultMeta
 
@@ -75,18 +77,28 @@ def report(
         )
         notify_channel = keys.notify_channel(notify_id) if notify_id else ""
         session_channel = keys.session_channel(session_id) if session_id else ""
+        task_type = getattr(request, "task", None)
     else:
         record = store.read(keys, [task_id])[0]
         notify_channel = record.get("notify_channel", "")
         session_channel = record.get("session_channel", "")
         request_id = record.get("request_id")
+        task_type = record.get("type")
+    kept = retention(
+        status, request, task_type=task_type, session=bool(session_channel),
+        awaited=bool(notify_channel), result_kept=meta is not None,
+    )  # fmt: skip
+    if meta is not None:
+        meta = replace(meta, expires=kept)  # the result goes with the record
     notify = session = None  # messages built only for whoever listens
     if notify_channel:
         notify = (notify_channel, json.dumps({"task_id": task_id, "status": status.value}))
     if session_channel:
         session = (session_channel, session_frame(task_id, status, request_id, result, error))
     tag = (h.get(request, h.DELIVERY_TAG) or "") if request is not None else ""
-    return store.finish(keys, task_id, status, time.time(), error, notify, session, meta, tag)
+    return store.finish(
+        keys, task_id, status, time.time(), error, notify, session, meta, tag, ttl=kept
+    )
 
 
 def session_frame(

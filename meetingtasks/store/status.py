@@ -35,8 +35,10 @@ def finish(
     session: tuple[str, str] | None = None,
     meta: ResultMeta | None = None,
     delivery_tag: str = "",
+    ttl: int | None = None,
 ) -> bool:
-    """Store ``meta`` and move to ``status`` (retrying or terminal; None: store only).
+    """Store ``meta`` and move to ``status`` (retrying or terminal; None: store only),
+    the record then kept ``ttl`` seconds (``policies/retention.py``; None: the status TTL).
 
     False if the task was already over. ``notify`` and ``session`` are (channel,
     message) pairs published if the status changed.
@@ -59,7 +61,7 @@ def finish(
                 task_id,
                 status.value if status else "",
                 now,
-                get_settings().status_ttl,
+                ttl or get_settings().status_ttl,
                 error,
                 notify_channel,
                 notify_message,

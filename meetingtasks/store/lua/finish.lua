@@ -14,7 +14,8 @@
 -- ARGV[2]  new status (retrying, completed, failed, timeout, cancelled), or '' to only
 --          store the result
 -- ARGV[3]  now (unix seconds)
--- ARGV[4]  status TTL (seconds)
+-- ARGV[4]  seconds the record is kept from now: the status TTL while the task is not
+--          over, its retention once it is (policies/retention.py); the result too
 -- ARGV[5]  error text, or ''
 -- ARGV[6]  channel of the dispatcher waiting on it, or ''
 -- ARGV[7]  message for that channel
@@ -26,6 +27,9 @@
 --          message is acknowledged here, with its result (no duplicate after success)
 -- returns  1 if the status changed (or the result was stored), 0 if it was already over
 
+-- Releasing the message comes first: a write that frees memory, so Redis at its
+-- maxmemory (which refuses a script only at a first write that grows memory) still
+-- records a run's end, and workers drain a full Redis.
 local status = ARGV[2]
 if ARGV[12] ~= '' and status ~= '' then
   redis.call('HDEL', KEYS[6], ARGV[12])

@@ -1,0 +1,57 @@
+"""Retention: how long a finished task's record stays in Redis, by who can still want it.
+
+Plain Celery keeps nothing for a task whose result is ignored; keeping every record for
+a day costs a busy platform tens of gigabytes. Here a record outlives its task only as
+long as someone may read it:
+
+- nobody awaits it (no dispatcher waiting, no client session, result ignored):
+  ``MEETINGTASKS_RETENTION_UNWATCHED`` (a minute: long enough to look it up by id);
+- a client session submitted it: the session's resume window
+  (``MEETINGTASKS_GATEWAY_IDLE_TIMEOUT``), so a client that reconnects still finds it;
+- a dispatcher or ``AsyncResult.get()`` may read it: ``MEETINGTASKS_RETENTION_RESULT``;
+- it failed or timed out: ``MEETINGTASKS_RETENTION_FAILED`` (its dead letter stays
+  until purged).
+
+A route's ``retention`` (routes/*.toml) and a call's (``apply_async(retention=...)``,
+``TaskRequest.retention``) override the choice. A task not over yet (queued, running,
+retrying) keeps its record ``MEETINGTASKS_STATUS_TTL`` after its last change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from meetingtasks.base import headers as h
+from meetingtasks.base.settings import get_settings
+from meetingtasks.base.status import TaskStatus
+from meetingtasks.policies.routing import get_route_table
+
+FAILURES = (TaskStatus.FAILED, TaskStatus.TIMEOUT)
+
+
+def retention(
+    status: TaskStatus,
+    request: Any = None,
+    *,
+    task_type: str | None = None,
+    session: bool = False,
+    awaited: bool = False,
+    result_kept: bool = False,
+) -> int:
+    """Seconds the record of a task that moved to ``status`` is kept from now."""
+    settings = get_settings()
+    if status is TaskStatus.RETRYING:
+        return settings.status_ttl
+    override = h.get(request, h.RETENTION) if request is not None else None
+    if override:
+        return max(1, round(float(override)))
+    route = get_route_table().find(task_type or getattr(request, "task", None) or "")
+    if route is not None and route.retention:
+        return max(1, round(route.retention))
+    if status in FAILURES:
+        return settings.retention_failed
+    if session:
+        return max(1, round(settings.gateway_idle_timeout))
+    if awaited or result_kept:
+        return settings.retention_result
+    return settings.retention_unwatched
