@@ -39,6 +39,7 @@ MEASUREMENTS = {
     "gateway": "bench.gateway:measure",
     "ai_in_flight": "bench.ai:in_flight",
     "ai_model": "bench.ai:model",
+    "soak": "bench.soak:soak",
 }
 
 

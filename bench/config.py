@@ -38,6 +38,10 @@ class BenchConfig:
     wait_n: int = 4_000
     in_flight_n: int = 2_000
     model_rounds: int = 5
+    #: The soak: tasks/s aimed at and seconds sent (ours; plain Celery for 30% of it:
+    #: neither keeps growing after the first minute, so its peak shows by then).
+    soak_rate: int = 2_000
+    soak_seconds: int = 600
     #: Requests per redis-benchmark test.
     redis_n: int = 200_000
     #: The private Redis's AOF fsync policy: ``always`` is what compose.yaml and the
@@ -67,6 +71,7 @@ QUICK = BenchConfig(
     wait_n=1_500,
     in_flight_n=1_000,
     model_rounds=2,
+    soak_seconds=60,
     redis_n=50_000,
     quick=True,
 )
@@ -110,6 +115,8 @@ def parser() -> argparse.ArgumentParser:
         ("wait_n", "200 ms tasks drained by our ai worker"),
         ("in_flight_n", "AI tasks sent at once to one ai worker"),
         ("model_rounds", "real-model prompts per path"),
+        ("soak_rate", "tasks/s the soak aims at"),
+        ("soak_seconds", "seconds the soak sends (ours; plain Celery 30% of it)"),
         ("redis_n", "requests per redis-benchmark test"),
     ):
         kind = float if name in ("rate", "duration") else int

@@ -121,6 +121,30 @@ SPECS: tuple[FigureSpec, ...] = (
         "ai.model_first_token", "ai", "SmolLM2 first token: model → WebSocket client", MS,
         "lower", target=20,
     ),
+    # -- soak: Redis memory under sustained load (ignore_result no-ops, default settings) --------
+    FigureSpec("soak.plain_rate", "soak", "plain Celery: tasks/s sustained in the soak", TASKS),
+    FigureSpec(
+        "soak.ours_rate", "soak", "ours: tasks/s sustained in the soak", TASKS,
+        baseline="soak.plain_rate", target=2000,
+    ),
+    FigureSpec("soak.plain_peak", "soak", "plain Celery: Redis peak memory in the soak", "MB",
+               "lower"),
+    FigureSpec(
+        "soak.ours_peak", "soak", "ours: Redis peak memory in the soak", "MB", "lower",
+        baseline="soak.plain_peak",
+    ),
+    FigureSpec(
+        "soak.plain_kept", "soak", "plain Celery: bytes kept per completed ignore_result task",
+        "bytes", "lower",
+    ),
+    FigureSpec(
+        "soak.ours_kept", "soak", "ours: bytes kept per completed ignore_result task", "bytes",
+        "lower",
+    ),
+    FigureSpec(
+        "soak.ours_growth", "soak", "ours: Redis memory growth, 30% of the soak to its end", "%",
+        "lower", target=10,
+    ),
     # -- Redis's own ceiling ---------------------------------------------------------------------
     FigureSpec("redis.set", "redis", "redis-benchmark SET, 50 clients", "ops/s"),
     FigureSpec("redis.lpush", "redis", "redis-benchmark LPUSH, 50 clients", "ops/s"),
@@ -133,7 +157,7 @@ SPECS: tuple[FigureSpec, ...] = (
 )  # fmt: skip
 
 SPEC_BY_KEY = {spec.key: spec for spec in SPECS}
-GROUPS = ("dispatch", "worker", "latency", "gateway", "ai", "redis")
+GROUPS = ("dispatch", "worker", "latency", "gateway", "ai", "soak", "redis")
 
 
 @dataclass

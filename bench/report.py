@@ -144,12 +144,20 @@ def write_plot(results: Results, path: Path) -> bool:
         ("latency, ms (log scale)", [s for s in SPECS if s.unit == MS]),
     ]
     heights = [max(2.0, 0.38 * len(specs) + 1) for _, specs in panels]
+    curves = {
+        app: results.figure(f"soak.{app}_peak").details.get("series") for app in ("plain", "ours")
+    }
+    if any(curves.values()):
+        heights.append(3.5)
     fig, axes = plt.subplots(
-        len(panels), 1, figsize=(11, sum(heights)), gridspec_kw={"height_ratios": heights}
+        len(heights), 1, figsize=(11, sum(heights)), gridspec_kw={"height_ratios": heights}
     )
+    if any(curves.values()):
+        _memory_curves(axes[-1], curves)
     colours = {"dispatch": "#4c72b0", "worker": "#55a868", "latency": "#8172b2",
-               "gateway": "#c44e52", "redis": "#937860"}  # fmt: skip
-    for ax, (title, specs) in zip(axes, panels, strict=True):
+               "gateway": "#c44e52", "ai": "#da8bc3", "soak": "#8c8c8c",
+               "redis": "#937860"}  # fmt: skip
+    for ax, (title, specs) in zip(axes, panels, strict=False):
         labels, values = [], []
         for i, spec in enumerate(specs):
             figure = results.figure(spec.key)
@@ -181,6 +189,20 @@ def write_plot(results: Results, path: Path) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def _memory_curves(ax: Any, curves: dict[str, Any]) -> None:
+    """Redis's used memory through the soak, plain Celery's and ours."""
+    for app, series in curves.items():
+        if series:
+            seconds, used = zip(*series, strict=True)
+            ax.plot([s / 60 for s in seconds], [u / 1_048_576 for u in used], label=app)
+    ax.set_xlabel("minutes of the soak")
+    ax.set_ylabel("Redis used memory, MB")
+    ax.set_title("Redis memory under sustained load (ignore_result tasks)", fontsize=10)
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
 
 
 def _targets(specs: list[FigureSpec]) -> list[float]:

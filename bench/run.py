@@ -140,6 +140,11 @@ class BenchRun:
             steps.append(Step("ai", "AI tasks in flight", ("ai.in_flight",), self._in_flight()))
             keys = ("ai.model_tokens", "ai.model_first_token")
             steps.append(Step("ai", "real model: client vs in-process", keys, self._model(keys)))
+        if "soak" in c.groups:
+            plain_seconds = max(10, round(0.3 * c.soak_seconds))
+            for app, seconds in (("plain", plain_seconds), ("ours", c.soak_seconds)):
+                keys = tuple(s.key for s in SPECS if s.key.startswith(f"soak.{app}_"))
+                steps.append(Step("soak", f"soak: {app}", keys, self._soak(app, seconds)))
         if "redis" in c.groups:
             keys = tuple(s.key for s in SPECS if s.group == "redis")
             steps.append(Step("redis", "redis-benchmark", keys, self._redis(keys)))
@@ -230,6 +235,21 @@ class BenchRun:
             params = {"n": self.config.in_flight_n, "log_dir": str(self.logs)}
             out = run_child("ai_in_flight", params, on_progress)
             self.results.set("ai.in_flight", out.pop("peak"), **out)
+
+        return run
+
+    def _soak(self, app: str, seconds: int) -> Callable[[OnProgress], None]:
+        def run(on_progress: OnProgress) -> None:
+            params = {"app": app, "rate": self.config.soak_rate, "seconds": seconds,
+                      "log_dir": str(self.logs)}  # fmt: skip
+            out = run_child("soak", params, on_progress)
+            series = out.pop("series")
+            self.results.set(f"soak.{app}_rate", out["rate"], **out)
+            self.results.set(f"soak.{app}_peak", out["peak_mb"], series=series)
+            self.results.set(f"soak.{app}_kept", out["kept_bytes_per_task"],
+                             ttl_seconds=out["kept_ttl_seconds"])  # fmt: skip
+            if app == "ours" and out["growth_percent"] is not None:
+                self.results.set("soak.ours_growth", out["growth_percent"])
 
         return run
 

@@ -236,3 +236,23 @@ def test_a_tiny_ai_run_end_to_end(tmp_path: Path) -> None:
     model = figures["ai.model_tokens"]["details"]
     assert model["tokens"][0] >= 2 and model["reply"].strip()
     assert figures["ai.model_first_token"]["status"] in ("measured", "provisional")
+
+
+def test_a_tiny_soak_measures_memory_and_what_each_task_leaves(tmp_path: Path) -> None:
+    command = [
+        sys.executable, "-m", "bench", "--quick", "--only", "soak", "--no-plot",
+        "--soak-seconds", "10", "--soak-rate", "100", "--output-dir", str(tmp_path),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    figures = json.loads((tmp_path / "results.json").read_text())["figures"]
+    assert figures["soak.plain_kept"]["value"] == 0  # plain Celery keeps nothing
+    assert figures["soak.ours_kept"]["value"] > 0  # ours: a status record, for a while
+    assert 0 < figures["soak.ours_kept"]["details"]["ttl_seconds"] <= 60
+    series = figures["soak.ours_peak"]["details"]["series"]
+    assert (
+        len(series) >= 5
+        and figures["soak.ours_peak"]["value"] * 1_048_576 >= max(used for _, used in series) * 0.99
+    )
+    assert figures["soak.ours_rate"]["details"]["sent"] > 0
+    assert figures["soak.ours_growth"]["status"] == "measured"
