@@ -16,8 +16,10 @@ from meetingtasks.errors import ConfigurationError, RedisFull
 from meetingtasks.manager import cluster_stats
 from meetingtasks.metrics import render_metrics
 from meetingtasks.policies.recovery import Heartbeat
+from meetingtasks.run.embedded_redis import free_port
 from meetingtasks.store.memory import UNSAFE_POLICIES, check_eviction_policy, family_of
 from tests.support.gateways import Client, GatewayProcess, token
+from tests.test_scheduler import wait_until
 from tests.worker_tasks import add
 
 ROOM = 2 * 1024 * 1024
@@ -152,3 +154,12 @@ def test_memory_is_visible_in_stats_and_metrics(app, redis) -> None:
     assert 'meetingtasks_redis_keys{family="status"} 30.0' in text
     assert "meetingtasks_redis_used_memory_bytes " in text
     assert "meetingtasks_task_kept_bytes " in text
+
+
+def test_a_worker_started_before_redis_waits_for_it_instead_of_failing(start_worker) -> None:
+    """The policy check needs Redis; a worker that starts first (a compose stack coming
+    up) goes on to Celery's own connection retries."""
+    nobody = f"redis://127.0.0.1:{free_port()}/0"
+    worker = start_worker(["default"], wait=False, env={"MEETINGTASKS_REDIS_URL": nobody})
+    wait_until(lambda: "maxmemory-policy at start" in worker.log(), "the warning")
+    assert worker.process is not None and worker.process.poll() is None

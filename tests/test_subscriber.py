@@ -84,14 +84,16 @@ def test_many_channels_go_out_in_batches(subscribers, redis: Redis) -> None:
     for channel in channels:
         subscriber.want(channel)
     assert subscriber.wait_ready(WAIT)
-    assert command_calls(redis, "subscribe") == 3
+    # Three full batches at best; a busy machine may wake the subscriber between two
+    # want() calls and send a short one first (one command per channel: 2 * BATCH + 200).
+    assert 3 <= command_calls(redis, "subscribe") <= 6
     redis.publish(channels[-1], "last")
     assert inbox.wait_for(1) == [(channels[-1], False, "last")]
 
     for channel in channels:
         subscriber.drop(channel)
     wait_until(lambda: not redis.pubsub_channels("sub:many:*"), what="UNSUBSCRIBE")
-    assert command_calls(redis, "unsubscribe") == 3
+    assert 3 <= command_calls(redis, "unsubscribe") <= 6
     assert subscriber.stats()["channels"] == 0
 
 

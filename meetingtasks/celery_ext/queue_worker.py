@@ -26,6 +26,7 @@ from typing import Any
 from celery.apps.worker import Worker
 from celery.concurrency import get_implementation
 from celery.concurrency.thread import TaskPool as ThreadTaskPool
+from redis.exceptions import RedisError
 
 from meetingtasks.celery_ext.thread_pool import TimedThreadPool
 from meetingtasks.policies.routing import get_route_table
@@ -39,7 +40,10 @@ CONCURRENCY_FLAGS = ("-c", "--concurrency")
 
 class QueueWorker(Worker):
     def setup_defaults(self, concurrency: Any = None, pool_cls: Any = None, **options: Any) -> None:
-        check_eviction_policy()  # a Redis that may evict queues loses tasks: refuse it now
+        try:
+            check_eviction_policy()  # a Redis that may evict queues loses tasks: refuse it
+        except RedisError as exc:  # not up yet: Celery's own connection retries go on
+            log.warning("could not read Redis's maxmemory-policy at start (%s): not checked", exc)
         pool_cls = options.pop("pool", None) or pool_cls  # the command line's -P
         queues = _queue_names(options.get("queues"))
         chosen = get_route_table().worker_for(queues or get_route_table().queues)
