@@ -41,6 +41,7 @@ CLASS_NAMES = [
     (kombu_redis.Channel, "_get_publish_topics", "celery_ext/transport.py, envelopes.py"),
     (kombu_redis.QoS, "_remove_from_indices", "celery_ext/transport.py"),
     (kombu_redis.QoS, "restore_unacked", "celery_ext/transport.py"),
+    (kombu_redis.QoS, "restore_visible", "celery_ext/transport.py"),
     (virtual.Transport, "_deliver", "celery_ext/transport.py"),
     (Connection, "resolve_aliases", "celery_ext/transport.py"),
     (RedisBackend, "_store_result", "celery_ext/backend.py"),

@@ -26,7 +26,8 @@ Private names of kombu 5.7 relied on (``tests/test_private_api.py`` checks each)
 - ``kombu.transport.redis.Channel``: ``_brpop_start``, ``_brpop_read``, ``_put`` and
   ``_put_fanout`` (overridden); ``_queue_cycle``, ``_in_poll``, ``_flush_brpop_reauth``,
   ``_get_message_priority``, ``_get_publish_topics``, ``_fanout_queues`` (used);
-- ``kombu.transport.redis.QoS``: ``_remove_from_indices`` (overridden), ``_delivered``;
+- ``kombu.transport.redis.QoS``: ``_remove_from_indices`` and ``restore_visible``
+  (overridden), ``_delivered``;
 - ``kombu.transport.virtual.Transport._deliver``;
 - ``kombu.Connection.resolve_aliases`` (extended, for display).
 """
