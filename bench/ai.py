@@ -88,15 +88,12 @@ def _warm_up(dispatcher: Any, running: Service) -> None:
     from meetingtasks.dispatch import TaskRequest
 
     response = dispatcher.dispatch(TaskRequest(type="ai.llm_chat", payload={"prompt": "hi"}))
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+
+    def done() -> bool:
         record = dispatcher.status(response.task_id)
-        if record is not None and record.done:
-            return
-        if not running.alive():
-            raise RuntimeError(f"worker exited:\n{running.log_tail()}")
-        time.sleep(0.05)
-    raise RuntimeError(f"the warm-up AI task did not end in 120 s:\n{running.log_tail()}")
+        return record is not None and record.done
+
+    running.wait_for(done, "end of the warm-up AI task")
 
 
 def model(rounds: int, log_dir: str) -> dict[str, Any]:

@@ -50,7 +50,7 @@ def soak(app: str, rate: float, seconds: float, log_dir: str) -> dict[str, Any]:
         worker(bench_app, None, Path(log_dir)) as running,
         bench_app.app.connection_for_write() as connection,
     ):
-        _wait_consuming(bench_app, running)
+        running.wait_for(bench_app.send().ready, "first task run")  # consuming
         started = time.monotonic()
         next_sample = next_check = started
 
@@ -108,16 +108,6 @@ def soak(app: str, rate: float, seconds: float, log_dir: str) -> dict[str, Any]:
 
 def _used(client: redis.Redis) -> int:
     return int(client.info("memory")["used_memory"])
-
-
-def _wait_consuming(bench_app: Any, running: Any) -> None:
-    """One task end to end, so the run starts with the worker consuming."""
-    result = bench_app.send()
-    deadline = time.monotonic() + 120
-    while not result.ready():
-        if time.monotonic() > deadline or not running.alive():
-            raise RuntimeError(f"the worker did not start:\n{running.log_tail()}")
-        time.sleep(0.05)
 
 
 def _kept_bytes(client: redis.Redis, app: str, task_ids: list[str]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -56,6 +57,17 @@ class Service:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def wait_for(self, condition: Callable[[], object], what: str, timeout: float = 120.0) -> None:
+        """Until ``condition()`` holds; RuntimeError with the log's tail if the process
+        exits or ``timeout`` passes first."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited waiting for {what}:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no {what} in {timeout:.0f} s:\n{self.log_tail()}")
+            time.sleep(0.05)
 
     def log_tail(self, lines: int = 30) -> str:
         if not self.log_path.exists():

@@ -12,6 +12,7 @@ from meetingtasks.base.loops import Periodic
 from meetingtasks.base.priority import Priority
 from meetingtasks.policies.recovery import Recoverer
 from meetingtasks.store import get_redis, held, script
+from tests.test_scheduler import wait_until
 from tests.worker_tasks import read_journal, record, sleep
 
 
@@ -96,9 +97,7 @@ def test_a_running_task_stays_with_its_worker_whatever_channels_it_opens(
     keys = get_keys()
     start_worker(["user"], concurrency=2, mingle_and_gossip=True)
     result = sleep.apply_async((6, "held"))
-    deadline = time.monotonic() + 60
-    while not read_journal("held") and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: read_journal("held"), "the task to start")
     owners = set(redis.hvals(keys.unacked_owner()))
     assert owners, "the running task's message is held by its worker"
     alive = set(redis.zrangebyscore(keys.consumers(), time.time(), "+inf"))

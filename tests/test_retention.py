@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from meetingtasks.base import headers as h
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.settings import get_settings
 from meetingtasks.base.status import TaskStatus
@@ -28,28 +26,24 @@ from tests.worker_tasks import add, flaky
 UNWATCHED = 2  # seconds, in the workers of these tests
 
 
-def request(task: str = "test.add", **headers: object) -> SimpleNamespace:
-    return SimpleNamespace(task=task, headers=headers)
-
-
 def test_the_window_follows_who_may_still_want_the_record() -> None:
     settings = get_settings()
-    done = TaskStatus.COMPLETED
-    assert retention(done, request()) == settings.retention_unwatched
-    assert retention(done, request(), session=True) == settings.gateway_idle_timeout
-    assert retention(done, request(), awaited=True) == settings.retention_result
-    assert retention(done, request(), result_kept=True) == settings.retention_result
-    assert retention(TaskStatus.FAILED, request(), session=True) == settings.retention_failed
-    assert retention(TaskStatus.TIMEOUT, request()) == settings.retention_failed
-    assert retention(TaskStatus.RETRYING, request()) == settings.status_ttl  # not over yet
+    done, add_type = TaskStatus.COMPLETED, "test.add"
+    assert retention(done, add_type) == settings.retention_unwatched
+    assert retention(done, add_type, session=True) == settings.gateway_idle_timeout
+    assert retention(done, add_type, awaited=True) == settings.retention_result
+    assert retention(done, add_type, result_kept=True) == settings.retention_result
+    assert retention(TaskStatus.FAILED, add_type, session=True) == settings.retention_failed
+    assert retention(TaskStatus.TIMEOUT, None) == settings.retention_failed
+    assert retention(TaskStatus.RETRYING, add_type) == settings.status_ttl  # not over yet
     assert settings.retention_unwatched < settings.retention_result
 
 
 def test_a_route_and_a_call_override_it() -> None:
     get_route_table().register(Route(type="test.kept", queue="default", retention=7))
-    assert retention(TaskStatus.COMPLETED, request("test.kept"), session=True) == 7
-    assert retention(TaskStatus.FAILED, request("test.kept", **{h.RETENTION: 5})) == 5
-    assert retention(TaskStatus.COMPLETED, None, task_type="test.kept") == 7
+    assert retention(TaskStatus.COMPLETED, "test.kept", session=True) == 7
+    assert retention(TaskStatus.FAILED, "test.kept", override=5) == 5
+    assert retention(TaskStatus.COMPLETED, "test.add", override=0.4) == 1  # whole seconds
 
 
 def test_a_bad_retention_is_refused_before_anything_is_queued(app, redis) -> None:

@@ -48,9 +48,8 @@ class GatewayApp:
 
     @asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        # Fail at start, not on the first client, when routes or Redis are wrong (or may
-        # evict queues); the
-        # secret may come from Redis, a blocking read done once here.
+        # Fail at start, not on the first client, when routes or Redis are wrong (or Redis
+        # may evict queues); the secret may come from Redis, a blocking read done once here.
         get_route_table()
         await asyncio.to_thread(check_eviction_policy)
         await asyncio.to_thread(get_secret)

@@ -19,9 +19,6 @@ retrying) keeps its record ``MEETINGTASKS_STATUS_TTL`` after its last change.
 
 from __future__ import annotations
 
-from typing import Any
-
-from meetingtasks.base import headers as h
 from meetingtasks.base.settings import get_settings
 from meetingtasks.base.status import TaskStatus
 from meetingtasks.policies.routing import get_route_table
@@ -31,23 +28,22 @@ FAILURES = (TaskStatus.FAILED, TaskStatus.TIMEOUT)
 
 def retention(
     status: TaskStatus,
-    request: Any = None,
+    task_type: str | None,
     *,
-    task_type: str | None = None,
+    override: float | None = None,
     session: bool = False,
     awaited: bool = False,
     result_kept: bool = False,
 ) -> int:
-    """Seconds the record of a task that moved to ``status`` is kept from now."""
+    """Seconds the record of a task that moved to ``status`` is kept from now
+    (``override``: the call's own retention, header ``mt_retention``)."""
     settings = get_settings()
     if status is TaskStatus.RETRYING:
         return settings.status_ttl
-    override = h.get(request, h.RETENTION) if request is not None else None
-    if override:
-        return max(1, round(float(override)))
-    route = get_route_table().find(task_type or getattr(request, "task", None) or "")
-    if route is not None and route.retention:
-        return max(1, round(route.retention))
+    route = get_route_table().find(task_type) if task_type else None
+    chosen = override or (route.retention if route is not None else None)
+    if chosen:
+        return max(1, round(float(chosen)))
     if status in FAILURES:
         return settings.retention_failed
     if session:

@@ -78,14 +78,15 @@ def report(
         notify_channel = keys.notify_channel(notify_id) if notify_id else ""
         session_channel = keys.session_channel(session_id) if session_id else ""
         task_type = getattr(request, "task", None)
+        override = h.get(request, h.RETENTION)
     else:
         record = store.read(keys, [task_id])[0]
         notify_channel = record.get("notify_channel", "")
         session_channel = record.get("session_channel", "")
         request_id = record.get("request_id")
-        task_type = record.get("type")
+        task_type, override = record.get("type"), None
     kept = retention(
-        status, request, task_type=task_type, session=bool(session_channel),
+        status, task_type, override=override, session=bool(session_channel),
         awaited=bool(notify_channel), result_kept=meta is not None,
     )  # fmt: skip
     if meta is not None:

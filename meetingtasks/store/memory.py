@@ -52,7 +52,8 @@ def family_of(key: str, namespace: str) -> str:
 def memory_snapshot(namespace: str, client: Any = None) -> dict[str, Any]:
     """Redis's memory and what our keys take of it, cheaply enough to read every few
     seconds: used and maximum bytes, the eviction policy, keys per family (counted on up
-    to SCAN_MOST keys, scaled to the database's size beyond), bytes per key of each
+    to SCAN_MOST keys, scaled to the database's size beyond, as if it held only this
+    deployment's keys), bytes per key of each
     family (MEMORY USAGE of a few of them), and the bytes a finished task leaves behind
     (its status record plus its result key, where it has one)."""
     client = client or get_redis()
