@@ -6,8 +6,10 @@ private Redis (both apps read their settings once, at import).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 PLAIN = "plain"
@@ -37,8 +39,41 @@ class BenchApp:
         return int(connection.default_channel._size(self.queue))
 
     def result_prefix(self) -> str:
+        """Celery's result key names (ours: only channels, the result is in the record)."""
         prefix = self.app.backend.task_keyprefix
         return prefix.decode() if isinstance(prefix, bytes) else str(prefix)
+
+    def completion_times(self) -> list[float]:
+        """When each task that succeeded ended (unix seconds), read where the app keeps
+        it: plain Celery's result keys, our task records."""
+        client = self.app.backend.client
+        if self.kind == OURS:
+            from meetingtasks.base.keys import get_keys
+
+            keys = list(client.scan_iter(match=f"{get_keys().status_prefix()}*", count=5000))
+            fields = _in_chunks(
+                client, keys, lambda pipe, key: pipe.hmget(key, "status", "updated_at")
+            )
+            return [float(at) for status, at in fields if status == b"completed" and at]
+        keys = list(client.scan_iter(match=f"{self.result_prefix()}*", count=5000))
+        raws = _in_chunks(client, keys, lambda pipe, key: pipe.get(key))
+        metas = [json.loads(raw) for raw in raws if raw]
+        return [
+            datetime.fromisoformat(meta["date_done"]).timestamp()
+            for meta in metas
+            if meta.get("status") == "SUCCESS"
+        ]
+
+
+def _in_chunks(client: Any, keys: list[Any], read: Callable[[Any, Any], Any]) -> list[Any]:
+    """``read(pipeline, key)`` of every key, 2,000 to a round trip."""
+    found: list[Any] = []
+    for start in range(0, len(keys), 2000):
+        pipe = client.pipeline(transaction=False)
+        for key in keys[start : start + 2000]:
+            read(pipe, key)
+        found.extend(pipe.execute())
+    return found
 
 
 def load(kind: str, task: str = "noop") -> BenchApp:

@@ -111,12 +111,13 @@ def _used(client: redis.Redis) -> int:
 
 
 def _kept_bytes(client: redis.Redis, app: str, task_ids: list[str]) -> dict[str, Any]:
-    """Mean bytes the records of ``task_ids`` take now (status and result), and their TTL."""
+    """Mean bytes the records of ``task_ids`` take now (ours: one per task, result
+    included; Celery's: its result key), and their TTL."""
     if app == OURS:
         from meetingtasks.base.keys import get_keys
 
         keys = get_keys()
-        names = [[keys.status(i), keys.result(i)] for i in task_ids]
+        names = [[keys.status(i)] for i in task_ids]
     else:
         prefix = load(app).result_prefix()
         names = [[f"{prefix}{i}"] for i in task_ids]

@@ -10,7 +10,6 @@ left out, and the benchmark adds nothing to the worker's work.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -18,7 +17,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -170,22 +168,11 @@ def drain(
 
 def _wait_for_results(bench_app: BenchApp, n: int, running: Service) -> list[float]:
     """Completion times (unix seconds) of every task, once all ``n`` succeeded."""
-    client = bench_app.app.backend.client
-    pattern = f"{bench_app.result_prefix()}*"
     deadline = time.monotonic() + 60
     while True:
-        keys = list(client.scan_iter(match=pattern, count=5000))
-        done = []
-        for start in range(0, len(keys), 2000):
-            for raw in client.mget(keys[start : start + 2000]):
-                meta = json.loads(raw) if raw else {}
-                if meta.get("status") == "SUCCESS":
-                    done.append(datetime.fromisoformat(meta["date_done"]).timestamp())
+        done = bench_app.completion_times()
         if len(done) >= n:
             return done
         if time.monotonic() > deadline or not running.alive():
-            raise RuntimeError(
-                f"only {len(done)} of {n} tasks succeeded (results {len(keys)}):\n"
-                f"{running.log_tail()}"
-            )
+            raise RuntimeError(f"only {len(done)} of {n} tasks succeeded:\n{running.log_tail()}")
         time.sleep(0.5)

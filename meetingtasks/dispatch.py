@@ -45,6 +45,7 @@ from meetingtasks.errors import (
     WaitTimeout,
 )
 from meetingtasks.policies import cancellation
+from meetingtasks.policies.retention import after_read
 from meetingtasks.policies.routing import Route, get_route_table
 from meetingtasks.store import queueing
 from meetingtasks.store import status as store
@@ -114,6 +115,8 @@ class TaskResult(BaseModel):
     user_id: str | None = None
     meeting_id: str | None = None
     request_id: str | None = None
+    #: Seconds its record is kept once over, when the call chose (TaskRequest.retention).
+    retention: float | None = None
     created_at: float | None = None
     started_at: float | None = None
     updated_at: float | None = None
@@ -222,19 +225,12 @@ class TaskDispatcher:
         return self.statuses([task_id])[0]
 
     def statuses(self, task_ids: list[str]) -> list[TaskResult | None]:
-        """Several at once, in one round trip (plus one for the completed ones' results)."""
+        """Several at once, in one round trip (a result is a field of its record)."""
         records = store.read(self.keys, task_ids)
-        results = [
+        return [
             _result(task_id, record) if record else None
             for task_id, record in zip(task_ids, records, strict=True)
         ]
-        completed = [r for r in results if r is not None and r.status is TaskStatus.COMPLETED]
-        if completed:
-            metas = app.backend.mget([app.backend.get_key_for_task(r.task_id) for r in completed])
-            for result, meta in zip(completed, metas, strict=True):
-                if meta is not None:
-                    result.result = app.backend.decode_result(meta).get("result")
-        return results
 
     def wait(self, task_id: str, timeout: float) -> TaskResult:
         """Block until the task ends; TimeoutError if it has not within ``timeout``."""
@@ -243,6 +239,7 @@ class TaskDispatcher:
         while True:
             current = self.status(task_id)
             if current is not None and current.done:
+                self._read([current])
                 return current
             left = deadline - time.monotonic()
             if left <= 0:
@@ -356,6 +353,7 @@ class TaskDispatcher:
 
     def _settle(self, task_ids: list[str]) -> None:
         """Fire the callbacks of those of ``task_ids`` that ended, each exactly once."""
+        fired = []
         for result in self.statuses(task_ids):
             if result is None or not result.done:
                 continue
@@ -363,6 +361,22 @@ class TaskDispatcher:
                 callback = self._pending.pop(result.task_id, None)
             if callback is not None:
                 self._callbacks.submit(_run_callback, callback, result)
+                fired.append(result)
+        self._read(fired)
+
+    def _read(self, results: list[TaskResult]) -> None:
+        """Whoever awaited these results has them: keep their records no longer than
+        retention says a read result is kept."""
+        by_window: dict[int, list[str]] = {}
+        for result in results:
+            window = after_read(
+                result.status, result.type, override=result.retention,
+                session=result.session_id is not None,
+            )  # fmt: skip
+            if window is not None:
+                by_window.setdefault(window, []).append(result.task_id)
+        for window, task_ids in by_window.items():
+            store.release(self.keys, task_ids, window)
 
 
 def _run_callback(callback: Callback, result: TaskResult) -> None:
@@ -377,10 +391,13 @@ def _result(task_id: str, record: dict[str, str]) -> TaskResult:
         value = record.get(name)
         return float(value) if value else None
 
+    status = TaskStatus(record.get("status", TaskStatus.QUEUED))
+    kept = status is TaskStatus.COMPLETED and "result" in record
     return TaskResult(
         task_id=task_id,
-        status=TaskStatus(record.get("status", TaskStatus.QUEUED)),
+        status=status,
         type=record.get("type"),
+        result=app.backend.decode(record["result"]) if kept else None,
         error=record.get("error"),
         attempts=int(record.get("attempts", 0)),
         priority=int(record["priority"]) if "priority" in record else None,
@@ -389,6 +406,7 @@ def _result(task_id: str, record: dict[str, str]) -> TaskResult:
         user_id=record.get("user"),
         meeting_id=record.get("meeting"),
         request_id=record.get("request_id"),
+        retention=number("retention"),
         created_at=number("created_at"),
         started_at=number("started_at"),
         updated_at=number("updated_at"),

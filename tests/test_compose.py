@@ -12,6 +12,7 @@ from typer.main import get_command
 
 from meetingtasks.policies.routing import get_route_table
 from meetingtasks.run.cli import cli
+from meetingtasks.store.memory import RECORD_LISTPACK_VALUE
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE: dict[str, Any] = yaml.safe_load((REPO / "compose.yaml").read_text())
@@ -46,6 +47,11 @@ def test_redis_keeps_an_append_only_file_synced_on_every_write() -> None:
     argv = COMPOSE["services"]["redis"]["command"]
     assert option(argv, "--appendonly") == "yes"
     assert option(argv, "--appendfsync") == "always"
+
+
+def test_redis_keeps_a_task_record_with_its_result_compact() -> None:
+    argv = COMPOSE["services"]["redis"]["command"]
+    assert option(argv, "--hash-max-listpack-value") == str(RECORD_LISTPACK_VALUE)
 
 
 def test_the_console_script_points_at_the_cli() -> None:

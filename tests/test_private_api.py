@@ -19,7 +19,7 @@ from celery import Celery, signals
 from celery.app.amqp import AMQP
 from celery.app.routes import Router
 from celery.app.task import Task
-from celery.backends.redis import RedisBackend
+from celery.backends.redis import RedisBackend, ResultConsumer
 from celery.concurrency.thread import TaskPool as ThreadTaskPool
 from celery.events.dispatcher import EventDispatcher
 from celery.worker.request import Request
@@ -47,6 +47,9 @@ CLASS_NAMES = [
     (RedisBackend, "_store_result", "celery_ext/backend.py"),
     (RedisBackend, "_get_result_meta", "celery_ext/backend.py"),
     (RedisBackend, "_MAX_STR_VALUE_SIZE", "celery_ext/backend.py"),
+    (RedisBackend, "task_keyprefix", "celery_ext/backend.py"),
+    (ResultConsumer, "_reconnect_pubsub", "celery_ext/backend.py"),
+    (ResultConsumer, "_locked", "celery_ext/backend.py"),
     (EventDispatcher, "_publish", "celery_ext/event_dispatcher.py"),
     (Task, "_get_exec_options", "celery_ext/task.py"),
     (AMQP, "as_task_v2", "celery_ext/sending.py"),
@@ -128,6 +131,9 @@ def test_instance_names_of_a_live_channel_and_dispatcher(app) -> None:
         assert hasattr(dispatcher, "_outbound_buffer"), _missing(
             "EventDispatcher()._outbound_buffer", "celery_ext/event_dispatcher.py"
         )
+    consumer = app.backend.result_consumer
+    for name in ("subscribed_to", "_decode_result"):
+        assert hasattr(consumer, name), _missing(f"ResultConsumer().{name}", "backend.py")
     assert hasattr(app.amqp.router, "routes"), _missing("Router().routes", "celery_ext/sending.py")
     assert hasattr(app, "thread_oid"), _missing("Celery.thread_oid", "celery_ext/sending.py")
     assert hasattr(app.tasks["system.echo"], "__header__"), _missing(

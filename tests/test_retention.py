@@ -67,10 +67,10 @@ def test_a_task_nobody_awaits_leaves_nothing_after_its_window(app, redis, start_
 
     wait_until(lambda: over(ignored.id) and over(kept.id), "completed tasks")
     assert 0 < redis.ttl(keys.status(ignored.id)) <= UNWATCHED
-    assert not redis.exists(keys.result(ignored.id))  # one record, nothing of Celery's
+    assert "result" not in redis.hgetall(keys.status(ignored.id))  # ignored: none kept
     wait_until(lambda: not redis.exists(keys.status(ignored.id)), "expired record")
     assert redis.ttl(keys.status(kept.id)) > UNWATCHED
-    assert kept.get(timeout=10) == 4 and redis.ttl(keys.result(kept.id)) > UNWATCHED
+    assert kept.get(timeout=10) == 4 and redis.ttl(keys.status(kept.id)) > UNWATCHED
 
 
 def test_a_client_task_waits_for_its_session_to_come_back(

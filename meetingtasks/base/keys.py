@@ -83,10 +83,6 @@ class Keys:
         lapses (unix time): who is online, and whose held messages to give back."""
         return f"{self.prefix}consumers"
 
-    def result(self, task_id: str) -> str:
-        """STRING: Celery's result of a task (the result backend's own key)."""
-        return f"{self.prefix}celery-task-meta-{task_id}"
-
     # -- durable delays, cancellation, dead letters, idempotency -------------------------
 
     def delayed(self) -> str:

@@ -11,7 +11,7 @@ every worker checks before it runs a task, on top of which:
 
 from __future__ import annotations
 
-from celery import Celery, states
+from celery import Celery
 
 from meetingtasks.base.keys import Keys, get_keys
 from meetingtasks.base.settings import get_settings
@@ -29,8 +29,6 @@ def cancel(app: Celery, task_id: str, keys: Keys | None = None) -> bool:
     record = status_store.read(keys, [task_id])[0]
     if record and TaskStatus(record["status"]).terminal:
         return False
-    if not record and app.AsyncResult(task_id).state in states.READY_STATES:
-        return False  # its status expired, Celery's result says it is over
     get_redis().set(keys.cancelled(task_id), REASON, ex=get_settings().cancel_ttl)
     delayed.remove(keys, task_id)
     running = record.get("status") == TaskStatus.PROCESSING

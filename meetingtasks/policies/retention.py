@@ -12,6 +12,9 @@ long as someone may read it:
 - it failed or timed out: ``MEETINGTASKS_RETENTION_FAILED`` (its dead letter stays
   until purged).
 
+A result awaited by a dispatcher is kept only until it is read: once ``wait()`` returned
+it or its callback ran, what is left of its window shrinks to the unwatched one.
+
 A route's ``retention`` (routes/*.toml) and a call's (``apply_async(retention=...)``,
 ``TaskRequest.retention``) override the choice. A task not over yet (queued, running,
 retrying) keeps its record ``MEETINGTASKS_STATUS_TTL`` after its last change.
@@ -51,3 +54,17 @@ def retention(
     if awaited or result_kept:
         return settings.retention_result
     return settings.retention_unwatched
+
+
+def after_read(
+    status: TaskStatus, task_type: str | None, *, override: float | None, session: bool
+) -> int | None:
+    """Seconds a finished record is kept once the dispatcher that awaited it has read it,
+    or None to leave its window as it is: a failure (its dead letter's record), a task a
+    client session may still resume for, a retention a route or the call chose."""
+    if not status.terminal or status in FAILURES or session or override:
+        return None
+    route = get_route_table().find(task_type) if task_type else None
+    if route is not None and route.retention:
+        return None
+    return get_settings().retention_unwatched

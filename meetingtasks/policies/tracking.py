@@ -5,19 +5,19 @@ caller holding the task id and blind to a worker that died. Here each transition
 also written to the task's status record (``status.py``), counted cluster-wide and
 pushed, exactly once, to the dispatcher waiting on it and to the client session that
 submitted it. A worker marks a task processing when it takes it (``lua/fetch.lua``);
-the result backend reports the end, in the same step that stores Celery's result
-(``results.py``); the scheduler's monitor reports runs whose worker went silent.
+the result backend reports the end, in the same step that stores Celery's result in
+the same record (``celery_ext/backend.py``); the scheduler's monitor reports runs
+whose worker went silent.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from typing import Any
 
 from celery import states
-from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
 from kombu.utils.json import dumps
 
 from meetingtasks.base import headers as h
@@ -25,7 +25,7 @@ from meetingtasks.base.keys import Keys, get_keys
 from meetingtasks.base.status import TaskStatus
 from meetingtasks.policies.retention import retention
 from meetingtasks.store import status as store
-from meetingtasks.store.status import ResultMeta
+from meetingtasks.store.status import StoredResult
 
 TIME_LIMITS = (SoftTimeLimitExceeded, TimeLimitExceeded)
 TIME_LIMIT_NAMES = frozenset(exc.__name__ for exc in TIME_LIMITS)
@@ -51,6 +51,25 @@ def status_for(state: str, result: Any) -> TaskStatus | None:
     return None
 
 
+#: Celery's state for each of our statuses that ends a run (the inverse of status_for).
+_CELERY_STATES = {
+    TaskStatus.COMPLETED.value: states.SUCCESS,
+    TaskStatus.FAILED.value: states.FAILURE,
+    TaskStatus.CANCELLED.value: states.REVOKED,
+    TaskStatus.RETRYING.value: states.RETRY,
+}
+
+
+def celery_state_of(status: str | None, result: Any) -> str | None:
+    """Celery's state that our ``status`` implies (None if it implies none: queued,
+    processing…); ``result`` tells a revocation that timed out (an expired task) from a
+    time limit."""
+    if status == TaskStatus.TIMEOUT.value:
+        revoked = _exception(result)[0] == TaskRevokedError.__name__
+        return states.REVOKED if revoked else states.FAILURE
+    return _CELERY_STATES.get(status or "")
+
+
 def report(
     task_id: str,
     status: TaskStatus | None,
@@ -58,39 +77,39 @@ def report(
     result: Any = None,
     error: str = "",
     keys: Keys | None = None,
-    meta: ResultMeta | None = None,
+    stored: StoredResult | None = None,
 ) -> bool:
-    """Move ``task_id`` to ``status`` (storing ``meta``) and tell its dispatcher and
-    client session.
+    """Move ``task_id`` to ``status`` (storing Celery's result, ``stored``) and tell
+    its dispatcher and client session.
 
     ``request`` (Celery's context of the run) names them; without it (the monitor, a
     canceller) they are read from the status record.
     """
     keys = keys or get_keys()
     if status is None:
-        return store.finish(keys, task_id, None, time.time(), meta=meta)
+        return store.finish(keys, task_id, None, time.time(), result=stored)
     if request is not None:
         notify_id, session_id, request_id = (
             h.get(request, h.NOTIFY),
             h.get(request, h.SESSION),
             h.get(request, h.REQUEST),
         )
-        notify_channel = keys.notify_channel(notify_id) if notify_id else ""
-        session_channel = keys.session_channel(session_id) if session_id else ""
         task_type = getattr(request, "task", None)
         override = h.get(request, h.RETENTION)
     else:
         record = store.read(keys, [task_id])[0]
-        notify_channel = record.get("notify_channel", "")
-        session_channel = record.get("session_channel", "")
-        request_id = record.get("request_id")
-        task_type, override = record.get("type"), None
+        notify_id, session_id, request_id = (
+            record.get("notify"),
+            record.get("session"),
+            record.get("request_id"),
+        )
+        task_type, override = record.get("type"), record.get("retention")
+    notify_channel = keys.notify_channel(notify_id) if notify_id else ""
+    session_channel = keys.session_channel(session_id) if session_id else ""
     kept = retention(
         status, task_type, override=override, session=bool(session_channel),
-        awaited=bool(notify_channel), result_kept=meta is not None,
+        awaited=bool(notify_channel), result_kept=stored is not None,
     )  # fmt: skip
-    if meta is not None:
-        meta = replace(meta, expires=kept)  # the result goes with the record
     notify = session = None  # messages built only for whoever listens
     if notify_channel:
         notify = (notify_channel, json.dumps({"task_id": task_id, "status": status.value}))
@@ -98,7 +117,7 @@ def report(
         session = (session_channel, session_frame(task_id, status, request_id, result, error))
     tag = (h.get(request, h.DELIVERY_TAG) or "") if request is not None else ""
     return store.finish(
-        keys, task_id, status, time.time(), error, notify, session, meta, tag, ttl=kept
+        keys, task_id, status, time.time(), error, notify, session, stored, tag, ttl=kept
     )
 
 

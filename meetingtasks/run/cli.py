@@ -322,7 +322,7 @@ def _stats_view(stats: dict[str, Any]) -> Any:
     limit = f" of {_megabytes(memory['max_bytes'])}" if memory["max_bytes"] else " (no maxmemory)"
     rows += [
         ("redis memory", f"{_megabytes(memory['used_bytes'])}{limit}, {memory['policy']}"),
-        ("bytes per task", f"{memory['bytes_per_task']} (status and result kept)"),
+        ("bytes per task", f"{memory['bytes_per_task']} (its record, result included)"),
         ("keys", "  ".join(f"{name} {f['keys']}" for name, f in memory["families"].items())),
     ]
     for label, value in rows:

@@ -19,6 +19,7 @@ from pathlib import Path
 import redis
 
 from meetingtasks.errors import ConfigurationError
+from meetingtasks.store.memory import RECORD_LISTPACK_VALUE
 
 
 def find_redis_server() -> str:
@@ -95,6 +96,7 @@ class RedisServer:
             "--appendonly", "yes",
             "--appendfsync", self.appendfsync,
             "--save", "",
+            "--hash-max-listpack-value", str(RECORD_LISTPACK_VALUE),
             "--daemonize", "no",
             "--logfile", str(self.log_path),
         ]  # fmt: skip

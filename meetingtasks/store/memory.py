@@ -39,13 +39,24 @@ def check_eviction_policy(client: Any = None) -> str:
 SCAN_MOST = 20_000
 MEASURED_PER_FAMILY = 20
 
+#: Redis's ``hash-max-listpack-value`` for our deployments (its default is 64): a task's
+#: record holds its result, and one field past this size turns the whole hash from a
+#: listpack into a hashtable, about 500 bytes more (measured: a 100-byte result, 488
+#: bytes kept as listpack, 952 as hashtable). ``scripts/run`` and compose.yaml set it.
+RECORD_LISTPACK_VALUE = 2048
+
+#: Prefixes of the keys Celery's result backend still writes: a group's result and its
+#: chord's counters (a task's result is a field of its record).
+CELERY_FAMILIES = ("celery-taskset-meta-",)
+
 
 def family_of(key: str, namespace: str) -> str:
     """The family of one of our keys: what follows the namespace, up to the next ``:``
-    (a queue's lists are its name; Celery's result keys ``celery-task-meta``)."""
+    (a queue's lists are its name; Celery's keys of groups and chords their prefix)."""
     rest = key[len(namespace) + 1 :] if key.startswith(namespace + ":") else key
-    if rest.startswith("celery-task-meta-"):
-        return "celery-task-meta"
+    for celery_family in CELERY_FAMILIES:
+        if rest.startswith(celery_family):
+            return celery_family.rstrip("-")
     return rest.split(":", 1)[0]
 
 
@@ -84,9 +95,7 @@ def memory_snapshot(namespace: str, client: Any = None) -> dict[str, Any]:
             "keys": round(counts[family] * scale),
             "bytes_per_key": round(sum(measured) / len(measured)) if measured else 0,
         }
-    status = families.get("status", {"keys": 0, "bytes_per_key": 0})
-    results = families.get("celery-task-meta", {"keys": 0, "bytes_per_key": 0})
-    share = results["keys"] / status["keys"] if status["keys"] else 0.0
+    records = families.get("status", {"keys": 0, "bytes_per_key": 0})
     return {
         "used_bytes": int(info["used_memory"]),
         "max_bytes": int(info.get("maxmemory", 0)),
@@ -94,7 +103,5 @@ def memory_snapshot(namespace: str, client: Any = None) -> dict[str, Any]:
         "keys": total,
         "sampled": seen < total and seen >= SCAN_MOST,
         "families": families,
-        "bytes_per_task": round(
-            status["bytes_per_key"] + min(share, 1.0) * results["bytes_per_key"]
-        ),
+        "bytes_per_task": records["bytes_per_key"],
     }

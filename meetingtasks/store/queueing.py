@@ -204,7 +204,7 @@ def put_task(
         first, fields = "", []
     else:
         first = SCHEDULED if due else QUEUED
-        fields = status_fields(keys, headers, queue, step)
+        fields = status_fields(headers, queue, step)
     status_key = keys.status(task_id)
     entry = json.dumps([list_key, to_json(message), status_key, doorbell]) if due else ""
     record = Record(
@@ -256,11 +256,13 @@ def publish(channels: list[str], payload: str) -> None:
 QUEUED, SCHEDULED = TaskStatus.QUEUED.value, TaskStatus.SCHEDULED.value
 
 #: Status fields copied from a message's headers when present.
+#: (The channels of a session and of a dispatcher are derived from their ids.)
 _FROM_HEADERS = (("session", h.SESSION), ("request_id", h.REQUEST), ("user", h.USER),
-                 ("meeting", h.MEETING))  # fmt: skip
+                 ("meeting", h.MEETING), ("notify", h.NOTIFY),
+                 ("retention", h.RETENTION))  # fmt: skip
 
 
-def status_fields(keys: Keys, headers: dict[str, Any], queue: str, step: int) -> list[Any]:
+def status_fields(headers: dict[str, Any], queue: str, step: int) -> list[Any]:
     """What a task's status record says of it from the start, as field, value pairs
     (type and priority first: enqueue.lua counts by them)."""
     fields: list[Any] = ["type", headers["task"], "priority", step, "queue", queue]
@@ -268,11 +270,6 @@ def status_fields(keys: Keys, headers: dict[str, Any], queue: str, step: int) ->
         value = headers.get(header)
         if value is not None:
             fields += (name, str(value))
-    session, notify = headers.get(h.SESSION), headers.get(h.NOTIFY)
-    if session is not None:
-        fields += ("session_channel", keys.session_channel(str(session)))
-    if notify is not None:
-        fields += ("notify_channel", keys.notify_channel(str(notify)))
     return fields
 
 

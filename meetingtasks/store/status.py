@@ -2,8 +2,9 @@
 
 The first status is written with the message itself (``queueing.py``) and
 ``processing`` when a worker takes it (``lua/fetch.lua``); the end of a run is one
-Lua script that also stores Celery's result, so a terminal status is counted and
-announced exactly once whoever (worker, monitor, canceller) reports it first.
+Lua script that also stores Celery's result in the same record, so a terminal status
+is counted and announced exactly once whoever (worker, monitor, canceller) reports it
+first, and a task leaves one key behind, not two.
 """
 
 from __future__ import annotations
@@ -15,14 +16,19 @@ from meetingtasks.base.settings import get_settings
 from meetingtasks.base.status import TaskStatus
 from meetingtasks.store import get_redis, script
 
+#: The record's fields that hold Celery's result of a run (``lua/finish.lua`` replaces
+#: them all when it stores a new one; ``celery_ext/result_record.py`` fills them).
+RESULT_FIELDS = ("result", "state", "traceback", "children", "meta")
+
 
 @dataclass(frozen=True)
-class ResultMeta:
-    """Celery's encoded result of a run, stored with the status change."""
+class StoredResult:
+    """Celery's result of a run, stored with the status change: the record's result
+    fields (pairs), and Celery's meta published on the channel AsyncResult.get() waits on."""
 
-    key: str
-    value: str
-    expires: int
+    fields: list[str]
+    channel: str
+    meta: str
 
 
 def finish(
@@ -33,11 +39,11 @@ def finish(
     error: str = "",
     notify: tuple[str, str] | None = None,
     session: tuple[str, str] | None = None,
-    meta: ResultMeta | None = None,
+    result: StoredResult | None = None,
     delivery_tag: str = "",
     ttl: int | None = None,
 ) -> bool:
-    """Store ``meta`` and move to ``status`` (retrying or terminal; None: store only),
+    """Store ``result`` and move to ``status`` (retrying or terminal; None: store only),
     the record then kept ``ttl`` seconds (``policies/retention.py``; None: the status TTL).
 
     False if the task was already over. ``notify`` and ``session`` are (channel,
@@ -52,7 +58,6 @@ def finish(
                 keys.deadlines(),
                 keys.active(),
                 keys.task_stats(),
-                meta.key if meta else keys.result(task_id),
                 keys.unacked(),
                 keys.unacked_index(),
                 keys.unacked_owner(),
@@ -67,9 +72,10 @@ def finish(
                 notify_message,
                 session_channel,
                 frame,
-                meta.value if meta else "",
-                meta.expires if meta else 0,
                 delivery_tag,
+                result.channel if result else "",
+                result.meta if result else "",
+                *(result.fields if result else ()),
             ],
         )
     )
@@ -81,6 +87,20 @@ def read(keys: Keys, task_ids: list[str]) -> list[dict[str, str]]:
     for task_id in task_ids:
         pipe.hgetall(keys.status(task_id))
     return list(pipe.execute())
+
+
+def forget(keys: Keys, task_id: str) -> None:
+    """Drop the result stored in a task's record (Celery's ``forget``); its status stays."""
+    get_redis().hdel(keys.status(task_id), *RESULT_FIELDS)
+
+
+def release(keys: Keys, task_ids: list[str], seconds: int) -> None:
+    """Keep the records of ``task_ids`` at most ``seconds`` more: their result was read
+    by whoever awaited it (never lengthens a window)."""
+    pipe = get_redis().pipeline(transaction=False)
+    for task_id in task_ids:
+        pipe.expire(keys.status(task_id), seconds, lt=True)
+    pipe.execute()
 
 
 def overdue(keys: Keys, now: float, limit: int) -> list[tuple[str, float]]:
