@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from meetingtasks.base.keys import get_keys
+from meetingtasks.base.status import TaskStatus
 from meetingtasks.dispatch import TaskDispatcher, TaskRequest
 from meetingtasks.errors import ConfigurationError, RedisFull
 from meetingtasks.manager import cluster_stats
@@ -75,6 +76,27 @@ def test_a_full_redis_refuses_a_send_whole_and_loses_nothing_accepted(
     assert [r.result for r in records] == [n + 1 for n in range(len(accepted))]
 
     assert add.apply_async((2, 3)).get(timeout=60) == 5  # drained: sends go in again
+
+
+def test_a_worker_started_while_redis_is_full_still_drains_it(app, redis, start_worker) -> None:
+    """Redis refuses a MULTI and a binding's SADD at maxmemory: the worker starting
+    then reads without transactions and does without the binding, instead of dying."""
+    dispatcher = TaskDispatcher()
+    sent = [r.task_id for r in dispatcher.dispatch_batch([TaskRequest(type="system.noop")] * 50)]
+    redis.config_set("maxmemory-policy", "noeviction")
+    redis.config_set("maxmemory", 1)  # every write that grows memory is refused
+    with pytest.raises(RedisFull):
+        add.apply_async((1, 1))
+    worker = start_worker(["default"])
+    records = wait_until(
+        lambda: (found := dispatcher.statuses(sent)) and all(r and r.done for r in found) and found,
+        "the queued tasks to run",
+    )
+    assert {r.status for r in records if r} == {TaskStatus.COMPLETED}
+    assert worker.process is not None and worker.process.poll() is None
+    assert "maxmemory" in worker.log()
+    redis.config_set("maxmemory", 0)
+    assert add.apply_async((2, 2)).get(timeout=60) == 4  # and it consumes as ever
 
 
 def test_a_heartbeat_still_goes_in_while_redis_is_full(app, redis) -> None:

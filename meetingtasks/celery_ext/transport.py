@@ -23,9 +23,10 @@ Select it with ``broker_transport`` (celeryconfig.py does); URLs stay ``redis://
 ``rediss://`` or ``sentinel://``.
 
 Private names of kombu 5.7 relied on (``tests/test_private_api.py`` checks each):
-- ``kombu.transport.redis.Channel``: ``_brpop_start``, ``_brpop_read``, ``_put`` and
-  ``_put_fanout`` (overridden); ``_queue_cycle``, ``_in_poll``, ``_flush_brpop_reauth``,
-  ``_get_message_priority``, ``_get_publish_topics``, ``_fanout_queues`` (used);
+- ``kombu.transport.redis.Channel``: ``_brpop_start``, ``_brpop_read``, ``_put``,
+  ``_put_fanout``, ``_size`` and ``_queue_bind`` (overridden); ``_q_for_pri``,
+  ``_queue_cycle``, ``_in_poll``, ``_flush_brpop_reauth``, ``_get_message_priority``,
+  ``_get_publish_topics``, ``_fanout_queues`` (used);
 - ``kombu.transport.redis.QoS``: ``_remove_from_indices`` and ``restore_visible``
   (overridden), ``_delivered``;
 - ``kombu.transport.virtual.Transport._deliver``;
@@ -119,6 +120,33 @@ class QueueingChannelMixin:
         if self.owner_id is None and queue not in self._fanout_queues:  # type: ignore[attr-defined]
             self.owner_id = _Consumer.owner_of(self.connection)  # type: ignore[attr-defined]
         return super().basic_consume(queue, *args, **kwargs)  # type: ignore[misc]
+
+    # -- a worker that starts while Redis is full ---------------------------------------
+    # At maxmemory Redis refuses every command in a MULTI and every command that may
+    # grow memory, even one that would change nothing. A worker restarted then must still
+    # start and drain, so its declarations read without a transaction and do without a
+    # binding Redis refused.
+
+    def _size(self, queue: str) -> int:
+        """Messages waiting on ``queue`` (kombu's sum over its priority lists, in a plain
+        pipeline rather than a transaction)."""
+        with self.conn_or_acquire() as client:  # type: ignore[attr-defined]
+            pipe = client.pipeline(transaction=False)
+            for step in self.priority_steps:  # type: ignore[attr-defined]
+                pipe.llen(self._q_for_pri(queue, step))  # type: ignore[attr-defined]
+            return sum(size for size in pipe.execute() if isinstance(size, int))
+
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        """kombu's binding, which a full Redis may refuse: the worker goes on without
+        it (our send path puts messages on the queue's lists by name, and kombu writes
+        the binding again at the next connection) rather than die unable to drain."""
+        try:
+            super()._queue_bind(exchange, routing_key, pattern, queue)  # type: ignore[misc]
+        except OutOfMemoryError:
+            log.warning(
+                "Redis is at its maxmemory: the binding of %s to %s is written at the "
+                "next connection", queue, exchange,
+            )  # fmt: skip
 
     def _brpop_start(self, timeout: float | None = None) -> None:
         """Send the next fetch (or, when the queues were empty, the doorbell wait)."""

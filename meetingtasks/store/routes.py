@@ -21,9 +21,13 @@ def version(keys: Keys) -> int:
 
 def load(keys: Keys) -> tuple[int, dict[str, str]]:
     """(version, task type -> JSON route), read together (raises at once if Redis does
-    not answer)."""
-    pipe = get_quick_redis().pipeline(transaction=True)
-    pipe.get(keys.routes_version())
-    pipe.hgetall(keys.routes())
-    current, routes = pipe.execute()
-    return int(current or 0), dict(routes)
+    not answer). Read between two looks at the version, not in a MULTI, which Redis
+    refuses at its maxmemory: a worker started then still reads the routes."""
+    while True:
+        pipe = get_quick_redis().pipeline(transaction=False)
+        pipe.get(keys.routes_version())
+        pipe.hgetall(keys.routes())
+        pipe.get(keys.routes_version())
+        before, routes, after = pipe.execute()
+        if before == after:
+            return int(before or 0), dict(routes)
