@@ -2,7 +2,8 @@
 
 Celery sees its usual results (AsyncResult, forget, groups), a task leaves one key,
 results published while AsyncResult's listener was disconnected are caught up from
-the record, and a result the dispatcher awaited is kept only until it is read."""
+the record, and a result that a dispatcher or AsyncResult.get() awaited is kept only
+until it is read."""
 
 from __future__ import annotations
 
@@ -67,6 +68,7 @@ def test_a_task_leaves_one_key_and_celery_reads_its_result_there(app, redis, wor
     assert app.AsyncResult(kept.id).get(timeout=RESULT_TIMEOUT) == 5  # a fresh handle reads
     assert redis.keys(f"*{kept.id}*") == [keys.status(kept.id)]
     assert app.AsyncResult(kept.id).date_done is not None
+    assert 0 < redis.ttl(keys.status(kept.id)) <= get_settings().retention_unwatched  # read
 
     failing = flaky.delay("one-record", 0, True)
     with pytest.raises(Permanent, match="never work"):

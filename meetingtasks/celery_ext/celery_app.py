@@ -7,17 +7,21 @@ class (``queue_worker.py``).
 
 from __future__ import annotations
 
+import logging
 from functools import cached_property
 from typing import Any
 
 from celery import Celery
+from celery.result import AsyncResult
 
 from meetingtasks.base import ids
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.settings import get_settings
 from meetingtasks.celery_ext import sending
-from meetingtasks.policies import submission
+from meetingtasks.policies import retention, submission
 from meetingtasks.store import get_redis
+
+log = logging.getLogger(__name__)
 
 
 class MeetingTasksApp(Celery):
@@ -33,6 +37,11 @@ class MeetingTasksApp(Celery):
     - only JSON is sent (a worker refuses anything else anyway);
     - send and due times travel in headers, for the delay store and priority aging.
     """
+
+    @cached_property
+    def AsyncResult(self) -> Any:  # Celery's name
+        """Celery's AsyncResult, whose get() lets retention shorten what it read."""
+        return self.subclass_with_self("meetingtasks.celery_ext.celery_app:AwaitedResult")
 
     @cached_property
     def Worker(self) -> Any:  # Celery's name
@@ -76,3 +85,16 @@ class MeetingTasksApp(Celery):
         except BaseException:
             get_redis().delete(redis_key)
             raise
+
+
+class AwaitedResult(AsyncResult):
+    """A result that ``get()`` returned is no longer awaited: its record is kept the
+    short window retention gives a read result (a failure raises, and stays)."""
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        value = super().get(*args, **kwargs)
+        try:
+            retention.read(get_keys(), self.id)
+        except Exception:
+            log.warning("could not shorten the record of %s after get()", self.id, exc_info=True)
+        return value

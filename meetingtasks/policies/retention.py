@@ -12,8 +12,9 @@ long as someone may read it:
 - it failed or timed out: ``MEETINGTASKS_RETENTION_FAILED`` (its dead letter stays
   until purged).
 
-A result awaited by a dispatcher is kept only until it is read: once ``wait()`` returned
-it or its callback ran, what is left of its window shrinks to the unwatched one.
+A result awaited by a dispatcher or ``AsyncResult.get()`` is kept only until it is read:
+once ``wait()`` or ``get()`` returned it or its callback ran, what is left of its
+window shrinks to the unwatched one.
 
 A route's ``retention`` (routes/*.toml) and a call's (``apply_async(retention=...)``,
 ``TaskRequest.retention``) override the choice. A task not over yet (queued, running,
@@ -22,9 +23,11 @@ retrying) keeps its record ``MEETINGTASKS_STATUS_TTL`` after its last change.
 
 from __future__ import annotations
 
+from meetingtasks.base.keys import Keys
 from meetingtasks.base.settings import get_settings
 from meetingtasks.base.status import TaskStatus
 from meetingtasks.policies.routing import get_route_table
+from meetingtasks.store import status as store
 
 FAILURES = (TaskStatus.FAILED, TaskStatus.TIMEOUT)
 
@@ -68,3 +71,17 @@ def after_read(
     if route is not None and route.retention:
         return None
     return get_settings().retention_unwatched
+
+
+def read(keys: Keys, task_id: str) -> None:
+    """``task_id``'s result was read by whoever awaited it (``AsyncResult.get()``)."""
+    record = store.read(keys, [task_id])[0]
+    if not record:
+        return
+    window = after_read(
+        TaskStatus(record["status"]), record.get("type"),
+        override=float(record["retention"]) if "retention" in record else None,
+        session="session" in record,
+    )  # fmt: skip
+    if window is not None:
+        store.release(keys, [task_id], window)
