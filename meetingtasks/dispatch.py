@@ -44,8 +44,7 @@ from meetingtasks.errors import (
     ValidationError,
     WaitTimeout,
 )
-from meetingtasks.policies import cancellation
-from meetingtasks.policies.retention import after_read
+from meetingtasks.policies import cancellation, retention
 from meetingtasks.policies.routing import Route, get_route_table
 from meetingtasks.store import queueing
 from meetingtasks.store import status as store
@@ -115,8 +114,6 @@ class TaskResult(BaseModel):
     user_id: str | None = None
     meeting_id: str | None = None
     request_id: str | None = None
-    #: Seconds its record is kept once over, when the call chose (TaskRequest.retention).
-    retention: float | None = None
     created_at: float | None = None
     started_at: float | None = None
     updated_at: float | None = None
@@ -183,11 +180,13 @@ class TaskDispatcher:
         if callback is not None:
             with self._lock:
                 self._pending[task_id] = callback
-        options: dict[str, Any] = {
+        chosen = {
             "task_id": task_id, "priority": request.priority, "timeout": request.timeout,
             "max_retries": request.max_retries, "countdown": request.delay,
             "retention": request.retention, "headers": self._headers(request, notify),
         }  # fmt: skip
+        # What the request leaves unset is the route's (as with apply_async).
+        options: dict[str, Any] = {k: v for k, v in chosen.items() if v is not None}
         try:
             if request.idempotency_key is None:
                 sent_id = sending.send(app, request.type, (), request.payload, options)[0]
@@ -239,7 +238,7 @@ class TaskDispatcher:
         while True:
             current = self.status(task_id)
             if current is not None and current.done:
-                self._read([current])
+                retention.read(self.keys, [task_id])
                 return current
             left = deadline - time.monotonic()
             if left <= 0:
@@ -353,7 +352,7 @@ class TaskDispatcher:
 
     def _settle(self, task_ids: list[str]) -> None:
         """Fire the callbacks of those of ``task_ids`` that ended, each exactly once."""
-        fired = []
+        fired: list[str] = []
         for result in self.statuses(task_ids):
             if result is None or not result.done:
                 continue
@@ -361,22 +360,8 @@ class TaskDispatcher:
                 callback = self._pending.pop(result.task_id, None)
             if callback is not None:
                 self._callbacks.submit(_run_callback, callback, result)
-                fired.append(result)
-        self._read(fired)
-
-    def _read(self, results: list[TaskResult]) -> None:
-        """Whoever awaited these results has them: keep their records no longer than
-        retention says a read result is kept."""
-        by_window: dict[int, list[str]] = {}
-        for result in results:
-            window = after_read(
-                result.status, result.type, override=result.retention,
-                session=result.session_id is not None,
-            )  # fmt: skip
-            if window is not None:
-                by_window.setdefault(window, []).append(result.task_id)
-        for window, task_ids in by_window.items():
-            store.release(self.keys, task_ids, window)
+                fired.append(result.task_id)
+        retention.read(self.keys, fired)
 
 
 def _run_callback(callback: Callback, result: TaskResult) -> None:
@@ -406,7 +391,6 @@ def _result(task_id: str, record: dict[str, str]) -> TaskResult:
         user_id=record.get("user"),
         meeting_id=record.get("meeting"),
         request_id=record.get("request_id"),
-        retention=number("retention"),
         created_at=number("created_at"),
         started_at=number("started_at"),
         updated_at=number("updated_at"),

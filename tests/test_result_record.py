@@ -84,6 +84,15 @@ def test_a_task_leaves_one_key_and_celery_reads_its_result_there(app, redis, wor
     assert redis.hget(keys.status(kept.id), "status") == "completed"  # the status stays
 
 
+def test_a_new_result_replaces_every_field_of_the_one_before(app, redis) -> None:
+    task_id, record = str(uuid.uuid4()), get_keys().status
+    app.backend.store_result(task_id, {"step": 1}, "PROGRESS", traceback="at step 1")
+    assert {"state", "traceback"} <= set(redis.hkeys(record(task_id)))
+    app.backend.mark_as_done(task_id, 5)
+    assert {"state", "traceback"}.isdisjoint(redis.hkeys(record(task_id)))
+    assert app.AsyncResult(task_id).get(timeout=5) == 5
+
+
 def test_a_late_report_never_replaces_how_a_task_ended(app, redis, worker) -> None:
     done = add.delay(1, 1)
     assert done.get(timeout=RESULT_TIMEOUT) == 2
@@ -113,10 +122,12 @@ def test_an_awaited_result_is_kept_until_it_is_read(app, redis, worker) -> None:
 
     read = dispatcher.dispatch(echo("read"))
     chosen = dispatcher.dispatch(echo("chosen", retention=900))
-    for sent in (read, chosen):
+    resumable = dispatcher.dispatch(echo("resumable", session_id="s-1"))
+    for sent in (read, chosen, resumable):
         assert dispatcher.wait(str(sent.task_id), RESULT_TIMEOUT).status is TaskStatus.COMPLETED
     assert 0 < redis.ttl(keys.status(str(read.task_id))) <= unwatched
     assert redis.ttl(keys.status(str(chosen.task_id))) > unwatched  # the call chose
+    assert redis.ttl(keys.status(str(resumable.task_id))) > unwatched  # a session may resume
 
     called: list[TaskResult] = []
     failing = TaskRequest(

@@ -14,36 +14,45 @@ import pytest
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.settings import get_settings
 from meetingtasks.base.status import TaskStatus
-from meetingtasks.dispatch import TaskRequest
+from meetingtasks.dispatch import TaskDispatcher, TaskRequest
 from meetingtasks.dlq import DeadLetterQueue
 from meetingtasks.errors import InvalidOption, Permanent
 from meetingtasks.policies.retention import retention
 from meetingtasks.policies.routing import Route, get_route_table
 from tests.support.gateways import Client, GatewayProcess, token
 from tests.test_scheduler import wait_until
-from tests.worker_tasks import add, flaky
+from tests.worker_tasks import add, flaky, kept_here
 
 UNWATCHED = 2  # seconds, in the workers of these tests
 
 
 def test_the_window_follows_who_may_still_want_the_record() -> None:
     settings = get_settings()
-    done, add_type = TaskStatus.COMPLETED, "test.add"
-    assert retention(done, add_type) == settings.retention_unwatched
-    assert retention(done, add_type, session=True) == settings.gateway_idle_timeout
-    assert retention(done, add_type, awaited=True) == settings.retention_result
-    assert retention(done, add_type, result_kept=True) == settings.retention_result
-    assert retention(TaskStatus.FAILED, add_type, session=True) == settings.retention_failed
-    assert retention(TaskStatus.TIMEOUT, None) == settings.retention_failed
-    assert retention(TaskStatus.RETRYING, add_type) == settings.status_ttl  # not over yet
+    done = TaskStatus.COMPLETED
+    assert retention(done) == settings.retention_unwatched
+    assert retention(done, session=True) == settings.gateway_idle_timeout
+    assert retention(done, awaited=True) == settings.retention_result
+    assert retention(done, result_kept=True) == settings.retention_result
+    assert retention(TaskStatus.FAILED, session=True) == settings.retention_failed
+    assert retention(TaskStatus.TIMEOUT) == settings.retention_failed
+    assert retention(TaskStatus.RETRYING) == settings.status_ttl  # not over yet
     assert settings.retention_unwatched < settings.retention_result
+    assert retention(TaskStatus.FAILED, override=5) == 5  # a route's or a call's
+    assert retention(done, override="0.4") == 1  # whole seconds, as a record holds it
 
 
-def test_a_route_and_a_call_override_it() -> None:
-    get_route_table().register(Route(type="test.kept", queue="default", retention=7))
-    assert retention(TaskStatus.COMPLETED, "test.kept", session=True) == 7
-    assert retention(TaskStatus.FAILED, "test.kept", override=5) == 5
-    assert retention(TaskStatus.COMPLETED, "test.add", override=0.4) == 1  # whole seconds
+def test_a_route_and_a_call_choose_it_at_send(app, redis) -> None:
+    keys = get_keys()
+    for task_type in ("test.kept", "test.kept_here"):
+        get_route_table().register(Route(type=task_type, queue="default", retention=7))
+    by_name = app.send_task("test.kept")  # a type this process does not implement
+    by_task = kept_here.delay()  # one it does (its options come from the task)
+    dispatched = TaskDispatcher().dispatch(TaskRequest(type="test.kept"))
+    chosen = TaskDispatcher().dispatch(TaskRequest(type="test.kept", retention=9))
+    called = kept_here.apply_async(retention=11)
+    records = [by_name.id, by_task.id, dispatched.task_id, chosen.task_id, called.id]
+    kept = [float(redis.hget(keys.status(str(i)), "retention")) for i in records]
+    assert kept == [7, 7, 7, 9, 11]
 
 
 def test_a_bad_retention_is_refused_before_anything_is_queued(app, redis) -> None:

@@ -158,3 +158,8 @@ def rendezvous(counter: str, expected: int, patience: float = 60.0) -> int:
     while (arrived := int(redis.get(counter) or 0)) < expected and time.monotonic() < deadline:
         time.sleep(0.05)
     return arrived
+
+
+@app.task(name="test.kept_here")
+def kept_here() -> None:
+    """Does nothing; tests/test_retention.py gives it a route with a retention."""

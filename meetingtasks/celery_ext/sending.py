@@ -299,6 +299,7 @@ def _route_defaults(name: str) -> dict[str, Any]:
         "soft_time_limit": route.timeout,
         "time_limit": submission.hard_limit(route.timeout),
         "expires": route.expires,
+        "retention": route.retention,
     }
 
 

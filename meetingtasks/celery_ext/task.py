@@ -68,11 +68,13 @@ class MeetingTask(Task):
         """Celery computes these once per task and keeps them; ours come from the route
         table, which ``TaskDispatcher.register_route`` may change at run time (a new
         Route object), so they are kept per route. Unset ones are left out (a None
-        default is no default)."""
+        default is no default). The route's retention travels as an option of ours."""
         route = self.route
         cached = self.__dict__.get("_exec_options")
         if cached is None or cached[0] is not route:
             options = {k: v for k, v in extract_exec_options(self).items() if v is not None}
+            if route is not None and route.retention is not None:
+                options["retention"] = route.retention
             cached = self.__dict__["_exec_options"] = (route, options)
         return dict(cached[1])
 

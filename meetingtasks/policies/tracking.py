@@ -94,7 +94,6 @@ def report(
             h.get(request, h.SESSION),
             h.get(request, h.REQUEST),
         )
-        task_type = getattr(request, "task", None)
         override = h.get(request, h.RETENTION)
     else:
         record = store.read(keys, [task_id])[0]
@@ -103,11 +102,11 @@ def report(
             record.get("session"),
             record.get("request_id"),
         )
-        task_type, override = record.get("type"), record.get("retention")
+        override = record.get("retention")
     notify_channel = keys.notify_channel(notify_id) if notify_id else ""
     session_channel = keys.session_channel(session_id) if session_id else ""
     kept = retention(
-        status, task_type, override=override, session=bool(session_channel),
+        status, override=override, session=bool(session_channel),
         awaited=bool(notify_channel), result_kept=stored is not None,
     )  # fmt: skip
     notify = session = None  # messages built only for whoever listens

@@ -45,18 +45,17 @@ MEASURED_PER_FAMILY = 20
 #: bytes kept as listpack, 952 as hashtable). ``scripts/run`` and compose.yaml set it.
 RECORD_LISTPACK_VALUE = 2048
 
-#: Prefixes of the keys Celery's result backend still writes: a group's result and its
+#: Prefix of the keys Celery's result backend still writes: a group's result and its
 #: chord's counters (a task's result is a field of its record).
-CELERY_FAMILIES = ("celery-taskset-meta-",)
+GROUP_RESULTS = "celery-taskset-meta"
 
 
 def family_of(key: str, namespace: str) -> str:
     """The family of one of our keys: what follows the namespace, up to the next ``:``
     (a queue's lists are its name; Celery's keys of groups and chords their prefix)."""
     rest = key[len(namespace) + 1 :] if key.startswith(namespace + ":") else key
-    for celery_family in CELERY_FAMILIES:
-        if rest.startswith(celery_family):
-            return celery_family.rstrip("-")
+    if rest.startswith(GROUP_RESULTS):
+        return GROUP_RESULTS
     return rest.split(":", 1)[0]
 
 
