@@ -9,10 +9,10 @@
 -- returns  how many records were shortened (EXPIRE LT never lengthens one)
 
 local shortened = 0
-for _, key in ipairs(KEYS) do
-  local status, session, chosen = unpack(redis.call('HMGET', key, 'status', 'session', 'retention'))
+for i = 1, #KEYS do
+  local status, session, chosen = unpack(redis.call('HMGET', KEYS[i], 'status', 'session', 'retention'))
   if (status == 'completed' or status == 'cancelled') and not session and not chosen then
-    shortened = shortened + redis.call('EXPIRE', key, ARGV[1], 'LT')
+    shortened = shortened + redis.call('EXPIRE', KEYS[i], ARGV[1], 'LT')
   end
 end
 return shortened
