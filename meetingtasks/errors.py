@@ -111,6 +111,10 @@ class NodeUnavailable(Retryable):
     """No inference node answered in time (dead, overloaded or unreachable)."""
 
 
+class UnitUnavailable(NodeUnavailable):
+    """The unit asked for is not running on that node (error -9); its other units may be."""
+
+
 class CallTimedOut(NodeUnavailable):
     """An LLM call's own budget ran out; an AI task then ends ``timeout``, not retried."""
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from meetingtasks.errors import InferenceError, InvalidPayload, NodeUnavailable
+from meetingtasks.errors import InferenceError, InvalidPayload, NodeUnavailable, UnitUnavailable
 from meetingtasks.llm.protocol import (
     STREAM_FORMAT,
     ErrorCode,
@@ -112,7 +112,7 @@ def test_parse_request_refuses_what_a_node_cannot_serve() -> None:
     [
         (ErrorCode.TASK_FULL, NodeUnavailable),
         (ErrorCode.NOT_AVAILABLE, NodeUnavailable),
-        (ErrorCode.UNIT_CALL_FAILED, NodeUnavailable),
+        (ErrorCode.UNIT_CALL_FAILED, UnitUnavailable),
         (ErrorCode.UNKNOWN_WORK_ID, InferenceError),
         (ErrorCode.UNKNOWN_ACTION, InferenceError),
         (ErrorCode.MODEL_RUN_FAILED, InferenceError),

@@ -10,6 +10,9 @@
     node_core.py     the node's answers without I/O: work units and handlers
     node_servers.py  the node's ZMQ ROUTER and TCP front ends
     node.py          InferenceNode, NodeConfig, run() (``meetingtasks ai-node``)
+    stackflow.py     the StackFlow bridge: a backend that alone talks to a unit manager
+                     (``meetingtasks ai-node --upstream tcp+json://HOST:10001``)
+    stackflow_text.py  text and request lines a unit manager's framing carries intact
 
 No Celery and no Redis here: tasks and the gateway call ``LLMClient``.
 """

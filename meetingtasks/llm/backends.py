@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meetingtasks.errors import ConfigurationError
+from meetingtasks.llm.protocol import ErrorCode
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,18 @@ class Generation:
     work_id: str = ""
     #: The whole setup data, for backend options (max_token_len, temperature …).
     options: Mapping[str, Any] = field(default_factory=dict)
+
+
+class BackendError(Exception):
+    """A backend's refusal, with the error code the node answers for it.
+
+    Any other exception from ``generate`` is -11 (model run failed); a backend that
+    forwards to another node says -10 (busy or unreachable: the client retries) or passes
+    the upstream's own code through."""
+
+    def __init__(self, message: str, code: int = ErrorCode.MODEL_RUN_FAILED) -> None:
+        super().__init__(message)
+        self.code = int(code)
 
 
 class Backend(ABC):
@@ -49,6 +62,13 @@ class Backend(ABC):
     def describe(self) -> str:
         """What runs behind the node, in a few words (printed when it starts)."""
         return type(self).__name__
+
+    def health(self) -> dict[str, Any]:
+        """JSON-able state for the node's stats (an upstream's health); none by default."""
+        return {}
+
+    def close(self) -> None:  # noqa: B027  (optional hook)
+        """Release what the backend holds; the node calls it once it stopped serving."""
 
 
 class EchoBackend(Backend):

@@ -40,6 +40,7 @@ from meetingtasks.errors import (
     InvalidOption,
     NodeUnavailable,
     StateError,
+    UnitUnavailable,
 )
 from meetingtasks.llm.health import NodeHealth, failover_order
 from meetingtasks.llm.protocol import STREAM_FORMAT, TEXT_FORMAT, UnitSetup, split_prompt
@@ -56,8 +57,27 @@ MAX_TEMPERATURE = 2.0
 @dataclass
 class _Node:
     address: Address
+    #: The address: reachable, answering in time.
     health: NodeHealth
+    #: Its units that answered -9 (not running there), by unit name.
+    units: dict[str, NodeHealth] = field(default_factory=dict)
     idle: list[NodeSession] = field(default_factory=list)
+
+    def unit_health(self, unit: str) -> NodeHealth:
+        if unit not in self.units:
+            self.units[unit] = NodeHealth(
+                f"{self.address.url} {unit}",
+                skip_base=self.health.skip_base,
+                skip_max=self.health.skip_max,
+            )
+        return self.units[unit]
+
+    def health_for(self, unit: str) -> NodeHealth:
+        """Whichever of the address and the unit there is skipped longer."""
+        unit_health = self.units.get(unit)
+        if unit_health is None or self.health.skipped_for() >= unit_health.skipped_for():
+            return self.health
+        return unit_health
 
 
 class LLMClient:
@@ -138,9 +158,17 @@ class LLMClient:
         return self._call(setup, text, timeout, None, None)
 
     def health(self) -> dict[str, Any]:
-        """Per node: state, last success and failure, consecutive failures, skipped until."""
+        """Per node: state, last success and failure, consecutive failures, skipped until;
+        and ``units``, the same for each unit that node answered -9 for (not running
+        there: only that unit is skipped, the node still serves the others)."""
         with self._lock:
-            nodes = [node.health.to_dict() for node in self._nodes]
+            nodes = [
+                {
+                    **node.health.to_dict(),
+                    "units": {name: h.to_dict() for name, h in node.units.items()},
+                }
+                for node in self._nodes
+            ]
         return {"nodes": nodes, "available": sum(not n["skipped_until"] for n in nodes)}
 
     def close(self) -> None:
@@ -194,7 +222,7 @@ class LLMClient:
         _check_positive("timeout", budget, InvalidOption)
         deadline = time.monotonic() + budget
         failures: list[str] = []
-        for node in self._failover_order():
+        for node in self._failover_order(setup.unit):
             if time.monotonic() >= deadline:
                 break
             deltas = _Deltas(on_delta)
@@ -202,7 +230,8 @@ class LLMClient:
                 reply = self._attempt(node, setup, text, deadline, deltas)
             except NodeUnavailable as exc:
                 with self._lock:
-                    node.health.record_failure(exc)
+                    failed = isinstance(exc, UnitUnavailable)
+                    (node.unit_health(setup.unit) if failed else node.health).record_failure(exc)
                 failures.append(str(exc))
                 if isinstance(exc, CallTimedOut):
                     raise  # no time left for another node
@@ -220,6 +249,8 @@ class LLMClient:
                 raise
             with self._lock:
                 node.health.record_success()
+                if setup.unit in node.units:
+                    node.units[setup.unit].record_success()
             return reply
         error = CallTimedOut if time.monotonic() >= deadline else NodeUnavailable
         raise error(
@@ -271,10 +302,10 @@ class LLMClient:
             if not keep:
                 session.close(graceful=session.reusable, timeout=min(1.0, self.read_timeout))
 
-    def _failover_order(self) -> list[_Node]:
+    def _failover_order(self, unit: str) -> list[_Node]:
         with self._lock:
             start, self._next = self._next, self._next + 1
-            order = failover_order([node.health for node in self._nodes], start)
+            order = failover_order([node.health_for(unit) for node in self._nodes], start)
         return [self._nodes[index] for index in order]
 
 

@@ -107,6 +107,7 @@ class InferenceNode:
             if front_end is not None:
                 front_end.stop(timeout)
         self._zmq = self._tcp = None
+        self.core.backend.close()
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -114,6 +115,7 @@ class InferenceNode:
             "work_ids": self.core.work_ids(),
             "generations": self.core.generations,
             "replying": self.core.replying,
+            "backend": self.core.backend.health(),
         }
 
     def __enter__(self) -> InferenceNode:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meetingtasks.errors import InferenceError
-from meetingtasks.llm.backends import Backend, Generation
+from meetingtasks.llm.backends import Backend, BackendError, Generation
 from meetingtasks.llm.protocol import (
     NONE,
     STREAM_FORMAT,
@@ -232,6 +232,10 @@ class NodeCore:
                     data = {"index": len(parts), "delta": delta, "finish": False}
                     yield Response(request.request_id, unit.work_id, fmt, data)
                 parts.append(delta)
+        except BackendError as exc:  # a refusal with its own code (an upstream's)
+            log.warning("backend refused %s: %s", unit.work_id, exc)
+            yield error_response(request.request_id, request.work_id, exc.code, str(exc))
+            return
         except Exception as exc:  # a backend's failure is the reply's, never the node's
             log.warning("backend failed on %s: %s", unit.work_id, exc, exc_info=True)
             yield self._error(request, ErrorCode.MODEL_RUN_FAILED, f"model run failed: {exc}")

@@ -20,9 +20,10 @@ M5Stack's StackFlow and its fork Edge-LLM-Infra really send (read from their sou
 
 Error codes, and what the client does with them (``node_error``):
 
-    -9  unit call failed (unit not running)   NodeUnavailable: transient, another node
-    -10 not available at the moment           or a later retry can succeed
-    -21 task full (no free work unit)
+    -9  unit call failed (unit not running)   UnitUnavailable: that unit of the node is
+                                              skipped, not its other units; transient
+    -10 not available at the moment           NodeUnavailable: transient, another node
+    -21 task full (no free work unit)         or a later retry can succeed
     -4  inference push failed (unknown work_id) InferenceError, but the client first sets
     -6  unit does not exist (unknown work_id)   up again once: the node may have restarted
     -1 general, -2 JSON format, -3 unknown action, -5 model loading failed,
@@ -39,7 +40,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
 
-from meetingtasks.errors import InferenceError, InvalidPayload, NodeUnavailable
+from meetingtasks.errors import InferenceError, InvalidPayload, NodeUnavailable, UnitUnavailable
 
 STREAM_FORMAT = "llm.utf-8.stream"
 TEXT_FORMAT = "llm.utf-8"
@@ -146,7 +147,7 @@ class Response:
         return encode(self.to_dict())
 
 
-def error_response(request_id: str, work_id: str, code: ErrorCode, message: str) -> Response:
+def error_response(request_id: str, work_id: str, code: int, message: str) -> Response:
     return Response(request_id, work_id, code=int(code), message=message)
 
 
@@ -164,6 +165,10 @@ class UnitSetup:
     temperature: float | None = None
 
     def request(self, request_id: str) -> Request:
+        return Request(request_id, self.unit, Action.SETUP, f"{self.unit}.setup", self.data())
+
+    def data(self) -> dict[str, Any]:
+        """The setup request's ``data``: what the work unit is set up with."""
         data: dict[str, Any] = {
             "model": self.model,
             "response_format": self.response_format,
@@ -175,7 +180,7 @@ class UnitSetup:
             data["max_token_len"] = self.max_tokens
         if self.temperature is not None:
             data["temperature"] = self.temperature
-        return Request(request_id, self.unit, Action.SETUP, f"{self.unit}.setup", data)
+        return data
 
 
 def inference_request(request_id: str, work_id: str, text: str) -> Request:
@@ -278,6 +283,8 @@ def node_error(response: Response, node: str) -> InferenceError | NodeUnavailabl
         f"inference node {node} answered error {response.code} "
         f"({response.message or 'no message'}): {advice}"
     )
+    if response.code == ErrorCode.UNIT_CALL_FAILED:
+        return UnitUnavailable(text)
     return NodeUnavailable(text) if response.code in TRANSIENT_CODES else InferenceError(text)
 
 

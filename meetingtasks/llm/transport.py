@@ -4,9 +4,10 @@ The address says which transport:
 
     tcp://HOST:PORT, ipc://PATH   ZMQ: a DEALER socket to the node's ROUTER, one JSON
                                   object per frame (our reference node, the default)
-    tcp+json://HOST[:PORT]        plain TCP, one JSON object per line: StackFlow's unit
-                                  manager (port 10001 when none is given) or our node's
-                                  --tcp-port
+    tcp+json://HOST[:PORT]        plain TCP, one JSON object per line: our node's
+                                  --tcp-port, or StackFlow's unit manager (port 10001 when
+                                  none is given), which only the bridge (stackflow.py)
+                                  should talk to: it breaks under several clients
 
 Failing to reach a node, losing it, or hearing nothing from it in time is NodeUnavailable
 (retryable); bytes that cannot be a message are InferenceError. A dead node never hangs
@@ -84,8 +85,12 @@ def connect(address: Address, timeout: float) -> Connection:
     return TcpConnection(address, timeout)
 
 
-def _silent(url: str, timeout: float) -> NodeUnavailable:
-    return NodeUnavailable(
+class NodeSilent(NodeUnavailable):
+    """Nothing came from the node within a wait; the connection itself may be fine."""
+
+
+def _silent(url: str, timeout: float) -> NodeSilent:
+    return NodeSilent(
         f"inference node {url} sent nothing for {timeout:.3g}s: it is stuck, overloaded "
         "or gone; the task is retried on another node or later"
     )

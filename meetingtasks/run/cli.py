@@ -21,9 +21,10 @@ from meetingtasks.dlq import DeadLetterQueue
 from meetingtasks.errors import MeetingTasksError
 from meetingtasks.gateway.auth import mint_token
 from meetingtasks.gateway.server import serve
-from meetingtasks.llm.backends import load_backend
+from meetingtasks.llm.backends import Backend, load_backend
 from meetingtasks.llm.node import DEFAULT_BIND, NodeConfig
 from meetingtasks.llm.node import run as run_node
+from meetingtasks.llm.stackflow import StackFlowBridge
 from meetingtasks.manager import cluster_stats
 from meetingtasks.run.stack import Stack
 from meetingtasks.scheduler import SchedulerService, TaskScheduler
@@ -101,6 +102,19 @@ def ai_node(
     slots: Annotated[
         int, typer.Option(help="llama: model contexts answering at once (the rest queue).")
     ] = 1,
+    upstream: Annotated[
+        str | None,
+        typer.Option(
+            help="Bridge to a StackFlow unit manager at tcp+json://HOST[:PORT] instead of "
+            "running a backend: this node is then its only client."
+        ),
+    ] = None,
+    upstream_units: Annotated[
+        int, typer.Option(help="Work units held on the StackFlow peer (its node has 3).")
+    ] = 3,
+    upstream_timeout: Annotated[
+        float, typer.Option(help="Seconds of silence accepted from the StackFlow peer.")
+    ] = 20.0,
 ) -> None:
     """Run the reference inference node (the Edge-LLM-Infra protocol over ZMQ and TCP).
 
@@ -111,10 +125,18 @@ def ai_node(
         "echo": {"delay": token_delay},
         "llama": {"slots": slots},
     }
-    options = by_backend.get(backend, {})
+    if upstream is not None:
+        if backend != "echo":
+            raise typer.BadParameter("--upstream and --backend exclude each other")
+        served: Backend = StackFlowBridge(
+            upstream, unit=unit, units=upstream_units, read_timeout=upstream_timeout,
+            queue_timeout=upstream_timeout * 0.75,
+        )  # fmt: skip
+    else:
+        served = load_backend(backend, **by_backend.get(backend, {}))
     run_node(
         bind=bind or None, tcp_port=tcp_port, tcp_host=tcp_host, unit=unit,
-        backend=load_backend(backend, **options), max_work_ids=max_work_ids, workers=workers,
+        backend=served, max_work_ids=max_work_ids, workers=workers,
     )  # fmt: skip
 
 
