@@ -149,13 +149,17 @@ def test_units_lost_in_a_restart_are_never_exited(
     healthy: StackFlowPeer, start_bridge: StartBridge, clients: Callable[..., LLMClient]
 ) -> None:
     """An exit of a work_id the node does not know aborts it: the bridge asks first."""
-    node = start_bridge(units=1)
+    node = start_bridge(units=2)
     client = clients(node.addresses[0])
-    client.complete(chat("a", "x"))
+    for system in "ab":
+        client.complete(chat(system, "x"))
+    healthy.restart_node()  # llm.0 and llm.1 are gone
+    for system in "cde":  # e makes room: by exiting c, never the lost a
+        client.complete(chat(system, "y"))
     healthy.restart_node()
-    client.complete(chat("b", "y"))  # a setup that would make room by exiting the lost unit
-    healthy.restart_node()
-    node.stop()  # exits at stop, for a unit lost again
+    node.stop()  # exits at stop, none of them for the units lost again
+    exits = [json.loads(text)["work_id"] for _conn, text in healthy.received if "exit" in text]
+    assert exits == ["llm.2"]
 
 
 def test_a_dead_node_gets_one_unanswered_request_and_nothing_queued_behind_it(
@@ -299,3 +303,22 @@ def test_a_bad_upstream_is_refused_at_start() -> None:
     for url in ("tcp://127.0.0.1:5560", "http://x"):
         with pytest.raises(MeetingTasksError, match="tcp\\+json"):
             StackFlowBridge(url)
+
+
+def test_ai_workers_reach_the_peer_through_the_bridge(
+    app, redis, start_worker, healthy: StackFlowPeer, tmp_path: Path
+) -> None:
+    """The whole path: 20 llm_chat tasks at once on an ai worker, one at a time at the peer."""
+    bridge = NodeProcess(tmp_path / "bridge.log", "--upstream", healthy.address)
+    try:
+        start_worker(["ai"], env={"MEETINGTASKS_LLM_NODES": bridge.zmq_address})
+        results = [
+            app.send_task("ai.llm_chat", kwargs={"prompt": f"topic {n} {{agenda}}"})
+            for n in range(20)
+        ]
+        texts = [result.get(timeout=120) for result in results]
+    finally:
+        bridge.kill()
+    assert texts == [f"topic {n} {{agenda}}hello" for n in range(20)]
+    assert healthy.most_streams_at_once == 1
+    assert len(healthy.work_ids) == 1  # one system prompt, one unit, reused
