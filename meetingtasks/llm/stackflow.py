@@ -11,8 +11,9 @@ global lock, so every request sent meanwhile queues behind the first.
 So our node runs this backend in front of it, and the backend alone talks to the peer.
 Workers reach our node over ZMQ with full concurrency, and the bridge:
 
-- sends one request at a time, on one connection it never closes while a reply is due;
-  callers wait their turn (``queue_timeout``, then error -10, which the client retries);
+- serves one call at a time, on one connection it does not close while a reply is due;
+  callers wait their turn (``queue_timeout``, then error -10, which the client retries),
+  and a reply abandoned by its caller is still read to its end;
 - keeps at most ``units`` work units (3), one per distinct setup (model, system prompt,
   options), the least recently used exited to make room, all exited when it stops;
 - at start and after a reconnect, asks the peer for its work units (``taskinfo``) and
@@ -24,8 +25,9 @@ Workers reach our node over ZMQ with full concurrency, and the bridge:
 - when an inference on a unit it set up earlier gets no reply for ``recheck_after``
   seconds, asks ``taskinfo``: a unit the peer no longer lists means the node restarted,
   so the bridge forgets its units, sets up again and repeats the input once;
-- while a request sent earlier is still unanswered, sends nothing more (it would queue
-  behind the peer's lock): calls fail at once with -10, and each call checks again;
+- while a setup, taskinfo or exit is unanswered (the node is down and the peer holds its
+  lock), sends nothing more, which would only queue behind it: calls fail at once with
+  -10 until the reply comes or the connection breaks (the peer restarted);
 - reports the peer's state, the units held and the restarts it saw (``health()``, in
   the node's stats).
 
