@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from meetingtasks.errors import ConfigurationError
+from meetingtasks.errors import ConfigurationError, MeetingTasksError
 from meetingtasks.llm.protocol import ErrorCode
 
 
@@ -33,7 +33,7 @@ class Generation:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
-class BackendError(Exception):
+class BackendError(MeetingTasksError):
     """A backend's refusal, with the error code the node answers for it.
 
     Any other exception from ``generate`` is -11 (model run failed); a backend that

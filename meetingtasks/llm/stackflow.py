@@ -73,11 +73,11 @@ class _Sent:
         return self.action != "inference" or not response.ok or _chunk(response)[1]
 
 
-class _Silent(Exception):
+class _Silent(MeetingTasksError):
     """The peer sent nothing for a request within the wait."""
 
 
-class _Forgotten(Exception):
+class _Forgotten(MeetingTasksError):
     """The peer no longer knows a unit the bridge set up: it restarted."""
 
 
@@ -190,7 +190,7 @@ class StackFlowBridge(Backend):
                         if work_id in listed:
                             self._exit(work_id)
                         del self._units[key]
-            except (BackendError, MeetingTasksError) as exc:
+            except MeetingTasksError as exc:
                 log.warning("could not exit the StackFlow units at close: %s", exc)
             if self._unanswered:
                 log.warning("closing the StackFlow connection with a reply still due")
