@@ -143,3 +143,11 @@ def test_server_frames_are_compact_json_with_the_request_id_when_known() -> None
         "channel": "meeting.m1",
         "event": {"type": "meeting.user_joined", "payload": {"n": 1}},
     }
+
+
+def test_a_submit_may_ask_for_a_delay() -> None:
+    command = parse({"op": "submit", "type": "echo", "delay": 90})
+    assert isinstance(command, p.Submit) and command.delay == 90.0
+    assert parse({"op": "submit", "type": "echo", "delay": 0}).delay == 0.0  # type: ignore[union-attr]
+    for bad in (-1, True, "60", p.MAX_DELAY + 1):
+        assert refused({"op": "submit", "type": "echo", "delay": bad}).code == p.BAD_FIELD

@@ -10,6 +10,7 @@ tasks           client task names, the token's rights, the dispatcher in threads
 connection      one client's WebSocket, from handshake to close
 http            /healthz, /stats, /metrics, POST /tasks, GET /tasks/{id}
 metrics         the gateway's Prometheus metrics
+web             the live meeting page and the JavaScript client (files in web/)
 server          the ASGI app and ``serve()`` (``meetingtasks gateway``)
 """
 

@@ -71,6 +71,8 @@ CLOSE_TRY_AGAIN = 1013
 #: Longest ids and names a client may send.
 MAX_ID = 128
 MAX_TOKEN = 8192
+#: The longest delay a client may ask for, in seconds (30 days).
+MAX_DELAY = 30 * 86400
 #: Integers beyond 64 bits are refused: most clients cannot represent them exactly.
 INT_LIMIT = 2**63
 #: Priorities clients may ask for; critical is kept for the services' own work.
@@ -106,6 +108,8 @@ class Submit:
     timeout: float | None = None
     meeting_id: str | None = None
     request_id: str | None = None
+    #: Seconds before the task may run (it is ``scheduled`` until then).
+    delay: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,9 +226,10 @@ def _parse_submit(obj: dict[str, Any], request_id: str | None, limits: Limits) -
         type=name,
         data=data,
         priority=_priority(obj.get("priority"), request_id),
-        timeout=_timeout(obj.get("timeout"), request_id),
+        timeout=_seconds("timeout", obj.get("timeout"), request_id, positive=True),
         meeting_id=_meeting(obj, data, request_id),
         request_id=request_id,
+        delay=_seconds("delay", obj.get("delay"), request_id, limit=MAX_DELAY),
     )
 
 
@@ -255,7 +260,7 @@ Parser = Callable[[dict[str, Any], str | None, Limits], Command]
 _PARSERS: dict[str, tuple[frozenset[str], Parser]] = {
     "auth": (frozenset({"token", "session"}), _parse_auth),
     "submit": (
-        frozenset({"type", "data", "priority", "timeout", "meeting_id"}),
+        frozenset({"type", "data", "priority", "timeout", "delay", "meeting_id"}),
         _parse_submit,
     ),
     "cancel": (frozenset({"task_id"}), _parse_task(Cancel)),
@@ -304,12 +309,21 @@ def _priority(value: Any, request_id: str | None) -> Priority | None:
     return priority
 
 
-def _timeout(value: Any, request_id: str | None) -> float | None:
+def _seconds(
+    name: str,
+    value: Any,
+    request_id: str | None,
+    *,
+    positive: bool = False,
+    limit: int = 86400,
+) -> float | None:
+    """A number of seconds up to ``limit`` (above 0 when ``positive``, else 0 allowed)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 86400:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not (number and (value > 0 if positive else value >= 0) and value <= limit):
         raise ProtocolError(
-            BAD_FIELD, f"timeout must be seconds between 0 and 86400, not {value!r}", request_id
+            BAD_FIELD, f"{name} must be seconds between 0 and {limit}, not {value!r}", request_id
         )
     return float(value)
 

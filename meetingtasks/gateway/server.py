@@ -1,12 +1,12 @@
 """The gateway server: one ASGI app, served by uvicorn (``meetingtasks gateway``).
 
 ``ws://HOST:PORT/ws`` goes straight to ``Connection`` on raw ASGI messages; every other
-path (the HTTP endpoints, and the lifespan that starts and stops the hub) is a
-Starlette app. The WebSocket path skips Starlette's routing and middleware on purpose:
-their coroutine frames and objects stay alive for as long as a connection does, about
-4.5 KB of each idle connection's budget. uvicorn runs the WebSocket protocol with
-wsproto, the leanest of its implementations per idle connection (README: Client
-gateway, memory).
+path (the HTTP endpoints, the page and JavaScript client of ``web.py``, and the lifespan
+that starts and stops the hub) is a Starlette app. The WebSocket path skips Starlette's
+routing and middleware on purpose: their coroutine frames and objects stay alive for as
+long as a connection does, about 4.5 KB of each idle connection's budget. uvicorn runs
+the WebSocket protocol with wsproto, the leanest of its implementations per idle
+connection (README: Client gateway, memory).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 
+from meetingtasks.gateway import web
 from meetingtasks.gateway.auth import get_secret
 from meetingtasks.gateway.config import GatewayConfig
 from meetingtasks.gateway.connection import Connection
@@ -38,7 +39,7 @@ class GatewayApp:
     def __init__(self, config: GatewayConfig | None = None) -> None:
         self.config = config or GatewayConfig.from_settings()
         self.hub = Hub(self.config)
-        self.http = Starlette(routes=routes(self.hub), lifespan=self._lifespan)
+        self.http = Starlette(routes=routes(self.hub) + web.routes(), lifespan=self._lifespan)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "websocket" and scope["path"] == WS_PATH:

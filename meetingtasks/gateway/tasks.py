@@ -78,6 +78,7 @@ class ClientTasks:
                 payload=command.data,
                 priority=command.priority,
                 timeout=command.timeout,
+                delay=command.delay,
                 user_id=principal.user_id,
                 meeting_id=command.meeting_id,
                 session_id=session_id,

@@ -148,7 +148,8 @@ class Stack:
         url = f"ws://127.0.0.1:{self.gateway_port}/ws?token={token}"
         # Printed as they are: the console would fold the token and read [...] as markup.
         print(f"Client token (user {CLIENT_USER}, meeting {CLIENT_MEETING}, 24 h): {token}")
-        print(f"Client: {example_client(url)}", flush=True)
+        print(f"Client: {example_client(url)}")
+        print(f"Live meeting page: http://127.0.0.1:{self.gateway_port}/?token={token}", flush=True)
         self.out("Stop: Ctrl-C")
 
     def _client_token(self, env: dict[str, str]) -> str:

@@ -49,8 +49,9 @@ def token(user: str, meetings: tuple[str, ...] = (), ttl: float = 600, **options
 class GatewayProcess:
     """One gateway server in its own process, stopped (SIGTERM, then -9) by ``stop``."""
 
-    def __init__(self, log_path: Path, **settings: object) -> None:
-        self.port = free_port()
+    def __init__(self, log_path: Path, port: int | None = None, **settings: object) -> None:
+        """``port``: a given one (to restart a gateway where its clients expect it)."""
+        self.port = port or free_port()
         self.log_path = log_path
         env = {**os.environ, "PYTHONPATH": str(REPO), "MEETINGTASKS_SECRET": SECRET}
         env.update({f"MEETINGTASKS_{k.upper()}": str(v) for k, v in settings.items()})

@@ -1,0 +1,40 @@
+"""The browser side the gateway serves: the live meeting page and the JavaScript client.
+
+``GET /`` is the page (``web/index.html`` with its ``page.js`` and ``page.css``), and
+``GET /client.js`` the client module any web app may import (``web/client.d.ts`` its
+types; ``web/package.json`` makes the folder an npm package). Only these files are
+served, read once at start; nothing is built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+WEB = Path(__file__).with_name("web")
+
+#: URL path -> (file in web/, media type).
+FILES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/page.js": ("page.js", "text/javascript; charset=utf-8"),
+    "/page.css": ("page.css", "text/css; charset=utf-8"),
+    "/client.js": ("client.js", "text/javascript; charset=utf-8"),
+    "/client.d.ts": ("client.d.ts", "application/typescript; charset=utf-8"),
+}
+
+
+def routes() -> list[Route]:
+    return [_route(path, name, media_type) for path, (name, media_type) in FILES.items()]
+
+
+def _route(path: str, name: str, media_type: str) -> Route:
+    body = (WEB / name).read_bytes()
+    headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+
+    async def serve(request: Request) -> Response:
+        return Response(body, media_type=media_type, headers=headers)
+
+    return Route(path, serve, methods=["GET", "HEAD"])
