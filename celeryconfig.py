@@ -13,6 +13,7 @@ from meetingtasks.base.settings import get_settings
 from meetingtasks.celery_ext.backend import result_backend_for
 from meetingtasks.celery_ext.transport import transport_for
 from meetingtasks.policies.routing import DEFAULT_QUEUE, check_visibility_timeout, get_route_table
+from meetingtasks.store.sentinel import is_sentinel, sentinel_options
 
 _settings = get_settings()
 _keys = get_keys()
@@ -42,6 +43,11 @@ broker_transport_options = {
     "global_keyprefix": _keys.prefix,
 }
 result_backend_transport_options = {"global_keyprefix": _keys.prefix}
+if is_sentinel(_settings.redis_url):
+    # The primary the sentinels name (store/sentinel.py), for kombu and Celery alike.
+    for _options in (broker_transport_options, result_backend_transport_options):
+        _options["master_name"] = _settings.redis_sentinel_master
+        _options["sentinel_kwargs"] = sentinel_options()
 result_expires = 24 * 3600
 
 # -- JSON only: a pickled message is refused by the worker, never run ----------------------
@@ -70,6 +76,9 @@ worker_deduplicate_successful_tasks = True
 # On Redis an ack is a plain command, valid after a reconnect: let running tasks finish
 # when the broker connection drops instead of cancelling them (which would run them twice).
 worker_cancel_long_running_tasks_on_connection_loss = False
+# Reconnect to the broker at once and then every half second at most (Celery waits 2 s,
+# 4 s …): after a failover, tasks flow again within a second of the promotion.
+worker_consumer = "meetingtasks.celery_ext.consumer:Consumer"
 
 # -- Priorities -----------------------------------------------------------------------------
 # Kombu puts a message without priority in the highest list; ours default to NORMAL.

@@ -43,6 +43,11 @@ class ValidationError(MeetingTasksError, ValueError):
     """Input refused at an entry point before anything was queued."""
 
 
+class NotReplicated(MeetingTasksError):
+    """A write reached the primary but not the replicas MEETINGTASKS_MIN_REPLICAS asks
+    for, in time: it may be lost in a failover, or applied (a retry may run it twice)."""
+
+
 class RedisFull(MeetingTasksError):
     """Redis reached its ``maxmemory`` and refused a write (a send, an event), whole: nothing
     of it was written. Workers still drain the queues, which frees memory; retry then.

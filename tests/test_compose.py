@@ -10,13 +10,16 @@ import pytest
 import yaml
 from typer.main import get_command
 
+from meetingtasks.base.settings import get_settings
 from meetingtasks.policies.routing import get_route_table
 from meetingtasks.run.cli import cli
 from meetingtasks.store.memory import RECORD_LISTPACK_VALUE
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE: dict[str, Any] = yaml.safe_load((REPO / "compose.yaml").read_text())
-APP_SERVICES = {name: s for name, s in COMPOSE["services"].items() if name != "redis"}
+APP_SERVICES = {
+    name: s for name, s in COMPOSE["services"].items() if not name.startswith(("redis", "sentinel"))
+}
 
 
 def option(argv: list[str], flag: str) -> str:
@@ -89,3 +92,21 @@ def test_the_ai_node_serves_the_model_and_the_ai_worker_takes_its_pool_from_rout
     assert option(ai_worker, "-Q") == "ai"
     assert not {"-P", "--pool", "-c", "--concurrency"} & set(ai_worker)
     assert get_route_table().workers["ai"].pool == "threads"
+
+
+def test_the_sentinel_profile_adds_a_replica_and_three_sentinels_of_our_master() -> None:
+    services = COMPOSE["services"]
+    sentinels = [name for name in services if name.startswith("sentinel")]
+    assert len(sentinels) == 3
+    assert all(services[name].get("profiles") == ["sentinel"] for name in sentinels)
+    replica = services["redis-replica"]
+    assert replica["profiles"] == ["sentinel"]
+    assert option(replica["command"], "--replicaof") == "redis"
+    assert option(replica["command"], "--appendfsync") == "always"
+    script = " ".join(services["sentinel-1"]["command"])
+    master = get_settings().redis_sentinel_master
+    assert f"sentinel monitor {master} redis 6379 2" in script  # two of three agree
+    assert "--sentinel" in script
+    for service in APP_SERVICES.values():  # every service can be pointed at the sentinels
+        environment = service.get("environment") or COMPOSE["x-app"]["environment"]
+        assert environment["MEETINGTASKS_REDIS_URL"].startswith("${MEETINGTASKS_REDIS_URL:-")

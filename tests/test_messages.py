@@ -139,3 +139,26 @@ def test_celerys_event_receiver_sees_every_task_sent_in_a_batch(app, redis) -> N
         responses = TaskDispatcher().dispatch_batch(requests)
         thread.join(30)
     assert seen == [r.task_id for r in responses]
+
+
+def test_an_event_with_a_new_routing_key_is_named_without_the_broker(app, redis) -> None:
+    """A worker that loses the broker announces ``worker-offline``, a routing key it never
+    used: naming its channel must not wait for the broker (kombu retries for seconds)."""
+    from meetingtasks.celery_ext import envelopes
+
+    keys = get_keys()
+    with app.connection_for_write() as connection:
+        expected = keys.prefix + connection.default_channel._get_publish_topics(
+            "celeryev", "worker.offline"
+        )[0]
+    envelopes.event_channel(app, keys, "worker.heartbeat")  # the worker's first events
+
+    def unreachable() -> None:
+        raise AssertionError("named a channel through a broker connection")
+
+    original = app.connection_for_write
+    app.connection_for_write = unreachable
+    try:
+        assert envelopes.event_channel(app, keys, "worker.offline") == expected
+    finally:
+        app.connection_for_write = original

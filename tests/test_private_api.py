@@ -22,11 +22,14 @@ from celery.app.task import Task
 from celery.backends.redis import RedisBackend, ResultConsumer
 from celery.concurrency.thread import TaskPool as ThreadTaskPool
 from celery.events.dispatcher import EventDispatcher
+from celery.worker.consumer import Consumer as CeleryConsumer
 from celery.worker.request import Request
 from celery.worker.worker import WorkController
 from kombu import Connection
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
+from redis.asyncio.sentinel import SentinelManagedConnection as AsyncSentinelManagedConnection
+from redis.sentinel import SentinelConnectionPool, SentinelManagedConnection
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
@@ -63,6 +66,11 @@ CLASS_NAMES = [
     (WorkController, "setup_defaults", "celery_ext/queue_worker.py"),
     (Celery, "Worker", "celery_ext/celery_app.py"),
     (ThreadTaskPool, "on_apply", "celery_ext/thread_pool.py"),
+    (CeleryConsumer, "ensure_connected", "celery_ext/consumer.py"),
+    (SentinelManagedConnection, "connect_check_health", "store/sentinel.py"),
+    (SentinelConnectionPool, "get_master_address", "store/sentinel.py"),
+    (AsyncSentinelManagedConnection, "connect_check_health", "store/sentinel.py"),
+    (AsyncSentinelManagedConnection, "is_connected", "store/sentinel.py"),
 ]
 
 #: (module, name, the file of ours that relies on it)
@@ -153,4 +161,16 @@ def test_the_pinned_minor_version_is_the_one_installed(package: str) -> None:
     low, high = pin.groups()
     assert low.split(".")[:2] == installed.split(".")[:2], (
         f"{package} {installed} is installed, pyproject.toml allows {low} to <{high}"
+    )
+
+
+def test_kombu_reconnects_with_the_pauses_the_worker_passes() -> None:
+    from meetingtasks.celery_ext.consumer import RECONNECT
+
+    accepted = inspect.signature(Connection._ensure_connection).parameters
+    absent = [name for name in RECONNECT if name not in accepted]
+    assert not absent, _missing(f"Connection.ensure_connection's {absent}", "consumer.py")
+    source = inspect.getsource(CeleryConsumer.ensure_connected)
+    assert "conn.ensure_connection(" in source, _missing(
+        "Consumer.ensure_connected calling conn.ensure_connection", "celery_ext/consumer.py"
     )

@@ -33,6 +33,30 @@ class Settings(BaseSettings):
         description="Broker, result backend and events. redis://, rediss:// (TLS) or "
         "sentinel:// URLs; a password or ACL user goes in the URL.",
     )
+    redis_sentinel_master: str = Field(
+        "mymaster",
+        min_length=1,
+        description="With a sentinel:// URL: the name the sentinels monitor the primary "
+        "by (their 'sentinel monitor NAME ...').",
+    )
+    redis_sentinel_password: str | None = Field(
+        None,
+        description="With a sentinel:// URL: the sentinels' own password, when they have "
+        "one (the servers' goes in the URL).",
+    )
+    min_replicas: int = Field(
+        0,
+        ge=0,
+        description="Replicas a send's enqueue and a task's final status must reach (Redis "
+        "WAIT) before they count; one not confirmed in time raises NotReplicated. 0: "
+        "Redis's asynchronous replication, which a failover may outrun.",
+    )
+    replica_wait: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds a write waits for MEETINGTASKS_MIN_REPLICAS to confirm it, "
+        "long enough to ride out a failover (the old primary back as a replica).",
+    )
     redis_max_connections: int = Field(
         256,
         ge=1,

@@ -42,6 +42,7 @@ from meetingtasks.base.status import TaskStatus
 from meetingtasks.celery_ext import result_record
 from meetingtasks.policies import dead_letters, tracking
 from meetingtasks.store import status as status_store
+from meetingtasks.store.sentinel import PrimaryConnection
 from meetingtasks.store.status import StoredResult
 
 log = logging.getLogger(__name__)
@@ -199,7 +200,9 @@ class ResultBackend(TrackingMixin, RedisBackend):
 
 
 class SentinelResultBackend(TrackingMixin, SentinelBackend):
-    pass
+    def _get_sentinel_instance(self, **params: Any) -> Any:
+        """Celery's, with connections that ask for the primary on every reconnect."""
+        return super()._get_sentinel_instance(**{**params, "connection_class": PrimaryConnection})
 
 
 def result_backend_for(url: str) -> str:

@@ -57,13 +57,25 @@ def event_message(
     return envelope(queueing.to_json(body).encode(), dict(headers), properties)
 
 
-@functools.cache
 def event_channel(app: Celery, keys: Keys, routing_key: str) -> str:
     """The Pub/Sub channel of monitoring events with ``routing_key``, named as kombu's
     transport names it."""
+    prefix, keyed = _event_topic(app, keys)
+    return prefix + routing_key if keyed else prefix
+
+
+@functools.cache
+def _event_topic(app: Celery, keys: Keys) -> tuple[str, bool]:
+    """The events' topic without its routing key, and whether the key ends it (kombu's
+    ``fanout_patterns``). Read once from kombu, whose channel needs a connection: an event
+    with a routing key not seen before must not wait for the broker (a worker announces
+    ``worker-offline`` when it loses it, and kombu retries for seconds)."""
     with app.connection_for_write() as connection:
-        topic = connection.default_channel._get_publish_topics(EVENT_EXCHANGE, routing_key)[0]
-    return keys.prefix + topic
+        channel = connection.default_channel
+        first, second = (channel._get_publish_topics(EVENT_EXCHANGE, key)[0] for key in ("a", "b"))
+    if first == second:
+        return keys.prefix + first, False
+    return keys.prefix + first.removesuffix("a"), True
 
 
 def envelope(body: bytes, headers: dict[str, Any], properties: dict[str, Any]) -> dict[str, Any]:

@@ -53,6 +53,7 @@ from meetingtasks.base.keys import UNACKED_OWNER, get_keys
 from meetingtasks.base.settings import get_settings
 from meetingtasks.base.status import MONITOR_SLACK
 from meetingtasks.store import get_redis, queueing, script, writebehind
+from meetingtasks.store.sentinel import PrimaryConnection
 
 log = logging.getLogger(__name__)
 
@@ -333,6 +334,8 @@ class Transport(kombu_redis.Transport):
 
 class SentinelChannel(QueueingChannelMixin, kombu_redis.SentinelChannel):  # type: ignore[misc]
     QoS = OwnedQoS
+    #: Asks the sentinels for the primary on every reconnect (store/sentinel.py).
+    connection_class = PrimaryConnection
 
 
 class SentinelTransport(kombu_redis.SentinelTransport):

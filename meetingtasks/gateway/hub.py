@@ -36,6 +36,7 @@ from meetingtasks.gateway.session import Member, Session
 from meetingtasks.gateway.sessions_store import SessionStore
 from meetingtasks.gateway.tasks import UNREACHABLE, ClientTasks
 from meetingtasks.policies.tracking import session_frame
+from meetingtasks.store import sentinel
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,17 @@ CATCH_UP_BATCH = 500
 REDIS_CONNECTIONS = 16
 
 
+def async_client(url: str) -> aioredis.Redis:
+    """The gateway's asyncio client: a bounded, waiting pool; behind Sentinel, redis-py's
+    sentinel pool (unbounded: it has no waiting variant) of whichever server is primary."""
+    if sentinel.is_sentinel(url):
+        return sentinel.async_primary_client(url, decode_responses=True)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=REDIS_CONNECTIONS, decode_responses=True
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
 class Hub:
     def __init__(self, config: GatewayConfig, keys: Keys | None = None) -> None:
         self.config = config
@@ -55,11 +67,7 @@ class Hub:
         self.sessions: dict[str, Session] = {}
         #: Redis channel of a meeting -> connections subscribed to it here.
         self.meetings: dict[str, set[Member]] = {}
-        self.redis = aioredis.Redis(
-            connection_pool=aioredis.BlockingConnectionPool.from_url(
-                config.redis_url, max_connections=REDIS_CONNECTIONS, decode_responses=True
-            )
-        )
+        self.redis = async_client(config.redis_url)
         self.store = SessionStore(self.redis, self.keys, config.idle_timeout)
         self.tasks = ClientTasks(config.dispatch_threads)
         self.fanout = Fanout(config.redis_url, self.deliver, self.catch_up)

@@ -21,7 +21,8 @@ from redis.exceptions import NoScriptError, OutOfMemoryError
 from redis.retry import Retry
 
 from meetingtasks.base.settings import get_settings
-from meetingtasks.errors import RedisFull
+from meetingtasks.errors import NotReplicated, RedisFull
+from meetingtasks.store import replication, sentinel
 
 
 @lru_cache(maxsize=1)
@@ -34,15 +35,17 @@ def get_redis() -> redis.Redis:
     restart pauses our bookkeeping instead of failing it.
     """
     settings = get_settings()
-    pool = redis.BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=settings.redis_max_connections,
-        timeout=POOL_WAIT,
-        decode_responses=True,
-        health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=15),
-        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
-    )
+    options: dict[str, Any] = {
+        "max_connections": settings.redis_max_connections,
+        "timeout": POOL_WAIT,
+        "decode_responses": True,
+        "health_check_interval": 30,
+        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=15),
+        "retry_on_error": [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+    }
+    if sentinel.is_sentinel(settings.redis_url):
+        return sentinel.primary_client(settings.redis_url, blocking=True, **options)
+    pool = redis.BlockingConnectionPool.from_url(settings.redis_url, **options)
     return redis.Redis(connection_pool=pool)
 
 
@@ -56,13 +59,16 @@ def get_quick_redis() -> redis.Redis:
     """A client that fails at once instead of retrying, for reads that can wait for their
     next round (the routes another process registered): they must not stall a send
     while Redis is unreachable."""
-    return redis.Redis.from_url(
-        get_settings().redis_url,
-        decode_responses=True,
-        socket_connect_timeout=1.0,
-        socket_timeout=1.0,
-        retry=Retry(NoBackoff(), 0),
-    )
+    url = get_settings().redis_url
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_connect_timeout": 1.0,
+        "socket_timeout": 1.0,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if sentinel.is_sentinel(url):
+        return sentinel.primary_client(url, **options)
+    return redis.Redis.from_url(url, **options)
 
 
 LUA_DIR = Path(__file__).parent / "lua"
@@ -76,33 +82,29 @@ class LuaScript:
     (``_ScriptConnections``): redis-py's ``Script`` and pooled ``execute_command``
     (evalsha wrappers inspecting their arguments, taking and returning a pooled
     connection, checking it for stray data) cost a quarter of a whole single send here.
-    When a connection fails, it is dropped and the call goes through the client, which
-    retries while Redis is unreachable, as every other command does.
+    When a connection fails, it is dropped and the call runs again on one of the
+    client's, with its retries while Redis is unreachable, as every other command.
     """
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, replicated: bool = False) -> None:
         self.script = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
+        #: Its writes count once MEETINGTASKS_MIN_REPLICAS replicas have them (replication.py).
+        self.replicated = replicated
 
     def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
         command = ("EVALSHA", self.sha, len(keys), *keys, *args)
+        replicas = replication.wanted() if self.replicated else 0
         connection = _script_connections.take()
         try:
-            try:
-                connection.send_command(*command)
-                reply = connection.read_response()
-            except NoScriptError:
-                connection.send_command("SCRIPT", "LOAD", self.script)
-                connection.read_response()
-                connection.send_command(*command)
-                reply = connection.read_response()
+            reply = self._run(connection, command, replicas)
         except (redis.ConnectionError, redis.TimeoutError):
             connection.disconnect()
         except OutOfMemoryError as exc:
             _script_connections.give_back(connection)
             raise _full(exc) from exc
-        except redis.ResponseError:
-            _script_connections.give_back(connection)  # the script's own error: still in step
+        except (redis.ResponseError, NotReplicated):
+            _script_connections.give_back(connection)  # answered in full: still in step
             raise
         except BaseException:
             connection.disconnect()  # interrupted mid-reply (a time limit): out of step
@@ -110,14 +112,45 @@ class LuaScript:
         else:
             _script_connections.give_back(connection)
             return reply
+        return self._run_retrying(command, replicas)
+
+    def _run(self, connection: Any, command: tuple[Any, ...], replicas: int) -> Any:
+        """The script's reply on ``connection`` (loading the script first if Redis forgot
+        it); with ``replicas``, a WAIT rides in the same round trip and the write counts
+        once that many replicas confirmed it."""
+        wait = [replication.wait_command(replicas)] if replicas else []
+        connection.send_packed_command(connection.pack_commands([command, *wait]))
         try:
-            try:
-                return get_redis().execute_command(*command)
-            except NoScriptError:
-                get_redis().script_load(self.script)
-                return get_redis().execute_command(*command)
+            reply = connection.read_response()
+        except NoScriptError:
+            for _ in wait:
+                connection.read_response()
+            connection.send_command("SCRIPT", "LOAD", self.script)
+            connection.read_response()
+            return self._run(connection, command, replicas)
+        except redis.ResponseError:
+            for _ in wait:
+                connection.read_response()  # WAIT's answer too: the connection stays in step
+            raise
+        if replicas:
+            replication.confirm(connection, replicas, int(connection.read_response()))
+        return reply
+
+    def _run_retrying(self, command: tuple[Any, ...], replicas: int) -> Any:
+        """The call again on one of the client's connections, with the client's retries
+        while Redis is unreachable (a restart, a failover), as every other command."""
+        client = get_redis()
+        connection = client.connection_pool.get_connection()
+        try:
+            retry = client.get_retry() or Retry(NoBackoff(), 0)
+            return retry.call_with_retry(
+                lambda: self._run(connection, command, replicas),
+                lambda error: connection.disconnect(),
+            )
         except OutOfMemoryError as exc:
             raise _full(exc) from exc
+        finally:
+            client.connection_pool.release(connection)
 
 
 def _full(exc: OutOfMemoryError) -> RedisFull:
@@ -167,4 +200,5 @@ _script_connections = _ScriptConnections()
 @cache
 def script(name: str) -> LuaScript:
     """The Lua script ``lua/<name>.lua``."""
-    return LuaScript((LUA_DIR / f"{name}.lua").read_text())
+    source = (LUA_DIR / f"{name}.lua").read_text()
+    return LuaScript(source, replicated=name in replication.REPLICATED_SCRIPTS)

@@ -16,9 +16,13 @@ come back in lockstep, and the delay still grows with every failure.
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 from redis.backoff import AbstractBackoff, NoBackoff
 from redis.retry import Retry
+
+from meetingtasks.store import sentinel
 
 #: What a reader treats as "Redis went away": reconnect, never crash.
 CONNECTION_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
@@ -30,7 +34,7 @@ _MAX_DOUBLINGS = 32
 
 def connect(url: str, socket_timeout: float, *, retry: bool) -> redis.Redis:
     """A RESP2 client that decodes replies to str; ``retry=False`` for readers."""
-    options: dict[str, object] = {
+    options: dict[str, Any] = {
         "decode_responses": True,
         "protocol": 2,
         "socket_timeout": socket_timeout,
@@ -39,6 +43,8 @@ def connect(url: str, socket_timeout: float, *, retry: bool) -> redis.Redis:
     }
     if not retry:
         options["retry"] = Retry(NoBackoff(), 0)
+    if sentinel.is_sentinel(url):
+        return sentinel.primary_client(url, **options)
     return redis.Redis.from_url(url, **options)
 
 

@@ -1,0 +1,50 @@
+"""Accepted means replicated, where asked: a write confirmed on replicas before it counts.
+
+Redis replicates asynchronously, so a write the primary took just before it died may
+never reach the replica that takes its place. With ``MEETINGTASKS_MIN_REPLICAS=N`` the
+writes that would lose a task if lost (a send's enqueue, a task's final status and
+result) are followed by ``WAIT N`` on the same connection, in the same round trip, and
+count only once N replicas have them. Without a confirmation within
+``MEETINGTASKS_REPLICA_WAIT`` seconds the write raises NotReplicated: it is on the
+primary, perhaps not beyond. A failover inside that wait is ridden out: a replica that
+joins the new primary (the old one restarted as a replica) confirms it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from meetingtasks.base.settings import get_settings
+from meetingtasks.errors import NotReplicated
+
+#: Scripts whose writes must reach the replicas (store/lua/<name>.lua).
+REPLICATED_SCRIPTS = frozenset({"enqueue", "finish"})
+#: Milliseconds one WAIT blocks; a write waits in such slices until its deadline.
+WAIT_SLICE_MS = 500
+
+
+def wanted() -> int:
+    """Replicas a replicated write must reach (0: none, as plain Redis)."""
+    return get_settings().min_replicas
+
+
+def wait_command(replicas: int) -> tuple[Any, ...]:
+    return ("WAIT", replicas, WAIT_SLICE_MS)
+
+
+def confirm(connection: Any, replicas: int, acknowledged: int) -> None:
+    """Wait on ``connection`` (the one that wrote) until ``replicas`` acknowledged its
+    writes, ``acknowledged`` being the first WAIT's answer; NotReplicated past the
+    deadline."""
+    deadline = time.monotonic() + get_settings().replica_wait
+    while acknowledged < replicas and time.monotonic() < deadline:
+        connection.send_command(*wait_command(replicas))
+        acknowledged = int(connection.read_response())
+    if acknowledged < replicas:
+        raise NotReplicated(
+            f"Redis took the write but only {acknowledged} of the {replicas} replicas "
+            f"MEETINGTASKS_MIN_REPLICAS asks for confirmed it within "
+            f"{get_settings().replica_wait:g}s: a failover now could lose it. It may "
+            "still be applied: retrying may run the task twice"
+        )

@@ -1,0 +1,230 @@
+"""Redis behind Sentinel, on a real topology (a primary, a replica, three sentinels):
+our clients, the CLI, workers and senders follow a failover."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from meetingtasks.errors import ConfigurationError
+from meetingtasks.store import sentinel
+from tests.support.gateways import Client, GatewayProcess, token
+from tests.support.sentinels import SentinelTopology
+
+pytestmark = pytest.mark.timeout(300)
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def topology(tmp_path: Path) -> Iterator[SentinelTopology]:
+    started = SentinelTopology(tmp_path)
+    yield started
+    started.stop()
+
+
+def test_sentinel_urls_read_as_kombu_and_celery_write_them() -> None:
+    target = sentinel.SentinelTarget.parse(
+        "sentinel://:s3cret@10.0.0.1:26379/2;sentinel://10.0.0.2;sentinel://10.0.0.3:26380"
+    )
+    assert target.sentinels == (("10.0.0.1", 26379), ("10.0.0.2", 26379), ("10.0.0.3", 26380))
+    assert target.server_options() == {"db": 2, "password": "s3cret"}
+    for bad in ("redis://h:1", "sentinel://", "sentinel://h:x", "sentinel://h:1/db"):
+        with pytest.raises(ConfigurationError, match=r"sentinel|database"):
+            sentinel.SentinelTarget.parse(bad)
+
+
+def retrying_client(url: str, retries: int = 15) -> redis.Redis:
+    """Our client's retry budget (store.get_redis): about ten seconds."""
+    return sentinel.primary_client(
+        url,
+        blocking=True,
+        decode_responses=True,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=retries),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    )
+
+
+def test_a_reconnect_asks_the_sentinels_where_the_primary_is(
+    topology: SentinelTopology,
+) -> None:
+    """redis-py reconnects a dropped connection through connect_check_health(), which
+    keeps the old address (#3874): ours asks the sentinels there too."""
+    client = retrying_client(topology.url)
+    connection = client.connection_pool.get_connection()
+    assert isinstance(connection, sentinel.PrimaryConnection)
+    old = connection.port
+    connection.disconnect()
+    topology.wait_for_promotion(topology.kill_primary())
+    connection.connect_check_health(check_health=False)  # the path send_command takes
+    assert connection.port != old
+    connection.send_command("PING")
+    assert connection.read_response() == "PONG"
+    client.connection_pool.release(connection)
+
+
+def test_a_client_reaches_the_new_primary_at_once_not_after_its_retries(
+    topology: SentinelTopology,
+) -> None:
+    """redis-py alone retries the dead primary until its retries run out (#3874): with a
+    budget of about 200 s, that is 200 s; ours asks the sentinels on each attempt."""
+    client = retrying_client(topology.url, retries=200)
+    client.set("before", "1")
+    assert client.wait(1, 2000) == 1  # on the replica too: it survives the failover
+    old = topology.kill_primary()
+    started = time.monotonic()
+    assert client.incr("after") == 1  # rides out the failover
+    assert time.monotonic() - started < 30  # a failover takes 2-3 s here
+    assert client.connection_pool.get_master_address()[1] != old
+    assert client.get("before") == "1"
+
+
+def run_cli(url: str, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MEETINGTASKS_REDIS_URL": url, "PYTHONPATH": str(REPO), **settings}
+    return subprocess.run(
+        [sys.executable, "-m", "meetingtasks", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_stats_and_dispatch_work_on_a_sentinel_url_across_a_failover(
+    topology: SentinelTopology, start_worker
+) -> None:
+    start_worker(["default"], env={"MEETINGTASKS_REDIS_URL": topology.url})
+    for round_ in range(2):
+        stats = run_cli(topology.url, "stats", "--json")
+        assert stats.returncode == 0, stats.stderr
+        assert json.loads(stats.stdout)["workers"]["online"] == 1
+        sent = run_cli(topology.url, "dispatch", "system.echo", "--data", '{"value": 7}', "--wait")
+        assert sent.returncode == 0, sent.stderr
+        assert "completed" in sent.stdout and "7" in sent.stdout
+        if round_ == 0:
+            topology.wait_for_promotion(topology.kill_primary())
+
+
+def test_a_write_no_replica_confirms_raises_instead_of_counting(
+    topology: SentinelTopology,
+) -> None:
+    env = {"MEETINGTASKS_MIN_REPLICAS": "1", "MEETINGTASKS_REPLICA_WAIT": "1"}
+    sent = run_cli(topology.url, "dispatch", "system.noop", **env)
+    assert sent.returncode == 0, sent.stderr
+    topology.kill_replicas()
+    refused = run_cli(topology.url, "dispatch", "system.noop", **env)
+    assert refused.returncode != 0
+    assert "0 of the 1 replicas" in refused.stdout + refused.stderr
+    plain = run_cli(topology.url, "dispatch", "system.noop")  # the setting off: accepted
+    assert plain.returncode == 0, plain.stderr
+
+
+@pytest.mark.parametrize("replicated", [True, False], ids=["min-replicas-1", "async"])
+def test_tasks_keep_flowing_through_three_failovers(
+    topology: SentinelTopology, start_worker, tmp_path: Path, replicated: bool
+) -> None:
+    """5,000 tasks sent at 500/s while the primary is killed three times (each time
+    restarted as a replica): what was accepted, lost and run twice, and the seconds from
+    each promotion until tasks ran again. With MEETINGTASKS_MIN_REPLICAS=1 nothing
+    accepted is lost; without, what is lost is measured and printed."""
+    env = {"MEETINGTASKS_REDIS_URL": topology.url}
+    if replicated:
+        env["MEETINGTASKS_MIN_REPLICAS"] = "1"
+    start_worker(["default"], env=env)
+    report_path = tmp_path / "load.json"
+    load = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.failover_load", str(SENT), "500", str(report_path)],
+        cwd=REPO, env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    promotions: list[float] = []
+    client = retrying_client(topology.url)
+    try:
+        time.sleep(1.0)
+        for _ in range(3):
+            old = topology.kill_primary()
+            topology.wait_for_promotion(old)
+            promotions.append(time.time())
+            topology.restart_as_replica(old)
+            _until_a_task_ran_after(client, promotions[-1])  # then the next failover
+        assert load.wait(120) == 0
+    finally:
+        if load.poll() is None:
+            load.kill()
+    figures = _count(topology, json.loads(report_path.read_text()), promotions)
+    print("failover figures:", json.dumps({"replicated": replicated, **figures}))
+    assert figures["accepted"] >= 0.99 * SENT, figures
+    assert all(seconds < 10 for seconds in figures["resumed_after_promotion_s"]), figures
+    if replicated:
+        assert figures["lost"] == 0, figures
+
+
+SENT = 5000
+JOURNAL = "mttest:journal:failover"
+
+
+def _until_a_task_ran_after(client: redis.Redis, moment: float, patience: float = 10) -> None:
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        last = client.lindex(JOURNAL, -1)
+        if last and json.loads(last)["at"] > moment:
+            return
+        time.sleep(0.05)
+
+
+def _count(
+    topology: SentinelTopology, report: dict[str, Any], promotions: list[float]
+) -> dict[str, Any]:
+    """What ran of what was accepted, once every accepted task ran or a minute passed."""
+    accepted = {label for label, _id, _at in report["accepted"]}
+    client = retrying_client(topology.url)
+    deadline = time.monotonic() + 60
+    while True:
+        ran = [json.loads(item) for item in client.lrange(JOURNAL, 0, -1)]
+        if accepted <= {entry["label"] for entry in ran} or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    runs = Counter(entry["label"] for entry in ran)
+    resumed = [
+        min((entry["at"] for entry in ran if entry["at"] > promoted), default=float("inf"))
+        - promoted
+        for promoted in promotions
+    ]
+    return {
+        "sent": SENT,
+        "accepted": len(accepted),
+        "refused": len(report["refused"]),
+        "lost": len(accepted - set(runs)),
+        "run_twice": sum(count > 1 for count in runs.values()),
+        "resumed_after_promotion_s": [round(seconds, 2) for seconds in resumed],
+        "send_seconds": round(report["seconds"], 1),
+    }
+
+
+def test_a_gateway_client_gets_its_result_across_a_failover(
+    topology: SentinelTopology, start_worker, tmp_path: Path
+) -> None:
+    start_worker(["user"], env={"MEETINGTASKS_REDIS_URL": topology.url})
+    gateway = GatewayProcess(tmp_path / "gateway.log", redis_url=topology.url)
+    try:
+        client = Client(gateway.ws_url(token("alice")))
+        accepted = client.request(
+            {"op": "submit", "request_id": "r1", "type": "sleep", "data": {"seconds": 2}}
+        )
+        assert accepted["op"] == "accepted", accepted
+        topology.wait_for_promotion(topology.kill_primary())
+        result = client.result("r1", timeout=60)
+        assert (result["status"], result["result"]) == ("completed", "slept")
+        after = client.request({"op": "submit", "request_id": "r2", "type": "echo",
+                                "data": {"value": "after"}})  # fmt: skip
+        assert after["op"] == "accepted"
+        client.close()
+    finally:
+        gateway.stop()
