@@ -154,10 +154,20 @@ SPECS: tuple[FigureSpec, ...] = (
     ),
     FigureSpec("redis.set_c1", "redis", "redis-benchmark SET, 1 client, unpipelined", "ops/s"),
     FigureSpec("redis.lpush_c1", "redis", "redis-benchmark LPUSH, 1 client, unpipelined", "ops/s"),
+    # -- replication: the send cost of MEETINGTASKS_MIN_REPLICAS, with one replica --------------
+    FigureSpec(
+        "replication.async", "replication",
+        "ours: `task.delay()` with a replica, MIN_REPLICAS=0", TASKS,
+    ),
+    FigureSpec(
+        "replication.min1", "replication",
+        "ours: `task.delay()` with a replica, MIN_REPLICAS=1 (WAIT)", TASKS,
+        baseline="replication.async",
+    ),
 )  # fmt: skip
 
 SPEC_BY_KEY = {spec.key: spec for spec in SPECS}
-GROUPS = ("dispatch", "worker", "latency", "gateway", "ai", "soak", "redis")
+GROUPS = ("dispatch", "worker", "latency", "gateway", "ai", "soak", "redis", "replication")
 
 
 @dataclass

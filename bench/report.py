@@ -156,7 +156,7 @@ def write_plot(results: Results, path: Path) -> bool:
         _memory_curves(axes[-1], curves)
     colours = {"dispatch": "#4c72b0", "worker": "#55a868", "latency": "#8172b2",
                "gateway": "#c44e52", "ai": "#da8bc3", "soak": "#8c8c8c",
-               "redis": "#937860"}  # fmt: skip
+               "redis": "#937860", "replication": "#ccb974"}  # fmt: skip
     for ax, (title, specs) in zip(axes, panels, strict=False):
         labels, values = [], []
         for i, spec in enumerate(specs):

@@ -148,7 +148,54 @@ class BenchRun:
         if "redis" in c.groups:
             keys = tuple(s.key for s in SPECS if s.group == "redis")
             steps.append(Step("redis", "redis-benchmark", keys, self._redis(keys)))
+        if "replication" in c.groups:
+            keys = ("replication.async", "replication.min1")
+            title = "sends with a replica, WAIT off and on"
+            steps.append(Step("replication", title, keys, self._replication(keys)))
         return steps
+
+    def _replication(self, keys: tuple[str, ...]) -> Callable[[OnProgress], None]:
+        """``task.delay()`` one at a time with a replica attached, MIN_REPLICAS 0 and 1 in
+        turn, round by round: the ratio is what waiting for the replica costs a send."""
+
+        def run(on_progress: OnProgress) -> None:
+            from meetingtasks.run.embedded_redis import RedisServer
+
+            c = self.config
+            replica = RedisServer(port=_free_port(), directory=self.workdir / "replica")
+            replica.start()
+            try:
+                follower = redis.Redis.from_url(replica.url)
+                follower.replicaof("127.0.0.1", self.port)
+                deadline = time.monotonic() + 60
+                while follower.info("replication").get("master_link_status") != "up":
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the bench's replica did not sync in 60 s")
+                    time.sleep(0.1)
+                samples: dict[str, list[float]] = {key: [] for key in keys}
+                for round_ in range(c.repeat):
+                    for index, (key, wanted) in enumerate(zip(keys, ("0", "1"), strict=True)):
+                        os.environ["MEETINGTASKS_MIN_REPLICAS"] = wanted
+                        done = (round_ * len(keys) + index) * c.publish_n
+
+                        def progress(d: int, _: int, before: int = done) -> None:
+                            on_progress(before + d, c.repeat * len(keys) * c.publish_n)
+
+                        params = {"kind": "delay", "n": c.publish_n, "batch_size": c.batch_size}
+                        samples[key].append(run_child("publish", params, progress)["rate"])
+            finally:
+                os.environ.pop("MEETINGTASKS_MIN_REPLICAS", None)
+                replica.stop()
+            base, waited = samples[keys[0]], samples[keys[1]]
+            ratios = [w / b for w, b in zip(waited, base, strict=True)]
+            for key, rates in samples.items():
+                details: dict[str, Any] = {"samples": [round(r, 1) for r in rates]}
+                if key == keys[1]:
+                    details["ratios_in_round"] = [round(r, 2) for r in ratios]
+                    details["ratio_median"] = round(statistics.median(ratios), 2)
+                self.results.set(key, statistics.median(rates), Status.MEASURED, **details)
+
+        return run
 
     def _publish(self, keys: tuple[str, ...]) -> Callable[[OnProgress], None]:
         """Each round runs one loop of every kind, in turn, each in a fresh child on an
