@@ -148,9 +148,10 @@ def test_an_event_with_a_new_routing_key_is_named_without_the_broker(app, redis)
 
     keys = get_keys()
     with app.connection_for_write() as connection:
-        expected = keys.prefix + connection.default_channel._get_publish_topics(
-            "celeryev", "worker.offline"
-        )[0]
+        expected = (
+            keys.prefix
+            + connection.default_channel._get_publish_topics("celeryev", "worker.offline")[0]
+        )
     envelopes.event_channel(app, keys, "worker.heartbeat")  # the worker's first events
 
     def unreachable() -> None:
