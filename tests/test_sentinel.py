@@ -13,15 +13,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from meetingtasks.errors import ConfigurationError
+from meetingtasks.run.embedded_redis import free_port
 from meetingtasks.store import sentinel
 from tests.support.gateways import Client, GatewayProcess, token
 from tests.support.sentinels import SentinelTopology
+from tests.test_flower import poll
 
 pytestmark = pytest.mark.timeout(300)
 REPO = Path(__file__).resolve().parents[1]
@@ -228,3 +231,37 @@ def test_a_gateway_client_gets_its_result_across_a_failover(
         client.close()
     finally:
         gateway.stop()
+
+
+def test_flower_follows_a_failover(
+    topology: SentinelTopology, start_worker, tmp_path: Path
+) -> None:
+    """Its broker page (queue lengths) and its worker list, before and after one."""
+    env = {"MEETINGTASKS_REDIS_URL": topology.url}
+    worker = start_worker(["default"], env=env)
+    port = free_port()
+    with open(tmp_path / "flower.log", "wb") as log:
+        flower = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "meetingtasks", "flower",
+             f"--port={port}", "--address=127.0.0.1"],
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **env, "FLOWER_UNAUTHENTICATED_API": "true"},
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for round_ in range(2):
+            queues = poll(lambda: _json(f"{url}/api/queues/length"), "Flower's broker page")
+            assert "default" in {queue["name"] for queue in queues["active_queues"]}
+            workers = poll(lambda: _json(f"{url}/api/workers?refresh=1"), "the worker list")
+            assert worker.name in workers
+            if round_ == 0:
+                topology.wait_for_promotion(topology.kill_primary())
+    finally:
+        flower.terminate()
+        flower.wait(30)
+
+
+def _json(url: str) -> Any:
+    """The JSON of a 200 answer, else None (Flower answers 500 while there is no primary)."""
+    response = httpx.get(url, timeout=10)
+    return response.json() if response.status_code == 200 else None
