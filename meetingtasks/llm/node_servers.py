@@ -87,7 +87,10 @@ class ZmqFrontEnd:
             while self._router in ready and self._router.poll(0):
                 identity, *frames = self._router.recv_multipart()
                 raw = frames[0] if len(frames) == 1 else b"<not one frame>"
-                self._executor.submit(self._serve, identity, raw)
+                try:
+                    self._executor.submit(self._serve, identity, raw)
+                except RuntimeError:  # stopping: requests that come now go unanswered
+                    log.info("llm node stopping: a request came too late to be answered")
         self._router.close(linger=0)
         self._inbox.close(linger=0)
 
