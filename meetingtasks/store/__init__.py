@@ -7,6 +7,7 @@ client and Lua scripts here, with names from ``meetingtasks.base.keys``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -121,20 +122,25 @@ class LuaScript:
         wait = [replication.wait_command(replicas)] if replicas else []
         connection.send_packed_command(connection.pack_commands([command, *wait]))
         try:
-            reply = connection.read_response()
-        except NoScriptError:
-            for _ in wait:
+            try:
+                reply = connection.read_response()
+            except NoScriptError:
+                _read_quietly(connection, len(wait))
+                connection.send_command("SCRIPT", "LOAD", self.script)
                 connection.read_response()
-            connection.send_command("SCRIPT", "LOAD", self.script)
-            connection.read_response()
-            return self._run(connection, command, replicas)
-        except redis.ResponseError:
-            for _ in wait:
-                connection.read_response()  # WAIT's answer too: the connection stays in step
-            raise
-        if replicas:
-            replication.confirm(connection, replicas, int(connection.read_response()))
-        return reply
+                return self._run(connection, command, replicas)
+            except redis.ResponseError:
+                _read_quietly(connection, len(wait))  # the connection stays in step
+                raise
+            if replicas:
+                replication.confirm(connection, replicas, int(connection.read_response()))
+            return reply
+        except redis.ResponseError as exc:
+            if not replication.on_a_replica(exc):
+                raise
+            # A sentinel still named this server, demoted since: ask again, elsewhere.
+            connection.disconnect()
+            raise redis.ConnectionError(f"{exc}: the primary moved") from exc
 
     def _run_retrying(self, command: tuple[Any, ...], replicas: int) -> Any:
         """The call again on one of the client's connections, with the client's retries
@@ -151,6 +157,13 @@ class LuaScript:
             raise _full(exc) from exc
         finally:
             client.connection_pool.release(connection)
+
+
+def _read_quietly(connection: Any, replies: int) -> None:
+    """Read and drop ``replies`` answers still due on ``connection`` (errors included)."""
+    for _ in range(replies):
+        with contextlib.suppress(redis.ResponseError):
+            connection.read_response()
 
 
 def _full(exc: OutOfMemoryError) -> RedisFull:

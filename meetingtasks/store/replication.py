@@ -29,6 +29,13 @@ def wanted() -> int:
     return get_settings().min_replicas
 
 
+def on_a_replica(error: Exception) -> bool:
+    """Whether Redis refused a write (or a WAIT) because it is a replica now: a sentinel
+    named it as primary a moment before the failover reached it."""
+    text = str(error)
+    return "READONLY" in text or "replica instances" in text
+
+
 def wait_command(replicas: int) -> tuple[Any, ...]:
     return ("WAIT", replicas, WAIT_SLICE_MS)
 

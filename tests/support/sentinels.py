@@ -70,9 +70,20 @@ class SentinelTopology:
             process.wait()
 
     def wait_for_promotion(self, old_port: int, timeout: float = 30.0) -> float:
-        """Wait until the sentinels name another primary; the monotonic time they did."""
-        self.wait_for(lambda: self.primary_port() not in (None, old_port), timeout)
+        """Wait until every sentinel names the same other primary; the monotonic time."""
+
+        def promoted() -> bool:
+            named = {self._named_by(port) for port in self.sentinels}
+            return len(named) == 1 and named.pop() not in (None, old_port)
+
+        self.wait_for(promoted, timeout)
         return time.monotonic()
+
+    def _named_by(self, sentinel: int) -> int | None:
+        with contextlib.suppress(redis.RedisError):
+            address = self.client(sentinel).sentinel_get_master_addr_by_name(MASTER)
+            return int(address[1]) if address else None
+        return None
 
     def restart_as_replica(self, port: int) -> None:
         """Start a killed server again, as a replica of the current primary."""
