@@ -239,6 +239,8 @@ def test_a_gateway_client_gets_its_result_across_a_failover(
             {"op": "submit", "request_id": "r1", "type": "sleep", "data": {"seconds": 2}}
         )
         assert accepted["op"] == "accepted", accepted
+        started = retrying_client(topology.url)
+        topology.wait_for(lambda: started.llen("mttest:journal:sleep") > 0, 30)  # it runs
         old = topology.kill_primary()
         topology.wait_for_promotion(old)
         topology.restart_as_replica(old)  # so writes find a replica to confirm them again

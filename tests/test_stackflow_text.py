@@ -144,6 +144,9 @@ def test_the_double_holds_three_units_and_crashes_on_a_fourth(peer: StackFlowPee
     work_ids = [client.setup(prompt=str(n)) for n in range(3)]
     assert work_ids == ["llm.0", "llm.1", "llm.2"]
     client.close()
+    deadline = time.monotonic() + 5
+    while peer.open_connections() and time.monotonic() < deadline:
+        time.sleep(0.01)  # the double sees the close (a request before would be concurrent)
     again = RawClient(peer)  # units are not freed when a connection closes
     assert len(peer.work_ids) == 3
     again.send(request_line({"request_id": "s", "work_id": "llm", "action": "setup",

@@ -114,6 +114,11 @@ class StackFlowPeer:
         self._names = itertools.count(1)
         threading.Thread(target=self._accept, daemon=True).start()
 
+    def open_connections(self) -> int:
+        """Connections the unit manager has not seen closed yet."""
+        with self._lock:
+            return sum(connection.open for connection in self._connections)
+
     @property
     def address(self) -> str:
         return f"tcp+json://127.0.0.1:{self.port}"
