@@ -49,13 +49,13 @@ def test_sentinel_urls_read_as_kombu_and_celery_write_them() -> None:
             sentinel.SentinelTarget.parse(bad)
 
 
-def retrying_client(url: str, retries: int = 15) -> redis.Redis:
+def retrying_client(url: str) -> redis.Redis:
     """Our client's retry budget (store.get_redis): about ten seconds."""
     return sentinel.primary_client(
         url,
         blocking=True,
         decode_responses=True,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=retries),
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=15),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
     )
 
@@ -78,18 +78,16 @@ def test_a_reconnect_asks_the_sentinels_where_the_primary_is(
     client.connection_pool.release(connection)
 
 
-def test_a_client_reaches_the_new_primary_at_once_not_after_its_retries(
+def test_a_replicated_write_survives_a_failover_and_the_client_rides_it_out(
     topology: SentinelTopology,
 ) -> None:
-    """redis-py alone retries the dead primary until its retries run out (#3874): with a
-    budget of about 200 s, that is 200 s; ours asks the sentinels on each attempt."""
-    client = retrying_client(topology.url, retries=200)
+    """What WAIT confirmed on the replica is there after the promotion, and a command sent
+    during the failover waits it out inside the client's retries instead of raising."""
+    client = retrying_client(topology.url)
     client.set("before", "1")
-    assert client.wait(1, 2000) == 1  # on the replica too: it survives the failover
+    assert client.wait(1, 2000) == 1
     old = topology.kill_primary()
-    started = time.monotonic()
-    assert client.incr("after") == 1  # rides out the failover
-    assert time.monotonic() - started < 30  # a failover takes 2-3 s here
+    assert client.incr("after") == 1
     assert client.connection_pool.get_master_address()[1] != old
     assert client.get("before") == "1"
 
