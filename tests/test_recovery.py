@@ -10,7 +10,7 @@ import pytest
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.loops import Periodic
 from meetingtasks.base.priority import Priority
-from meetingtasks.policies.recovery import Recoverer
+from meetingtasks.policies.recovery import Heartbeat, Recoverer
 from meetingtasks.store import get_redis, held, script
 from tests.test_scheduler import wait_until
 from tests.worker_tasks import read_journal, record, sleep
@@ -77,6 +77,24 @@ def test_the_recoverer_gives_back_only_what_lapsed_consumers_hold(app, redis) ->
     assert Recoverer(keys).sweep() == 2
     assert set(redis.hgetall(keys.unacked_owner())) == set(alive)
     assert redis.llen(keys.queue("media", Priority.NORMAL)) == len(lapsed)
+
+
+def test_a_beat_that_lands_after_its_consumer_was_retired_does_not_revive_it(redis) -> None:
+    """A beat sent as the broker went away lands (after the client's retries) once the
+    worker's new consumer retired the old id: the old id must not stay in the roster,
+    where it would count as a second worker."""
+    keys = get_keys()
+    # What current() says at each beat: the last beat read it before the reconnect.
+    ids = iter(["worker/1", "worker/2", "worker/2", "worker/1"])
+    heartbeat = Heartbeat(30, lambda: next(ids), keys)
+    heartbeat.beat()
+    heartbeat.beat()  # the new consumer's first beat (hand_over) ...
+    heartbeat.beat(retire="worker/1")  # ... and its last
+    assert redis.zrange(keys.consumers(), 0, -1) == ["worker/2"]
+
+    heartbeat.beat()  # the late one, renewing worker/1
+    assert redis.zrange(keys.consumers(), 0, -1) == ["worker/2"]
+    assert heartbeat.live == 1
 
 
 @pytest.mark.parametrize("peers", [1, 4])

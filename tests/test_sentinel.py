@@ -16,10 +16,13 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from kombu import Connection
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from meetingtasks.base.keys import get_keys
+from meetingtasks.base.priority import PRIORITY_STEPS
+from meetingtasks.celery_ext.transport import SentinelTransport, Transport, transport_for
 from meetingtasks.errors import ConfigurationError
 from meetingtasks.run.embedded_redis import free_port
 from meetingtasks.store import sentinel
@@ -100,9 +103,25 @@ def run_cli(url: str, *args: str, **settings: str) -> subprocess.CompletedProces
     )  # fmt: skip
 
 
+def test_a_connection_that_fails_over_to_the_next_url_keeps_our_transport() -> None:
+    """kombu takes a connection's transport from the next URL's scheme when it fails over
+    (one URL per sentinel): without ours in its scheme table, a worker fetched with
+    kombu's BRPOP from its first failover on, and lost the message taken at a kill."""
+    for urls, ours in [("sentinel://127.0.0.1:1;sentinel://127.0.0.1:2", SentinelTransport),
+                       ("redis://127.0.0.1:1;redis://127.0.0.1:2", Transport)]:  # fmt: skip
+        connection = Connection(urls, transport=transport_for(urls))
+        assert type(connection.transport) is ours
+        connection.maybe_switch_next()
+        assert connection.port == 2
+        assert type(connection.transport) is ours
+        assert connection.as_uri().startswith(urls.split(":")[0])  # shown by its scheme
+
+
 def test_stats_and_dispatch_work_on_a_sentinel_url_across_a_failover(
     topology: SentinelTopology, start_worker
 ) -> None:
+    """The worker consumes through our transport after the failover too: a consumer of a
+    new generation (our fetch names one) takes the task."""
     start_worker(["default"], env={"MEETINGTASKS_REDIS_URL": topology.url})
     for round_ in range(2):
         stats = run_cli(topology.url, "stats", "--json")
@@ -111,6 +130,8 @@ def test_stats_and_dispatch_work_on_a_sentinel_url_across_a_failover(
         sent = run_cli(topology.url, "dispatch", "system.echo", "--data", '{"value": 7}', "--wait")
         assert sent.returncode == 0, sent.stderr
         assert "completed" in sent.stdout and "7" in sent.stdout
+        roster = retrying_client(topology.url).zrange(get_keys().consumers(), 0, -1)
+        assert any(consumer.endswith(f"/{round_ + 1}") for consumer in roster), roster
         if round_ == 0:
             topology.wait_for_promotion(topology.kill_primary())
 
@@ -135,8 +156,9 @@ def test_tasks_keep_flowing_through_three_failovers(
 ) -> None:
     """5,000 tasks sent at 500/s while the primary is killed three times (each time
     restarted as a replica): what was accepted, lost and run twice, and the seconds from
-    each promotion until tasks ran again, with MEETINGTASKS_MIN_REPLICAS=1 and without;
-    the counts are printed."""
+    each promotion until tasks ran again, with MEETINGTASKS_MIN_REPLICAS=1 and without
+    (printed). With the setting on, no accepted task is lost; a lost one is shown with
+    where its message was found and what the worker logged of it."""
     # Records kept long enough to be counted after the run.
     env = {"MEETINGTASKS_REDIS_URL": topology.url, "MEETINGTASKS_RETENTION_UNWATCHED": "900"}
     if replicated:
@@ -148,6 +170,7 @@ def test_tasks_keep_flowing_through_three_failovers(
         cwd=REPO, env={**os.environ, **env, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
     promotions: list[float] = []
+    resumed: list[float] = []
     client = retrying_client(topology.url)
     try:
         time.sleep(1.0)
@@ -156,18 +179,24 @@ def test_tasks_keep_flowing_through_three_failovers(
             topology.wait_for_promotion(old)
             promotions.append(time.time())
             topology.restart_as_replica(old)
-            _until_a_task_ran_after(client, promotions[-1])  # then the next failover
+            resumed.append(_resumed_after(client, promotions[-1]))  # then the next failover
         assert load.wait(120) == 0
     finally:
         if load.poll() is None:
             load.kill()
-    figures = _count(topology, json.loads(report_path.read_text()), promotions)
+    report = json.loads(report_path.read_text())
+    figures = _count(topology, report, resumed)
     print("failover figures:", json.dumps({"replicated": replicated, **figures}))
+    sent_at = {task_id: at for _label, task_id, at in report["accepted"]}
+    lost = [{"sent_at": sent_at[task_id], "promotions": promotions,
+             **_whereabouts(client, task_id, tmp_path / "workers")}
+            for task_id in figures["lost_ids"]]  # fmt: skip
+    if lost:
+        print("lost tasks:", json.dumps(lost))
     assert figures["accepted"] >= 0.99 * SENT, figures
     assert all(seconds < 10 for seconds in figures["resumed_after_promotion_s"]), figures
-    # Not asserted yet: with the setting on, a task accepted (confirmed on the replica)
-    # stayed `queued` in a few runs out of many (the closing note of 2026-12-05 says
-    # what was seen); the count is printed for both settings.
+    if replicated:
+        assert figures["lost"] == 0, lost
 
 
 SENT = 5000
@@ -175,17 +204,42 @@ ENDS = {"completed", "failed", "timeout", "cancelled"}
 JOURNAL = "mttest:journal:failover"
 
 
-def _until_a_task_ran_after(client: redis.Redis, moment: float, patience: float = 10) -> None:
+def _whereabouts(client: redis.Redis, task_id: str, logs: Path) -> dict[str, Any]:
+    """Where a lost task's message is on the surviving primary, and what the worker logs
+    say of it: what a failure needs to be explained."""
+    keys = get_keys()
+    queued = [
+        step for step in PRIORITY_STEPS
+        if any(task_id in entry for entry in client.lrange(keys.queue("default", step), 0, -1))
+    ]  # fmt: skip
+    held = {tag: entry for tag, entry in client.hgetall(keys.unacked()).items() if task_id in entry}
+    return {
+        "id": task_id,
+        "record": client.hgetall(keys.status(task_id)),
+        "in_queue_lists": queued,
+        "held": {tag: client.hget(keys.unacked_owner(), tag) for tag in held},
+        "delayed": client.hexists(keys.delayed_messages(), task_id),
+        "consumers": client.zrange(keys.consumers(), 0, -1, withscores=True),
+        "doorbell": client.llen(keys.doorbell("default")),
+        "log": [line.strip() for path in logs.glob("*.log")
+                for line in path.read_text(errors="replace").splitlines() if task_id in line],
+    }  # fmt: skip
+
+
+def _resumed_after(client: redis.Redis, moment: float, patience: float = 10) -> float:
+    """Seconds from ``moment`` (a promotion) until a task ran on the new primary, as seen
+    then (its journal entry may go with that primary when it is killed next), or inf."""
     deadline = time.monotonic() + patience
     while time.monotonic() < deadline:
-        last = client.lindex(JOURNAL, -1)
-        if last and json.loads(last)["at"] > moment:
-            return
+        recent = [json.loads(entry)["at"] for entry in client.lrange(JOURNAL, -100, -1)]
+        if after := [at for at in recent if at > moment]:
+            return min(after) - moment
         time.sleep(0.05)
+    return float("inf")
 
 
 def _count(
-    topology: SentinelTopology, report: dict[str, Any], promotions: list[float]
+    topology: SentinelTopology, report: dict[str, Any], resumed: list[float]
 ) -> dict[str, Any]:
     """What became of the accepted tasks, once each ended or a minute passed: a task is
     lost when its record on the surviving primary says no end (what a task wrote itself
@@ -207,22 +261,19 @@ def _count(
         time.sleep(0.5)
     ran = [json.loads(item) for item in client.lrange(JOURNAL, 0, -1)]
     runs = Counter(entry["label"] for entry in ran)
-    resumed = [
-        min((entry["at"] for entry in ran if entry["at"] > promoted), default=float("inf"))
-        - promoted
-        for promoted in promotions
-    ]
     return {
         "sent": SENT,
         "accepted": len(accepted),
         "refused": len(report["refused"]),
         "lost": len(unfinished),
+        "lost_ids": unfinished,
         "lost_states": dict(Counter(str(statuses[task_id]) for task_id in unfinished)),
         "ended_otherwise": dict(Counter(s for s in statuses.values() if s != "completed")),
         "run_twice": sum(count > 1 for count in runs.values()),
         "journal_entries_missing": len(set(accepted.values()) - set(runs)),
         "resumed_after_promotion_s": [round(seconds, 2) for seconds in resumed],
         "send_seconds": round(report["seconds"], 1),
+        "failovers": topology.failovers(),
     }
 
 
@@ -241,9 +292,7 @@ def test_a_gateway_client_gets_its_result_across_a_failover(
             {"op": "submit", "request_id": "r1", "type": "sleep", "data": {"seconds": 2}}
         )
         assert accepted["op"] == "accepted", accepted
-        started = retrying_client(topology.url)
-        topology.wait_for(lambda: started.llen("mttest:journal:sleep") > 0, 30)  # it runs
-        old = topology.kill_primary()
+        old = topology.kill_primary()  # the worker may be taking the task at this instant
         topology.wait_for_promotion(old)
         topology.restart_as_replica(old)  # so writes find a replica to confirm them again
         result = client.result("r1", timeout=60)

@@ -30,7 +30,9 @@ Private names of kombu 5.7 relied on (``tests/test_private_api.py`` checks each)
 - ``kombu.transport.redis.QoS``: ``_remove_from_indices`` and ``restore_visible``
   (overridden), ``_delivered``;
 - ``kombu.transport.virtual.Transport._deliver``;
-- ``kombu.Connection.resolve_aliases`` (extended, for display).
+- ``kombu.Connection.resolve_aliases`` (extended, for display), and the public
+  ``kombu.transport.TRANSPORT_ALIASES`` (our classes for ``redis``, ``rediss`` and
+  ``sentinel`` URLs; see TRANSPORTS).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from typing import Any
 
 import orjson
 from kombu import Connection
+from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import loads
 from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
@@ -343,16 +346,23 @@ class SentinelTransport(kombu_redis.SentinelTransport):
     owner_id: str | None = None
 
 
+#: Our transport for each of kombu's URL schemes for Redis.
 TRANSPORTS = {
-    "meetingtasks.celery_ext.transport:Transport": "redis",
-    "meetingtasks.celery_ext.transport:SentinelTransport": "sentinel",
+    "redis": "meetingtasks.celery_ext.transport:Transport",
+    "rediss": "meetingtasks.celery_ext.transport:Transport",
+    "sentinel": "meetingtasks.celery_ext.transport:SentinelTransport",
 }
+# Installed in kombu's table of URL schemes. ``broker_transport`` names our class for a
+# connection's first URL, but when a connection fails over to the next URL of its list
+# (``Connection.switch``; a Sentinel URL is such a list, one URL per sentinel), kombu
+# takes the transport from that URL's scheme again: a worker would run on kombu's own
+# transport from its first failover on (BRPOP, no owned fetch: the loss window above).
+TRANSPORT_ALIASES.update(TRANSPORTS)
 # Connection URLs (Celery's banner, Flower's broker page) keep showing redis:// or
 # sentinel:// instead of our class path: kombu maps names for display through this table.
-Connection.resolve_aliases.update(TRANSPORTS)
+Connection.resolve_aliases.update({path: scheme for scheme, path in TRANSPORTS.items()})
 
 
 def transport_for(url: str) -> str:
     """The ``broker_transport`` setting for a broker URL."""
-    scheme = "sentinel" if url.startswith("sentinel://") else "redis"
-    return next(path for path, name in TRANSPORTS.items() if name == scheme)
+    return TRANSPORTS["sentinel" if url.startswith("sentinel://") else "redis"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 from meetingtasks.base.keys import Keys, get_keys
@@ -43,14 +44,29 @@ class Heartbeat:
         self.keys = keys or get_keys()
         #: Live consumers in the roster at the last beat (at least this one).
         self.live = 1
+        #: The ids this worker's consumers had before their last reconnects.
+        self._retired: deque[str] = deque(maxlen=16)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
     def beat(self, retire: str | None = None) -> None:
         """Renew the current id (dropping ``retire``), prune ids lapsed a TTL ago, and
-        count those alive."""
-        args = [time.time(), self.ttl, self.current() or "", retire or ""]
-        self.live = int(script("heartbeat")([self.keys.consumers()], args))
+        count those alive.
+
+        A beat sent as the broker went away rides out the outage inside the client's
+        retries and may land after the worker's new consumer retired the id it renews
+        (``hand_over``): that id is retired again, or it would count as a second worker
+        for a TTL."""
+        renewed = self.current() or ""
+        self.live = self._send(renewed, retire or "")
+        if retire:
+            self._retired.append(retire)
+        elif renewed in self._retired:
+            self.live = self._send("", renewed)
+
+    def _send(self, renew: str, retire: str) -> int:
+        args = [time.time(), self.ttl, renew, retire]
+        return int(script("heartbeat")([self.keys.consumers()], args))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
