@@ -136,6 +136,35 @@ def test_stats_and_dispatch_work_on_a_sentinel_url_across_a_failover(
             topology.wait_for_promotion(topology.kill_primary())
 
 
+def test_a_service_keeps_its_subscription_callback_and_delay_across_a_failover(
+    topology: SentinelTopology, start_worker
+) -> None:
+    """What a service set up before a failover works after it: its event bus subscription
+    gets events, a task it sent with a delay due during the failover runs (the worker's
+    own due-task loop queues it), and the dispatcher's callback for that task fires."""
+    env = {"MEETINGTASKS_REDIS_URL": topology.url}
+    start_worker(["default", "meeting"], env=env)
+    with subprocess.Popen(
+        [sys.executable, "-m", "tests.support.failover_probe", "m-failover", "2"],
+        cwd=REPO, env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    ) as probe:  # fmt: skip
+        assert probe.stdout is not None and probe.stdin is not None
+        try:
+            assert probe.stdout.readline().strip() == "ready"
+            topology.wait_for_promotion(topology.kill_primary())
+            probe.stdin.write("go\n")
+            probe.stdin.flush()
+            report = json.loads(probe.stdout.readline())
+            assert probe.wait(30) == 0
+        finally:
+            if probe.poll() is None:
+                probe.kill()
+    assert report["event"] is not None, report
+    assert report["event"]["type"] == "meeting.user_joined"
+    assert report["delayed"] == {"status": "completed", "result": "delayed"}
+
+
 def test_a_write_no_replica_confirms_raises_instead_of_counting(
     topology: SentinelTopology,
 ) -> None:
