@@ -42,7 +42,7 @@ from meetingtasks.base.status import TaskStatus
 from meetingtasks.celery_ext import result_record
 from meetingtasks.policies import dead_letters, tracking
 from meetingtasks.store import status as status_store
-from meetingtasks.store.sentinel import PrimaryConnection
+from meetingtasks.store.sentinel import PrimaryConnection, is_sentinel
 from meetingtasks.store.status import StoredResult
 
 log = logging.getLogger(__name__)
@@ -207,5 +207,5 @@ class SentinelResultBackend(TrackingMixin, SentinelBackend):
 
 def result_backend_for(url: str) -> str:
     """The ``result_backend`` setting: our backend class for this Redis URL."""
-    cls = "SentinelResultBackend" if url.startswith("sentinel://") else "ResultBackend"
+    cls = "SentinelResultBackend" if is_sentinel(url) else "ResultBackend"
     return f"meetingtasks.celery_ext.backend:{cls}+{url}"

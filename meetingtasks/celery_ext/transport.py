@@ -56,7 +56,7 @@ from meetingtasks.base.keys import UNACKED_OWNER, get_keys
 from meetingtasks.base.settings import get_settings
 from meetingtasks.base.status import MONITOR_SLACK
 from meetingtasks.store import get_redis, queueing, script, writebehind
-from meetingtasks.store.sentinel import PrimaryConnection
+from meetingtasks.store.sentinel import PrimaryConnection, is_sentinel
 
 log = logging.getLogger(__name__)
 
@@ -365,4 +365,4 @@ Connection.resolve_aliases.update({path: scheme for scheme, path in TRANSPORTS.i
 
 def transport_for(url: str) -> str:
     """The ``broker_transport`` setting for a broker URL."""
-    return TRANSPORTS["sentinel" if url.startswith("sentinel://") else "redis"]
+    return TRANSPORTS["sentinel" if is_sentinel(url) else "redis"]

@@ -44,10 +44,7 @@ def get_redis() -> redis.Redis:
         "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=15),
         "retry_on_error": [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
     }
-    if sentinel.is_sentinel(settings.redis_url):
-        return sentinel.primary_client(settings.redis_url, blocking=True, **options)
-    pool = redis.BlockingConnectionPool.from_url(settings.redis_url, **options)
-    return redis.Redis(connection_pool=pool)
+    return sentinel.client_for(settings.redis_url, blocking=True, **options)
 
 
 #: Seconds a thread waits for a free connection of the client's pool (hundreds of
@@ -60,16 +57,13 @@ def get_quick_redis() -> redis.Redis:
     """A client that fails at once instead of retrying, for reads that can wait for their
     next round (the routes another process registered): they must not stall a send
     while Redis is unreachable."""
-    url = get_settings().redis_url
-    options: dict[str, Any] = {
-        "decode_responses": True,
-        "socket_connect_timeout": 1.0,
-        "socket_timeout": 1.0,
-        "retry": Retry(NoBackoff(), 0),
-    }
-    if sentinel.is_sentinel(url):
-        return sentinel.primary_client(url, **options)
-    return redis.Redis.from_url(url, **options)
+    return sentinel.client_for(
+        get_settings().redis_url,
+        decode_responses=True,
+        socket_connect_timeout=1.0,
+        socket_timeout=1.0,
+        retry=Retry(NoBackoff(), 0),
+    )
 
 
 LUA_DIR = Path(__file__).parent / "lua"

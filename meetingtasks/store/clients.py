@@ -43,9 +43,7 @@ def connect(url: str, socket_timeout: float, *, retry: bool) -> redis.Redis:
     }
     if not retry:
         options["retry"] = Retry(NoBackoff(), 0)
-    if sentinel.is_sentinel(url):
-        return sentinel.primary_client(url, **options)
-    return redis.Redis.from_url(url, **options)
+    return sentinel.client_for(url, **options)
 
 
 def pause(backoff: AbstractBackoff, retries: int) -> float:

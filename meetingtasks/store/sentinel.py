@@ -115,6 +115,17 @@ class BlockingSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool)
     """Sentinel's pool with the bounded, waiting behaviour of a BlockingConnectionPool."""
 
 
+def client_for(url: str, *, blocking: bool = False, **options: Any) -> redis.Redis:
+    """A client of the Redis ``url`` names: the primary of a sentinel:// URL's sentinels,
+    else the server itself; ``options`` as for redis.Redis, ``blocking`` for a bounded
+    pool that waits for a free connection (``max_connections``, ``timeout``)."""
+    if is_sentinel(url):
+        return primary_client(url, blocking=blocking, **options)
+    if blocking:
+        return redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(url, **options))
+    return redis.Redis.from_url(url, **options)
+
+
 def primary_client(url: str, *, blocking: bool = False, **options: Any) -> redis.Redis:
     """A client of the primary the sentinels of ``url`` name; ``options`` as for
     redis.Redis (``max_connections`` and ``timeout`` with ``blocking``)."""
