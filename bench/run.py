@@ -149,7 +149,7 @@ class BenchRun:
             keys = tuple(s.key for s in SPECS if s.group == "redis")
             steps.append(Step("redis", "redis-benchmark", keys, self._redis(keys)))
         if "replication" in c.groups:
-            keys = ("replication.async", "replication.min1")
+            keys = tuple(s.key for s in SPECS if s.group == "replication")
             title = "sends with a replica, WAIT off and on"
             steps.append(Step("replication", title, keys, self._replication(keys)))
         return steps

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 
 from meetingtasks.llm.stackflow_text import as_received, carry, request_line, unpaired_braces
 from tests.support.stackflow_peer import StackFlowPeer
+from tests.test_scheduler import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -133,10 +133,8 @@ def test_plain_json_breaks_the_double_as_it_breaks_the_real_peer(peer: StackFlow
     client = RawClient(peer)
     work_id = client.setup()
     client.send(json.dumps(inference(work_id, "a } b")).encode() + b"\n")
-    deadline = time.monotonic() + 5
-    while peer.crashed is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert peer.crashed is not None and "unbalanced braces" in peer.crashed
+    crash = wait_until(lambda: peer.crashed, "the double to abort", 5)
+    assert "unbalanced braces" in crash
 
 
 def test_the_double_holds_three_units_and_crashes_on_a_fourth(peer: StackFlowPeer) -> None:
@@ -144,9 +142,8 @@ def test_the_double_holds_three_units_and_crashes_on_a_fourth(peer: StackFlowPee
     work_ids = [client.setup(prompt=str(n)) for n in range(3)]
     assert work_ids == ["llm.0", "llm.1", "llm.2"]
     client.close()
-    deadline = time.monotonic() + 5
-    while peer.open_connections() and time.monotonic() < deadline:
-        time.sleep(0.01)  # the double sees the close (a request before would be concurrent)
+    # the double sees the close first (a request before it would be a concurrent one)
+    wait_until(lambda: not peer.open_connections(), "the double to see the close", 5)
     again = RawClient(peer)  # units are not freed when a connection closes
     assert len(peer.work_ids) == 3
     again.send(request_line({"request_id": "s", "work_id": "llm", "action": "setup",
