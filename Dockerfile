@@ -9,7 +9,7 @@ RUN if [ -n "$EXTRAS" ]; then \
         apt-get update && apt-get install -y --no-install-recommends build-essential cmake \
         && rm -rf /var/lib/apt/lists/*; \
     fi
-COPY pyproject.toml README.md celeryconfig.py ./
+COPY pyproject.toml README.md ./
 COPY meetingtasks ./meetingtasks
 COPY routes ./routes
 ENV CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF"

@@ -50,6 +50,8 @@ CLASS_NAMES = [
     (kombu_redis.QoS, "restore_visible", "celery_ext/transport.py"),
     (virtual.Transport, "_deliver", "celery_ext/transport.py"),
     (Connection, "resolve_aliases", "celery_ext/transport.py"),
+    (AMQP, "Connection", "celery_ext/celery_app.py"),
+    (Celery, "amqp_cls", "celery_ext/celery_app.py"),
     (RedisBackend, "_store_result", "celery_ext/backend.py"),
     (RedisBackend, "_get_result_meta", "celery_ext/backend.py"),
     (RedisBackend, "_MAX_STR_VALUE_SIZE", "celery_ext/backend.py"),

@@ -16,13 +16,17 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from kombu import Connection
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.priority import PRIORITY_STEPS
-from meetingtasks.celery_ext.transport import SentinelTransport, Transport, transport_for
+from meetingtasks.celery_ext.transport import (
+    BrokerConnection,
+    SentinelTransport,
+    Transport,
+    transport_for,
+)
 from meetingtasks.errors import ConfigurationError
 from meetingtasks.run.embedded_redis import free_port
 from meetingtasks.store import sentinel
@@ -105,11 +109,12 @@ def run_cli(url: str, *args: str, **settings: str) -> subprocess.CompletedProces
 
 def test_a_connection_that_fails_over_to_the_next_url_keeps_our_transport() -> None:
     """kombu takes a connection's transport from the next URL's scheme when it fails over
-    (one URL per sentinel): without ours in its scheme table, a worker fetched with
-    kombu's BRPOP from its first failover on, and lost the message taken at a kill."""
+    (one URL per sentinel): unless the app's connection class keeps ours, a worker
+    fetched with kombu's BRPOP from its first failover on, and lost the message taken at
+    a kill."""
     for urls, ours in [("sentinel://127.0.0.1:1;sentinel://127.0.0.1:2", SentinelTransport),
                        ("redis://127.0.0.1:1;redis://127.0.0.1:2", Transport)]:  # fmt: skip
-        connection = Connection(urls, transport=transport_for(urls))
+        connection = BrokerConnection(urls, transport=transport_for(urls))
         assert type(connection.transport) is ours
         connection.maybe_switch_next()
         assert connection.port == 2

@@ -1,7 +1,7 @@
 """Every setting of meetingtasks, one documented default each, overridable by environment.
 
 Each field reads ``MEETINGTASKS_<NAME>`` (``MEETINGTASKS_REDIS_URL`` …). Celery's own
-settings live in ``celeryconfig.py`` and are derived from these.
+settings live in ``celery_ext/celeryconfig.py`` and are derived from these.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """MeetingTasksApp: Celery, with every send going through our one send path.
 
 The app instance is made in ``meetingtasks/app.py``; this is its class, an override of
-Celery's ``send_task`` (a public method, meant to be overridden) and of its ``Worker``
-class (``queue_worker.py``).
+Celery's ``send_task`` (a public method, meant to be overridden), of its ``Worker``
+class (``queue_worker.py``) and of the kombu connection class its ``amqp`` makes
+(``transport.BrokerConnection``), all through Celery's public class attributes.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from functools import cached_property
 from typing import Any
 
 from celery import Celery
+from celery.app.amqp import AMQP
 from celery.result import AsyncResult
 
 from meetingtasks.base import ids
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.settings import get_settings
 from meetingtasks.celery_ext import sending
+from meetingtasks.celery_ext.transport import BrokerConnection
 from meetingtasks.policies import retention, submission
 from meetingtasks.store import get_redis
 
@@ -37,6 +40,8 @@ class MeetingTasksApp(Celery):
     - only JSON is sent (a worker refuses anything else anyway);
     - send and due times travel in headers, for the delay store and priority aging.
     """
+
+    amqp_cls = "meetingtasks.celery_ext.celery_app:BrokerAMQP"  # Celery's name
 
     @cached_property
     def AsyncResult(self) -> Any:  # Celery's name
@@ -85,6 +90,12 @@ class MeetingTasksApp(Celery):
         except BaseException:
             get_redis().delete(redis_key)
             raise
+
+
+class BrokerAMQP(AMQP):
+    """Celery's messaging helper, making the app's broker connections ours."""
+
+    Connection = BrokerConnection
 
 
 class AwaitedResult(AsyncResult):

@@ -12,7 +12,7 @@ Celery 5.7 names relied on (``tests/test_private_api.py`` checks them):
 ``celery.worker.consumer.Consumer.ensure_connected``, which calls
 ``conn.ensure_connection(errback, max_retries, callback=...)``; kombu's
 ``Connection.ensure_connection`` takes ``interval_start``, ``interval_step`` and
-``interval_max``. The ``worker_consumer`` setting (celeryconfig.py) selects this class.
+``interval_max``. The ``worker_consumer`` setting (``celeryconfig.py``) selects this class.
 """
 
 from __future__ import annotations

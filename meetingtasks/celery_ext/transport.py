@@ -30,9 +30,8 @@ Private names of kombu 5.7 relied on (``tests/test_private_api.py`` checks each)
 - ``kombu.transport.redis.QoS``: ``_remove_from_indices`` and ``restore_visible``
   (overridden), ``_delivered``;
 - ``kombu.transport.virtual.Transport._deliver``;
-- ``kombu.Connection.resolve_aliases`` (extended, for display), and the public
-  ``kombu.transport.TRANSPORT_ALIASES`` (our classes for ``redis``, ``rediss`` and
-  ``sentinel`` URLs; see TRANSPORTS).
+- ``kombu.Connection.resolve_aliases`` (extended, for display, in ``BrokerConnection``
+  only) and the connection's ``transport_cls`` (set again after ``switch``).
 """
 
 from __future__ import annotations
@@ -47,7 +46,6 @@ from typing import Any
 
 import orjson
 from kombu import Connection
-from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import loads
 from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
@@ -352,15 +350,31 @@ TRANSPORTS = {
     "rediss": "meetingtasks.celery_ext.transport:Transport",
     "sentinel": "meetingtasks.celery_ext.transport:SentinelTransport",
 }
-# Installed in kombu's table of URL schemes. ``broker_transport`` names our class for a
-# connection's first URL, but when a connection fails over to the next URL of its list
-# (``Connection.switch``; a Sentinel URL is such a list, one URL per sentinel), kombu
-# takes the transport from that URL's scheme again: a worker would run on kombu's own
-# transport from its first failover on (BRPOP, no owned fetch: the loss window above).
-TRANSPORT_ALIASES.update(TRANSPORTS)
-# Connection URLs (Celery's banner, Flower's broker page) keep showing redis:// or
-# sentinel:// instead of our class path: kombu maps names for display through this table.
-Connection.resolve_aliases.update({path: scheme for scheme, path in TRANSPORTS.items()})
+
+
+class BrokerConnection(Connection):
+    """The app's kombu connection (``MeetingTasksApp``'s ``amqp.Connection``): kombu's,
+    keeping our transport when it fails over to the next URL of its list.
+
+    ``Connection.switch`` (a Sentinel URL is such a list, one URL per sentinel) takes the
+    transport from the next URL's scheme again, ignoring the one the connection was made
+    with: a worker would run on kombu's own transport from its first failover on (BRPOP,
+    no owned fetch: the loss window above). Kombu's global table of schemes is left
+    alone, so every other Celery app and kombu connection of the process keeps kombu's
+    transport.
+    """
+
+    #: Our class paths shown as their scheme (Celery's banner, Flower's broker page).
+    resolve_aliases = {
+        **Connection.resolve_aliases,
+        **{path: scheme for scheme, path in TRANSPORTS.items()},
+    }
+
+    def switch(self, conn_str: str) -> None:
+        ours = isinstance(self.transport_cls, str) and self.transport_cls in TRANSPORTS.values()
+        super().switch(conn_str)
+        if ours and self.transport_cls in TRANSPORTS:
+            self.transport_cls = TRANSPORTS[self.transport_cls]
 
 
 def transport_for(url: str) -> str:

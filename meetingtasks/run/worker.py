@@ -1,7 +1,8 @@
 """What every worker process of the app does besides running tasks.
 
-Connected to Celery's worker signals when the app is imported, so plain
-``celery -A meetingtasks worker`` gets it, in its main process:
+Connected to Celery's worker signals when a worker of the app imports it (``imports``),
+so plain ``celery -A meetingtasks worker`` gets it, in its main process. Celery's signals
+are global: a worker of another app in the same process is left alone.
 - consumer ids and the heartbeat that let the other workers recover the messages of a
   worker that died, and the worker itself recover those its consumer dropped on a
   broker reconnect (``recovery.py``);
@@ -19,6 +20,7 @@ from typing import Any
 
 from celery.signals import worker_init, worker_shutdown
 
+from meetingtasks.app import app
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.settings import get_settings
 from meetingtasks.celery_ext import transport
@@ -67,12 +69,16 @@ _started: list[WorkerProcess] = []
 
 @worker_init.connect
 def _start(sender: Any = None, **_: Any) -> None:
+    if getattr(sender, "app", None) is not app:
+        return
     process = WorkerProcess(sender)
     process.start()
     _started.append(process)
 
 
 @worker_shutdown.connect
-def _stop(**_: Any) -> None:
+def _stop(sender: Any = None, **_: Any) -> None:
+    if getattr(sender, "app", None) is not app:
+        return
     while _started:
         _started.pop().stop()

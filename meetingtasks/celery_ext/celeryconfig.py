@@ -5,6 +5,8 @@ from ``meetingtasks.base.settings`` (one documented default each); Celery's own 
 not listed here keep Celery's defaults.
 """
 
+from typing import Any
+
 from kombu import Queue
 
 from meetingtasks.base.keys import PRIORITY_SEP, get_keys
@@ -28,21 +30,22 @@ result_backend = result_backend_for(_settings.redis_url)
 result_backend_always_retry = True
 result_backend_max_retries = 30
 broker_connection_retry_on_startup = True
-# kombu's Redis transport plus durable delays and owned unacked messages (broker.py).
+# kombu's Redis transport plus durable delays and owned unacked messages (transport.py),
+# for this app's connections only (``BrokerConnection`` keeps it across a failover).
 broker_transport = transport_for(_settings.redis_url)
-broker_transport_options = {
+broker_transport_options: dict[str, Any] = {
     # Four real priority levels: one Redis list per kombu step inside each queue,
     # popped in step order. Priority.CRITICAL..LOW are exactly these steps.
     "priority_steps": PRIORITY_STEPS,
     "sep": PRIORITY_SEP,
     # A message taken by a worker that dies before acknowledging it is delivered again
     # after this many seconds. It must exceed the longest task timeout, or a task still
-    # running would be handed to a second worker (checked in meetingtasks.app).
+    # running would be handed to a second worker (checked above, at import).
     "visibility_timeout": _settings.visibility_timeout,
     # Every kombu key carries the deployment namespace (see meetingtasks/base/keys.py).
     "global_keyprefix": _keys.prefix,
 }
-result_backend_transport_options = {"global_keyprefix": _keys.prefix}
+result_backend_transport_options: dict[str, Any] = {"global_keyprefix": _keys.prefix}
 if is_sentinel(_settings.redis_url):
     # The primary the sentinels name (store/sentinel.py), for kombu and Celery alike.
     for _options in (broker_transport_options, result_backend_transport_options):
