@@ -128,6 +128,10 @@ def main(argv: list[str]) -> int:
     except Exception:
         traceback.print_exc()
         return 1
+    plain = sys.modules.get("bench.plain_app")
+    if plain is not None and plain.meetingtasks_modules():
+        print(f"plain Celery was measured beside {plain.meetingtasks_modules()}", file=sys.stderr)
+        return 1
     out.write_text(json.dumps(result))
     return 0
 

@@ -3,14 +3,22 @@
 Only the broker and result backend are set (the benchmark's private Redis, from
 ``BENCH_REDIS_URL``); serialisation is Celery's default, JSON. Its worker is
 ``celery -A bench.plain_app worker``.
+
+A baseline must be plain Celery: measured in a process that never imported meetingtasks
+(which could change nothing for it, but a benchmark should not have to trust that). The
+worker checks as it starts, and every child process that measured plain Celery checks
+before it reports (``bench/child.py``).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
+from typing import Any
 
 from celery import Celery
+from celery.signals import worker_init
 
 from bench.config import WAIT_SECONDS
 
@@ -27,6 +35,18 @@ def _redis_url() -> str:
 
 
 app = Celery("bench_plain", broker=_redis_url(), backend=_redis_url())
+
+
+def meetingtasks_modules() -> list[str]:
+    """The meetingtasks modules this process imported (none, for a fair baseline)."""
+    return sorted(name for name in sys.modules if name.split(".")[0] == "meetingtasks")
+
+
+@worker_init.connect
+def _check_worker(sender: Any = None, **_: Any) -> None:
+    if sender is not None and sender.app is app and meetingtasks_modules():
+        print(f"plain Celery's worker imported {meetingtasks_modules()}", file=sys.stderr)
+        os._exit(70)
 
 
 @app.task(name=NOOP)
