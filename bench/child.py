@@ -40,6 +40,7 @@ MEASUREMENTS = {
     "ai_in_flight": "bench.ai:in_flight",
     "ai_model": "bench.ai:model",
     "soak": "bench.soak:soak",
+    "poison": "bench.poison:measure",
 }
 
 

@@ -44,6 +44,9 @@ class BenchConfig:
     soak_seconds: int = 600
     #: Requests per redis-benchmark test.
     redis_n: int = 200_000
+    #: Poison: good tasks, and hostile messages pushed among them.
+    poison_good: int = 10_000
+    poison_bad: int = 1_000
     #: The private Redis's AOF fsync policy: ``always`` is what compose.yaml and the
     #: embedded Redis run, so it is the default here too.
     appendfsync: str = "always"
@@ -73,6 +76,8 @@ QUICK = BenchConfig(
     model_rounds=2,
     soak_seconds=60,
     redis_n=50_000,
+    poison_good=2_000,
+    poison_bad=200,
     quick=True,
 )
 
@@ -118,6 +123,8 @@ def parser() -> argparse.ArgumentParser:
         ("soak_rate", "tasks/s the soak aims at"),
         ("soak_seconds", "seconds the soak sends (ours; plain Celery 30% of it)"),
         ("redis_n", "requests per redis-benchmark test"),
+        ("poison_good", "good tasks of the poison run"),
+        ("poison_bad", "hostile messages pushed among them"),
     ):
         kind = float if name in ("rate", "duration") else int
         sizes.add_argument(f"--{name.replace('_', '-')}", type=kind, help=help_text)

@@ -164,10 +164,19 @@ SPECS: tuple[FigureSpec, ...] = (
         "ours: `task.delay()` with a replica, MIN_REPLICAS=1 (WAIT)", TASKS,
         baseline="replication.async",
     ),
+    # -- poison: hostile messages among good tasks, two workers -------------------------------
+    FigureSpec("poison.good_done", "poison", "good tasks done (of those sent)", "%", target=100),
+    FigureSpec("poison.bad_set_aside", "poison", "hostile messages set aside with a reason", "%",
+               target=100),
+    FigureSpec("poison.workers_alive", "poison", "workers alive at the end", "%", target=100),
+    FigureSpec("poison.seconds", "poison", "time to drain, from the workers' start", "s",
+               "lower"),
 )  # fmt: skip
 
 SPEC_BY_KEY = {spec.key: spec for spec in SPECS}
-GROUPS = ("dispatch", "worker", "latency", "gateway", "ai", "soak", "redis", "replication")
+GROUPS = (
+    "dispatch", "worker", "latency", "gateway", "ai", "soak", "redis", "replication", "poison",
+)  # fmt: skip
 
 
 @dataclass

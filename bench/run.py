@@ -152,7 +152,29 @@ class BenchRun:
             keys = tuple(s.key for s in SPECS if s.group == "replication")
             title = "sends with a replica, WAIT off and on"
             steps.append(Step("replication", title, keys, self._replication(keys)))
+        if "poison" in c.groups:
+            keys = tuple(s.key for s in SPECS if s.group == "poison")
+            title = f"{c.poison_bad:,} hostile messages among {c.poison_good:,} good tasks"
+            steps.append(Step("poison", title, keys, self._poison()))
         return steps
+
+    def _poison(self) -> Callable[[OnProgress], None]:
+        def run(on_progress: OnProgress) -> None:
+            c = self.config
+            params = {"good": c.poison_good, "bad": c.poison_bad, "log_dir": str(self.logs)}
+            out = run_child("poison", params, on_progress)
+            label = f"good tasks done, of {out['good_sent']:,} sent"
+            self.results.set("poison.good_done", 100 * out["good_done"] / out["good_sent"],
+                             label=label, **out)  # fmt: skip
+            label = f"hostile messages set aside with a reason, of {out['bad_pushed']:,}"
+            self.results.set("poison.bad_set_aside", 100 * out["bad_set_aside"] / out["bad_pushed"],
+                             label=label, reasons=out["reasons"])  # fmt: skip
+            label = f"workers alive at the end, of {out['workers']}"
+            self.results.set("poison.workers_alive", 100 * out["workers_alive"] / out["workers"],
+                             label=label)  # fmt: skip
+            self.results.set("poison.seconds", out["seconds"])
+
+        return run
 
     def _replication(self, keys: tuple[str, ...]) -> Callable[[OnProgress], None]:
         """``task.delay()`` one at a time with a replica attached, MIN_REPLICAS 0 and 1 in

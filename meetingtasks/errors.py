@@ -11,6 +11,8 @@
     ├── ProtocolError             a client frame the gateway refuses (``code`` says why)
     ├── AuthError                 a client token missing, forged, expired or malformed, or
     │                             a meeting it does not grant (``code`` says which)
+    ├── NotReplicated             a write the replicas MEETINGTASKS_MIN_REPLICAS asks for did
+    │                             not confirm in time
     ├── RedisFull                 Redis at its maxmemory refused a write; nothing of it was
     │                             written (retry once workers drain the queues)
     ├── WaitTimeout               a wait that ran out (a task not ended, a full local bus)
@@ -19,9 +21,12 @@
     └── TaskFailure               raised by a task handler
         ├── Retryable             transient: retried with backoff up to max_retries
         │   └── NodeUnavailable   no inference node answered in time
+        │       ├── UnitUnavailable  the unit asked for is not running on that node
         │       └── CallTimedOut  the call's own budget (the task's time limit) ran out
         └── Permanent             business error: fails at once, never retried
-            └── InferenceError    an inference node refused the request or answered garbage
+            ├── InferenceError    an inference node refused the request or answered garbage
+            ├── WorkerLost        the task's pool process died under it too many times
+            └── OutOfMemory       the task ran out of memory (its MemoryError)
 
 Validation errors are also ``ValueError``, ``WaitTimeout`` is a ``TimeoutError`` and
 ``StateError`` a ``RuntimeError``, so generic callers can catch them as such. Each
@@ -126,6 +131,17 @@ class CallTimedOut(NodeUnavailable):
 
 class InferenceError(Permanent):
     """An inference node refused the request (an error code) or answered garbage."""
+
+
+class WorkerLost(Permanent):
+    """The pool process running the task died under it (an exit, a signal, the OOM
+    killer) MEETINGTASKS_MAX_WORKER_LOST times: it is not run again. Read its dead letter;
+    a task that needs more memory than the ceiling raises MEETINGTASKS_MAX_MEMORY_PER_CHILD
+    or runs on a queue of its own."""
+
+
+class OutOfMemory(Permanent):
+    """A MemoryError in the task: that task's failure (Celery would stop the whole worker)."""
 
 
 class AuthError(MeetingTasksError):

@@ -144,7 +144,8 @@ def cluster_stats(keys: Keys | None = None) -> dict[str, Any]:
     """The numbers every process sees alike, JSON-able (layout in README.md):
 
     ``queues``: per service queue, messages waiting by priority and in total;
-    ``delayed``, ``processing`` (taken by a worker, not acknowledged), ``dlq``: totals;
+    ``delayed``, ``processing`` (taken by a worker, not acknowledged), ``dlq``, ``malformed``
+    (messages set aside: they can never become a task): totals;
     ``workers``: worker consumers whose heartbeat is alive (cheap: one sorted-set read,
     where Celery's ``inspect().ping()`` would broadcast and wait for every worker);
     ``scheduler``: the scheduler loops' counters; ``dispatcher``: its cluster-wide stats;
@@ -165,6 +166,7 @@ def cluster_stats(keys: Keys | None = None) -> dict[str, Any]:
         "delayed": snap.delayed,
         "processing": snap.processing,
         "dlq": snap.dead_letters,
+        "malformed": snap.malformed,
         "workers": {"online": len(snap.consumers), "ids": snap.consumers},
         "scheduler": snap.scheduler,
         "dispatcher": TaskDispatcher().stats(),

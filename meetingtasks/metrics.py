@@ -69,6 +69,11 @@ class StatsCollector(Collector):
             "meetingtasks_dead_letters", "Tasks in the dead-letter queue.", stats["dlq"]
         )
         yield GaugeMetricFamily(
+            "meetingtasks_malformed_messages",
+            "Messages set aside because they can never become a task (meetingtasks malformed).",
+            stats["malformed"],
+        )
+        yield GaugeMetricFamily(
             "meetingtasks_workers_online",
             "Worker consumers with a live heartbeat.",
             stats["workers"]["online"],

@@ -60,6 +60,10 @@ CLASS_NAMES = [
     (ResultConsumer, "_locked", "celery_ext/backend.py"),
     (EventDispatcher, "_publish", "celery_ext/event_dispatcher.py"),
     (Task, "_get_exec_options", "celery_ext/task.py"),
+    (Task, "Request", "celery_ext/task.py, request.py"),
+    (Request, "on_failure", "celery_ext/request.py"),
+    (Request, "_already_revoked", "celery_ext/request.py"),
+    (Request, "_already_cancelled", "celery_ext/request.py"),
     (AMQP, "as_task_v2", "celery_ext/sending.py"),
     (AMQP, "argsrepr_maxsize", "celery_ext/sending.py"),
     (AMQP, "kwargsrepr_maxsize", "celery_ext/sending.py"),
@@ -80,6 +84,7 @@ MODULE_NAMES = [
     ("celery.backends.base", "_is_request_ignore_result", "celery_ext/backend.py"),
     ("celery.app.task", "extract_exec_options", "celery_ext/task.py"),
     ("celery.worker.state", "active_requests", "celery_ext/worker_state.py"),
+    ("celery.worker.state", "should_terminate", "celery_ext/request.py"),
     ("celery.concurrency", "get_implementation", "celery_ext/queue_worker.py"),
 ]
 

@@ -41,8 +41,8 @@ def test_a_lost_consumers_message_goes_back_to_the_front_once(app, redis) -> Non
     later = record.apply_async(("later",), queue="media", priority=Priority.HIGH)
     redis.delete(keys.doorbell("media"))
 
-    assert held.give_back(keys, "dead/1", tags) == 1
-    assert held.give_back(keys, "dead/1", tags) == 0  # a second recoverer finds nothing
+    assert held.give_back(keys, "dead/1", tags).returned == 1
+    assert held.give_back(keys, "dead/1", tags).returned == 0  # a second recoverer finds nothing
 
     messages = next_first(redis, "media", Priority.HIGH)
     assert [m["headers"]["id"] for m in messages] == [first.id, later.id]  # first runs next
@@ -62,7 +62,7 @@ def test_a_message_whose_holder_changed_is_not_given_back(app, redis) -> None:
     record.apply_async(("running",), queue="media")
     tags = take(app, "worker/1")
     held.reassign(keys, tags, "worker/2")
-    assert held.give_back(keys, "worker/1", tags) == 0
+    assert held.give_back(keys, "worker/1", tags).returned == 0
     assert redis.hgetall(keys.unacked_owner()) == dict.fromkeys(tags, "worker/2")
 
 

@@ -9,11 +9,11 @@ import pickle
 from pathlib import Path
 
 import pytest
-from redis import Redis
 
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.priority import Priority
 from meetingtasks.errors import InvalidOption
+from meetingtasks.store import malformed
 from tests.worker_tasks import read_journal, record
 
 
@@ -76,10 +76,10 @@ def test_unreadable_entries_on_a_queue_are_set_aside_and_the_worker_goes_on(
 
     assert after.get(timeout=60) == "readable"
     assert [entry["label"] for entry in read_journal("unreadable")] == ["readable"]
-    raw_client = Redis.from_url(redis_server.url)  # the fixture's client decodes to text
-    set_aside = raw_client.lrange(get_keys().malformed(), 0, -1)
-    assert sorted(set_aside) == sorted(
+    set_aside = malformed.entries(get_keys(), 10)
+    assert sorted(entry.raw for entry in set_aside) == sorted(
         raw if isinstance(raw, bytes) else raw.encode() for raw in garbage
     )
+    assert all(entry.reason and entry.source for entry in set_aside)
     assert redis.llen(key) == 0
     assert "fetching from" not in worker.log()

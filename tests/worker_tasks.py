@@ -6,7 +6,10 @@ namespace, where the test process reads it back.
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
+import signal
 import time
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -21,6 +24,8 @@ get_route_table().register(Route(type="test.slow", queue="user", max_retries=0, 
 get_route_table().register(Route(type="test.sleep", queue="user", max_retries=0, timeout=60))
 get_route_table().register(Route(type="test.until_fixed", queue="meeting", max_retries=0))
 get_route_table().register(Route(type="test.rendezvous", queue="ai", max_retries=0, timeout=90))
+get_route_table().register(Route(type="test.crash", queue="user", max_retries=0, timeout=60))
+get_route_table().register(Route(type="test.leak", queue="user", max_retries=0, timeout=60))
 
 
 def journal(name: str) -> str:
@@ -163,3 +168,37 @@ def rendezvous(counter: str, expected: int, patience: float = 60.0) -> int:
 @app.task(name="test.kept_here")
 def kept_here() -> None:
     """Does nothing; tests/test_retention.py gives it a route with a retention."""
+
+
+# -- tasks that hurt their own pool process (tests/test_poison.py) -------------------------
+
+_leaked: list[bytearray] = []
+
+
+@app.task(name="test.crash", bind=True)
+def crash(self, how: str, journal_name: str = "crash") -> None:
+    """Die under the worker: ``exit`` (os._exit), ``segfault``, ``oom`` (300 MB, then the
+    SIGKILL the OOM killer sends), or ``memory_error`` (an allocation that fails)."""
+    _note(journal_name, pid=os.getpid(), how=how)
+    if how == "exit":
+        os._exit(1)
+    if how == "segfault":
+        ctypes.string_at(0)
+    if how == "oom":
+        hog = bytearray(300 * 1024 * 1024)
+        hog[::4096] = b"x" * len(hog[::4096])
+        os.kill(os.getpid(), signal.SIGKILL)
+    if how == "memory_error":
+        bytearray(1 << 60)
+    raise Permanent(f"unknown crash {how!r}")
+
+
+@app.task(name="test.leak", bind=True)
+def leak(self, megabytes: int, journal_name: str = "leak") -> None:
+    """Keep ``megabytes`` more for good (a leak); note the process and its memory."""
+    chunk = bytearray(megabytes * 1024 * 1024)
+    chunk[::4096] = b"x" * len(chunk[::4096])
+    _leaked.append(chunk)
+    with open("/proc/self/status") as status:
+        rss = int(next(line.split()[1] for line in status if line.startswith("VmRSS:")))
+    _note(journal_name, pid=os.getpid(), rss_kib=rss)

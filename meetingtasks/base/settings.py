@@ -177,6 +177,21 @@ class Settings(BaseSettings):
         description="Pool processes per worker; default: PROCESSES_PER_CPU per CPU (tasks mostly "
         "wait on AI nodes and Redis, and one fetch takes a message for every idle process).",
     )
+    max_worker_lost: int = Field(
+        3,
+        ge=1,
+        description="Runs of one task whose pool process died under it (an exit, a signal, "
+        "the OOM killer) while the worker lived: at this many the task fails with WorkerLost "
+        "and goes to the dead letters instead of running again.",
+    )
+    max_memory_per_child: int = Field(
+        512 * 1024,
+        ge=0,
+        description="KiB of resident memory a prefork pool process may keep after a task: "
+        "above it the process is replaced before its next task (Celery's "
+        "worker_max_memory_per_child), so a leaking task cannot grow it without bound. 0: "
+        "no ceiling.",
+    )
     event_durable_channels: Annotated[tuple[str, ...], NoDecode] = Field(
         ("ai.*",),
         description="Comma-separated glob patterns of the event channels delivered through "

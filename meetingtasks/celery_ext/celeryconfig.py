@@ -13,10 +13,12 @@ from meetingtasks.base.keys import PRIORITY_SEP, get_keys
 from meetingtasks.base.priority import PRIORITY_STEPS, Priority
 from meetingtasks.base.settings import get_settings
 from meetingtasks.celery_ext.backend import result_backend_for
-from meetingtasks.celery_ext.transport import transport_for
+from meetingtasks.celery_ext.transport import ACCEPT_CONTENT_OPTION, transport_for
 from meetingtasks.policies.routing import DEFAULT_QUEUE, check_visibility_timeout, get_route_table
 from meetingtasks.store.sentinel import is_sentinel, sentinel_options
 
+#: The only content Celery sends and takes here (no pickle anywhere).
+_JSON_ONLY = ["json"]
 _settings = get_settings()
 _keys = get_keys()
 _routes = get_route_table()
@@ -44,6 +46,8 @@ broker_transport_options: dict[str, Any] = {
     "visibility_timeout": _settings.visibility_timeout,
     # Every kombu key carries the deployment namespace (see meetingtasks/base/keys.py).
     "global_keyprefix": _keys.prefix,
+    # What the transport lets through to Celery: anything else is set aside (JSON only).
+    ACCEPT_CONTENT_OPTION: _JSON_ONLY,
 }
 result_backend_transport_options: dict[str, Any] = {"global_keyprefix": _keys.prefix}
 if is_sentinel(_settings.redis_url):
@@ -57,8 +61,8 @@ result_expires = 24 * 3600
 task_serializer = "json"
 result_serializer = "json"
 event_serializer = "json"
-accept_content = ["json"]
-result_accept_content = ["json"]
+accept_content = _JSON_ONLY
+result_accept_content = _JSON_ONLY
 
 # -- At-least-once delivery ------------------------------------------------------------------
 # Acknowledge after the task ran, not when it was received: a worker killed mid-task
@@ -104,6 +108,9 @@ task_track_started = False
 
 # -- Worker ----------------------------------------------------------------------------------
 worker_concurrency = _settings.pool_processes
+# A pool process that keeps more than this after a task (a leak) is replaced before its
+# next one, instead of growing until the OOM killer takes it mid-task.
+worker_max_memory_per_child = _settings.max_memory_per_child or None
 # We use no Celery rate limits; skipping their bookkeeping speeds every message up.
 worker_disable_rate_limits = True
 # What every worker process adds to Celery's (heartbeat, scheduler loops, write-behind):

@@ -31,6 +31,8 @@ DEFAULT_MAX_RETRIES = 3
 
 
 class MeetingTask(Task):
+    #: A lost pool process or a MemoryError is this task's failure (request.py).
+    Request = "meetingtasks.celery_ext.request:MeetingRequest"
     # Arguments are checked against the signature in MeetingTasksApp.send_task, for
     # every way of sending, with our error type.
     typing = False

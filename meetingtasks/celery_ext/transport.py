@@ -46,14 +46,16 @@ from typing import Any
 
 import orjson
 from kombu import Connection
+from kombu.serialization import prepare_accept_content
 from kombu.transport import redis as kombu_redis
-from kombu.utils.json import loads
 from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 
 from meetingtasks.base.keys import UNACKED_OWNER, get_keys
 from meetingtasks.base.settings import get_settings
 from meetingtasks.base.status import MONITOR_SLACK
-from meetingtasks.store import get_redis, queueing, script, writebehind
+from meetingtasks.celery_ext import message_check
+from meetingtasks.policies import poison
+from meetingtasks.store import get_redis, malformed, queueing, script, writebehind
 from meetingtasks.store.sentinel import PrimaryConnection, is_sentinel
 
 log = logging.getLogger(__name__)
@@ -102,8 +104,10 @@ def current_consumer() -> str | None:
 #: Most messages one fetch takes (a worker with many free pool processes).
 FETCH_MOST = 64
 
-#: Most unreadable queue entries kept aside for inspection (``Keys.malformed``).
-MALFORMED_KEPT = 1000
+
+#: The transport option naming the content types a worker accepts (the app's
+#: ``accept_content``, which the transport cannot read from the app itself).
+ACCEPT_CONTENT_OPTION = "meetingtasks_accept_content"
 
 
 class QueueingChannelMixin:
@@ -191,7 +195,7 @@ class QueueingChannelMixin:
         head = ["EVALSHA", script("fetch").sha, len(lists) + 6 + len(bells),
                 *lists, *held, *running, *bells, len(lists)]  # fmt: skip
         tail = [self.owner_id, keys.status_prefix(), keys.cancelled_prefix(),
-                get_settings().status_ttl, MONITOR_SLACK, MALFORMED_KEPT]  # fmt: skip
+                get_settings().status_ttl, MONITOR_SLACK, malformed.MALFORMED_KEPT]  # fmt: skip
         return head, tail, bells, [queue for queue, _ in order]
 
     def _room(self) -> int:
@@ -229,13 +233,46 @@ class QueueingChannelMixin:
                 self._waiting = not self._waiting
                 raise Empty()
             for index, raw in zip(reply[::2], reply[1::2], strict=True):
+                if int(index) == 0:  # set aside by fetch.lua: its task ends failed
+                    poison.report_set_aside(orjson.loads(raw))
+                    continue
                 queue = self._taken_from[int(index) - 1]
                 self._queue_cycle.rotate(queue)  # type: ignore[attr-defined]
-                self.connection._deliver(_decode(raw), queue)  # type: ignore[attr-defined]
+                self._deliver_or_set_aside(raw, queue)
             return True
         finally:
             self._in_poll = None
             self._flush_brpop_reauth()  # type: ignore[attr-defined]
+
+    def _deliver_or_set_aside(self, raw: bytes, queue: str) -> None:
+        """Hand Celery a message it can make a task of; set aside one it cannot, so that
+        nothing a producer puts on a queue stops the worker (message_check.py)."""
+        checked = message_check.check(raw, self._accepted())
+        if isinstance(checked, message_check.Refused):
+            poison.set_aside(
+                raw, checked.reason, f"queue {queue}",
+                task_id=checked.task_id, delivery_tag=checked.delivery_tag,
+            )  # fmt: skip
+            return
+        try:
+            self.connection._deliver(checked, queue)  # type: ignore[attr-defined]
+        except Exception as exc:  # Celery could not take it either: never fatal
+            log.exception("the worker could not take a message from %s", queue)
+            poison.set_aside(
+                raw, f"the worker could not take it: {exc!r}", f"queue {queue}",
+                task_id=checked["headers"]["id"],
+                delivery_tag=checked["properties"]["delivery_tag"],
+            )  # fmt: skip
+
+    def _accepted(self) -> set[str]:
+        """The content types the app accepts (``ACCEPT_CONTENT_OPTION``), as kombu
+        compares them."""
+        accepted: set[str] | None = getattr(self, "_accepted_types", None)
+        if accepted is None:
+            options = self.connection.client.transport_options  # type: ignore[attr-defined]
+            accepted = prepare_accept_content(options.get(ACCEPT_CONTENT_OPTION, ["json"]))
+            self._accepted_types = accepted
+        return accepted
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         headers = message.get("headers") or {}
@@ -251,16 +288,6 @@ class QueueingChannelMixin:
         """Events (task-sent…) go out as ``queueing.publish`` says."""
         topics = self._get_publish_topics(exchange, routing_key)  # type: ignore[attr-defined]
         queueing.publish([get_keys().prefix + topic for topic in topics], queueing.to_json(message))
-
-
-def _decode(raw: bytes | str) -> Any:
-    """A queued envelope: orjson (kombu's decoder, with its hook for every object, took
-    a tenth of a worker's main process), or kombu's where kombu encoded a type of its
-    own (``__type__``) somewhere inside."""
-    text = raw.decode() if isinstance(raw, bytes) else raw
-    if '"__type__"' in text:
-        return loads(text)
-    return orjson.loads(text)
 
 
 class OwnedQoS(kombu_redis.QoS):
@@ -291,6 +318,9 @@ class OwnedQoS(kombu_redis.QoS):
             return super().restore_visible(*args, **kwargs)
         except OutOfMemoryError:
             log.warning("Redis is at maxmemory: the visibility-timeout restore waits a pass")
+            return None
+        except Exception:  # an entry kombu cannot read: recovery sets such ones aside
+            log.warning("kombu's visibility-timeout restore failed; it tries again", exc_info=True)
             return None
 
     def restore_unacked(self, client: Any = None) -> Any:
@@ -364,10 +394,12 @@ class BrokerConnection(Connection):
     transport.
     """
 
-    #: Our class paths shown as their scheme (Celery's banner, Flower's broker page).
+    #: Our class paths shown as their scheme (Celery's banner, Flower's broker page):
+    #: ``redis`` for the class that also serves ``rediss`` (TLS shows in the URL's port
+    #: and options, as with kombu's own).
     resolve_aliases = {
         **Connection.resolve_aliases,
-        **{path: scheme for scheme, path in TRANSPORTS.items()},
+        **{path: scheme for scheme, path in reversed(TRANSPORTS.items())},
     }
 
     def switch(self, conn_str: str) -> None:

@@ -5,7 +5,7 @@ until it is acknowledged; only the visibility timeout (an hour by default) would
 it back if the worker never does. Two ways that happens, both handled here:
 
 - **The worker dies** (kill -9, OOM, host lost). Each message is recorded with the id
-  of the consumer holding it (``broker.py``), and each worker keeps its consumer id in
+  of the consumer holding it (``celery_ext/transport.py``), and each worker keeps its consumer id in
   the ``consumers`` roster with a lapse time, renewed every ``ttl / 5``. The
   ``Recoverer`` (a scheduler loop, run by every worker) gives back the messages of any
   consumer that lapsed, to the front of their queues (``store/held.py``).
@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable
 
 from meetingtasks.base.keys import Keys, get_keys
+from meetingtasks.policies import poison
 from meetingtasks.store import get_redis, held, script, writebehind
 
 log = logging.getLogger(__name__)
@@ -103,11 +104,20 @@ class Recoverer:
         given = 0
         for owner, tags in holders.items():
             if owner not in alive:
-                returned = held.give_back(self.keys, owner, tags)
+                returned = give_back(self.keys, owner, tags)
                 if returned:
                     log.warning("consumer %s is gone: returned %d message(s)", owner, returned)
                 given += returned
         return given
+
+
+def give_back(keys: Keys, owner: str, tags: list[str]) -> int:
+    """Give back what ``owner`` held under ``tags``; an entry that cannot be read is set
+    aside (``poison.py``), and the rest still go back. How many went back."""
+    given = held.give_back(keys, owner, tags)
+    for bad in given.unreadable:
+        poison.set_aside(bad.entry, bad.reason, f"held by {owner}", delivery_tag=bad.tag, keys=keys)
+    return given.returned
 
 
 def hand_over(
@@ -127,7 +137,7 @@ def hand_over(
     tags = held.held_by(keys).get(previous, [])
     keep = [tag for tag in tags if tag in running]
     held.reassign(keys, keep, current)
-    returned = held.give_back(keys, previous, [tag for tag in tags if tag not in running])
+    returned = give_back(keys, previous, [tag for tag in tags if tag not in running])
     heartbeat.beat(retire=previous)
     if tags:
         log.warning(

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from meetingtasks.base.keys import get_keys
 from meetingtasks.base.priority import Priority
 from meetingtasks.base.settings import REPO_ROOT
 from meetingtasks.base.status import TaskStatus
@@ -28,6 +29,7 @@ from meetingtasks.llm.stackflow import StackFlowBridge
 from meetingtasks.manager import cluster_stats
 from meetingtasks.run.stack import Stack
 from meetingtasks.scheduler import SchedulerService, TaskScheduler
+from meetingtasks.store import malformed
 from meetingtasks.store.memory import check_eviction_policy
 
 cli = typer.Typer(
@@ -43,6 +45,11 @@ dlq_cli = typer.Typer(
     help="The dead-letter queue: tasks that failed for good.", no_args_is_help=True
 )
 cli.add_typer(dlq_cli, name="dlq")
+malformed_cli = typer.Typer(
+    help="Messages set aside because they can never become a task, with the reason.",
+    no_args_is_help=True,
+)
+cli.add_typer(malformed_cli, name="malformed")
 
 
 def main() -> None:
@@ -278,6 +285,38 @@ def dlq_count() -> None:
     print(DeadLetterQueue().count())
 
 
+@malformed_cli.command("list")
+def malformed_list(
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
+) -> None:
+    """List what was set aside: when, from where, the task id, why."""
+    from rich.table import Table
+
+    entries = malformed.entries(get_keys(), limit)
+    if as_json:
+        print(json.dumps([entry.to_json() for entry in entries], indent=2))
+        return
+    table = Table(title=f"malformed: {malformed.count(get_keys())} (newest {len(entries)} shown)")
+    for column in ("set aside at", "from", "task id", "reason", "message"):
+        table.add_column(column)
+    for entry in entries:
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.at)) if entry.at else ""
+        raw = entry.raw[:60].decode("utf-8", "replace")
+        table.add_row(at, entry.source or "", entry.task_id or "", entry.reason, raw)
+    console.print(table)
+
+
+@malformed_cli.command("purge")
+def malformed_purge(
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+) -> None:
+    """Drop every entry."""
+    if not yes and not typer.confirm(f"drop all {malformed.count(get_keys())} entries?"):
+        raise typer.Abort()
+    console.print(f"purged {malformed.purge(get_keys())}")
+
+
 @cli.command()
 def stats(
     as_json: Annotated[
@@ -336,6 +375,7 @@ def _stats_view(stats: dict[str, Any]) -> Any:
         ("delayed", stats["delayed"]),
         ("processing", stats["processing"]),
         ("dead letters", stats["dlq"]),
+        ("malformed", stats["malformed"]),
         ("workers online", " ".join([str(workers["online"]), *workers["ids"][:5]])),
         ("scheduler", "  ".join(f"{k} {v}" for k, v in sorted(stats["scheduler"].items()))),
     ]

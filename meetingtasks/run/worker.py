@@ -9,7 +9,12 @@ are global: a worker of another app in the same process is left alone.
 - the scheduler loops (due delays and retries, recovery, priority aging, the timeout
   monitor), their sweeps spread over the workers online, so workers alone are a whole
   system (``MEETINGTASKS_EMBEDDED_SCHEDULER``);
-- the write-behind of acknowledgements and events (``store/writebehind.py``).
+- the write-behind of acknowledgements and events (``store/writebehind.py``);
+- the ``task.malformed`` event for each message set aside (``policies/poison.py``), and
+  a message Celery itself refused set aside with its reason.
+
+In each prefork pool process: it leaves the worker's process group, so a SIGTERM sent
+to the group stops the worker warmly (``celery_ext/pool_child.py``).
 """
 
 from __future__ import annotations
@@ -18,16 +23,18 @@ import os
 import socket
 from typing import Any
 
-from celery.signals import worker_init, worker_shutdown
+from celery import current_app
+from celery.signals import task_rejected, worker_init, worker_process_init, worker_shutdown
 
 from meetingtasks.app import app
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.settings import get_settings
-from meetingtasks.celery_ext import transport
+from meetingtasks.celery_ext import pool_child, transport
 from meetingtasks.celery_ext.worker_state import running_delivery_tags
-from meetingtasks.policies import recovery
+from meetingtasks.events import Event, publisher
+from meetingtasks.policies import poison, recovery
 from meetingtasks.scheduler import SchedulerService
-from meetingtasks.store import writebehind
+from meetingtasks.store import queueing, writebehind
 
 
 class WorkerProcess:
@@ -53,8 +60,11 @@ class WorkerProcess:
         if self.loops is not None:
             self.loops.start()
         writebehind.start_in_worker()
+        poison.announcers.append(announce_malformed)
 
     def stop(self) -> None:
+        if announce_malformed in poison.announcers:
+            poison.announcers.remove(announce_malformed)
         if self.loops is not None:
             self.loops.stop()
         self.heartbeat.stop()
@@ -62,6 +72,13 @@ class WorkerProcess:
 
     def hand_over(self, previous: str | None, current: str) -> None:
         recovery.hand_over(self.heartbeat, previous, current, running_delivery_tags(), self.keys)
+
+
+def announce_malformed(task_id: str | None, source: str | None, reason: str) -> None:
+    """The EventBus event of a message set aside (channel ``poison.MALFORMED_CHANNEL``)."""
+    payload = {"task_id": task_id, "source": source, "reason": reason}
+    event = Event(poison.MALFORMED_EVENT, payload, "worker", trace_id=task_id)
+    publisher().publish(poison.MALFORMED_CHANNEL, event)
 
 
 _started: list[WorkerProcess] = []
@@ -82,3 +99,22 @@ def _stop(sender: Any = None, **_: Any) -> None:
         return
     while _started:
         _started.pop().stop()
+
+
+@task_rejected.connect
+def _rejected(sender: Any = None, message: Any = None, exc: Any = None, **_: Any) -> None:
+    """Celery refused a message the transport's checks let through: set it aside with
+    Celery's reason instead of letting it vanish with its status never final."""
+    if getattr(sender, "app", None) is not app or message is None:
+        return
+    headers = message.headers if isinstance(message.headers, dict) else {}
+    task_id = headers.get("id") if isinstance(headers.get("id"), str) else None
+    raw = queueing.to_json(getattr(message, "_raw", None) or {"body": repr(message.body)})
+    source = f"queue {message.delivery_info.get('routing_key')}"
+    poison.set_aside(raw, f"Celery refused it: {exc!r}", source, task_id=task_id)
+
+
+@worker_process_init.connect
+def _pool_process(**_: Any) -> None:
+    if current_app._get_current_object() is app:
+        pool_child.leave_worker_group()

@@ -66,6 +66,18 @@ def get_quick_redis() -> redis.Redis:
     )
 
 
+@lru_cache(maxsize=1)
+def get_bytes_redis() -> redis.Redis:
+    """A client that reads replies as bytes, for entries that may hold bytes that are not
+    UTF-8 (what a hostile producer put on a queue: held messages, the malformed list)."""
+    return sentinel.client_for(
+        get_settings().redis_url,
+        decode_responses=False,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=15),
+        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+    )
+
+
 LUA_DIR = Path(__file__).parent / "lua"
 
 

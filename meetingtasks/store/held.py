@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from meetingtasks.base.keys import Keys
 from meetingtasks.base.priority import Priority
-from meetingtasks.store import get_redis, script
+from meetingtasks.store import get_bytes_redis, get_redis, script
 from meetingtasks.store.queueing import DOORBELL_TOKENS, to_json
 
 
@@ -36,23 +36,44 @@ def reassign(keys: Keys, tags: list[str], owner: str) -> None:
         get_redis().hset(keys.unacked_owner(), mapping=dict.fromkeys(tags, owner))
 
 
-def give_back(keys: Keys, owner: str, tags: Iterable[str]) -> int:
+class Unreadable(NamedTuple):
+    """A held entry that cannot be given back (not JSON Python reads, not a message)."""
+
+    tag: str
+    entry: bytes | str
+    reason: str
+
+
+class GivenBack(NamedTuple):
+    returned: int
+    #: Entries to set aside instead (policies/poison.py): one bad entry must not stop the
+    #: messages held beside it, nor fail every later sweep.
+    unreadable: list[Unreadable]
+
+
+def give_back(keys: Keys, owner: str, tags: Iterable[str]) -> GivenBack:
     """Put the messages ``owner`` holds under ``tags`` back at the front of their queues;
-    returns how many went back (fewer if some were acknowledged or given back meanwhile).
+    says how many went back (fewer if some were acknowledged or given back meanwhile) and
+    which entries could not be read.
 
     A message published to a named exchange (not Celery's default) is left to kombu's
     visibility-timeout restore, which knows that exchange's bindings.
     """
     tags = list(tags)
     if not tags:
-        return 0
-    entries = get_redis().hmget(keys.unacked(), tags)
+        return GivenBack(0, [])
+    entries = get_bytes_redis().hmget(keys.unacked(), tags)
     call_keys = [keys.unacked(), keys.unacked_index(), keys.unacked_owner()]
     args: list[Any] = [owner, DOORBELL_TOKENS]
+    unreadable = []
     for tag, entry in zip(tags, entries, strict=True):
         if entry is None:
             continue
-        message, exchange, queue = orjson.loads(entry)
+        try:
+            message, exchange, queue = _parse(entry)
+        except (ValueError, TypeError) as exc:
+            unreadable.append(Unreadable(tag, entry, f"held by {owner} and unreadable ({exc})"))
+            continue
         if exchange:
             continue
         _mark_redelivered(message)
@@ -60,8 +81,16 @@ def give_back(keys: Keys, owner: str, tags: Iterable[str]) -> int:
         call_keys += [keys.queue(queue, step), keys.doorbell(queue)]
         args += [tag, entry, to_json(message)]
     if len(args) == 2:
-        return 0
-    return int(script("recover")(keys=call_keys, args=args))
+        return GivenBack(0, unreadable)
+    return GivenBack(int(script("recover")(keys=call_keys, args=args)), unreadable)
+
+
+def _parse(entry: bytes | str) -> tuple[dict[str, Any], str, str]:
+    """(message, exchange, queue) of a held entry; ValueError or TypeError if it is none."""
+    message, exchange, queue = orjson.loads(entry)
+    if not isinstance(message, dict) or not isinstance(queue, str) or not queue:
+        raise ValueError("not [message, exchange, queue]")
+    return message, str(exchange or ""), queue
 
 
 def _mark_redelivered(message: dict[str, Any]) -> None:

@@ -31,6 +31,8 @@ class Snapshot:
     processing: int
     #: tasks in the dead-letter queue
     dead_letters: int
+    #: messages set aside as unable to ever become a task (``store/malformed.py``)
+    malformed: int
     #: ids of the worker consumers whose heartbeat has not lapsed
     consumers: list[str]
     #: the scheduler loops' cluster-wide counters (moved, promoted, recovered…)
@@ -47,6 +49,7 @@ def snapshot(keys: Keys, queues: Iterable[str], now: float) -> Snapshot:
     pipe.zcard(keys.delayed())
     pipe.hlen(keys.unacked())
     pipe.zcard(keys.dlq())
+    pipe.llen(keys.malformed())
     pipe.zrangebyscore(keys.consumers(), now, "+inf")
     pipe.hgetall(keys.scheduler_stats())
     replies = pipe.execute()
@@ -56,12 +59,15 @@ def snapshot(keys: Keys, queues: Iterable[str], now: float) -> Snapshot:
         queue: dict(zip(Priority, replies[n * levels : (n + 1) * levels], strict=True))
         for n, queue in enumerate(queues)
     }
-    delayed, processing, dead_letters, consumers, counters = replies[len(queues) * levels :]
+    delayed, processing, dead_letters, malformed, consumers, counters = replies[
+        len(queues) * levels :
+    ]
     return Snapshot(
         depths=depths,
         delayed=int(delayed),
         processing=int(processing),
         dead_letters=int(dead_letters),
+        malformed=int(malformed),
         consumers=sorted(consumers),
         scheduler={name: int(value) for name, value in counters.items()},
     )

@@ -102,6 +102,11 @@ def release(keys: Keys, task_ids: list[str], seconds: int) -> int:
     return int(script("release")([keys.status(task_id) for task_id in task_ids], [seconds]))
 
 
+def count_worker_lost(keys: Keys, task_id: str) -> int:
+    """One more run of the task whose pool process died under it; the count so far."""
+    return int(get_redis().hincrby(keys.status(task_id), "worker_lost", 1))
+
+
 def overdue(keys: Keys, now: float, limit: int) -> list[tuple[str, float]]:
     """Running tasks past their deadline, with it."""
     found = get_redis().zrangebyscore(

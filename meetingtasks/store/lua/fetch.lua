@@ -14,7 +14,7 @@
 -- KEYS[n+3]    HASH unacked_owner: delivery tag -> consumer id
 -- KEYS[n+4]    ZSET deadlines of running tasks
 -- KEYS[n+5]    SET  active task ids
--- KEYS[n+6]    LIST malformed: raw entries that are not a kombu JSON message
+-- KEYS[n+6]    LIST malformed: entries that can never be a task, with the reason
 -- KEYS[n+7..]  the doorbell lists of the queues (cleared when every list is empty)
 -- ARGV[1]      n
 -- ARGV[2]      now (unix seconds)
@@ -26,61 +26,115 @@
 -- ARGV[8]      most entries the malformed list keeps
 -- ARGV[9]      most messages to take (the consumer's free prefetch slots)
 -- returns      {index of the list popped (1-based), message, index, message, ...} in the
---              order taken (priority order), or nil when all are empty
+--              order taken (priority order), then {0, JSON header} for each entry set
+--              aside (its reason, list and task id: the worker ends its status), or nil
+--              when all are empty
 --
 -- The status and tombstone keys are the only ones built here, from their families'
--- prefixes (meetingtasks.keys: status_prefix, cancelled_prefix), because the task id is
+-- prefixes (base/keys.py: status_prefix, cancelled_prefix), because the task id is
 -- only known once the message is popped: declaring them would take a second round trip.
 --
--- An entry that is not a JSON object with a delivery tag (pushed by hand, or bytes no
--- JSON decoder here accepts) is set aside on the malformed list: were it to raise, the
--- script would fail on every fetch and the worker would take nothing at all.
+-- Nothing popped may make this script fail: it would fail on every fetch, and the worker
+-- would take nothing at all. An entry that is not a kombu JSON message (pushed by hand,
+-- bytes no JSON decoder here accepts, a tag or id of the wrong type) is set aside on the
+-- malformed list with the reason (entries "<JSON header>\n<raw>", store/malformed.py),
+-- all checks made before any write; whatever else goes wrong with one entry is caught
+-- (pcall) and sets it aside too. The worker checks the rest (celery_ext/message_check.py).
 
 local n = tonumber(ARGV[1])
 local now = tonumber(ARGV[2])
 local over = {completed = true, failed = true, timeout = true, cancelled = true}
 
-local function readable(raw)
-  local ok, message = pcall(cjson.decode, raw)
-  if not ok or type(message) ~= 'table' or type(message['properties']) ~= 'table'
-      or message['properties']['delivery_tag'] == nil then
-    return nil
-  end
-  if message['headers'] ~= nil and type(message['headers']) ~= 'table' then return nil end
-  return message
+local function optional(value)
+  if value == cjson.null then return nil end
+  return value
 end
 
-local function take(raw)
-  local message = readable(raw)
-  if not message then
-    redis.call('LPUSH', KEYS[n + 6], raw)
-    redis.call('LTRIM', KEYS[n + 6], 0, tonumber(ARGV[8]) - 1)
-    return false
+-- Why a decoded entry cannot be held as a task message, or nil.
+local function problem(message)
+  if type(message) ~= 'table' then return 'the message is not a JSON object' end
+  local properties = message['properties']
+  if type(properties) ~= 'table' then return 'the message has no properties object' end
+  if type(properties['delivery_tag']) ~= 'string' then
+    return 'properties.delivery_tag is not a string'
   end
-  local headers = message['headers'] or {}
-  local id = headers['id']
+  local info = optional(properties['delivery_info'])
+  if info ~= nil and type(info) ~= 'table' then return 'properties.delivery_info is not an object' end
+  local headers = optional(message['headers'])
+  if headers ~= nil and type(headers) ~= 'table' then return 'headers is not an object' end
+  local id = headers and optional(headers['id'])
+  if id ~= nil and type(id) ~= 'string' then return 'headers.id is not a string' end
+  return nil
+end
+
+local function describe(err)
+  if type(err) == 'table' then return tostring(err['err'] or err[1]) end
+  return tostring(err)
+end
+
+local aside = {}  -- what was set aside, for the worker to report (ends its status)
+
+local function set_aside(list, raw, reason, id)
+  local info = {reason = reason, source = list, at = now, task_id = id}
+  redis.call('LPUSH', KEYS[n + 6], cjson.encode(info) .. '\n' .. raw)
+  redis.call('LTRIM', KEYS[n + 6], 0, tonumber(ARGV[8]) - 1)
+  aside[#aside + 1] = 0
+  aside[#aside + 1] = cjson.encode(info)
+end
+
+-- A task id a set-aside message names, if it is one.
+local function id_of(message)
+  local headers = type(message) == 'table' and optional(message['headers'])
+  local id = type(headers) == 'table' and optional(headers['id'])
+  if type(id) == 'string' then return id end
+  return nil
+end
+
+local function hold(raw, message)
+  local headers = optional(message['headers']) or {}
+  local properties = message['properties']
+  local info = optional(properties['delivery_info']) or {}
+  local exchange, routing_key = optional(info['exchange']), optional(info['routing_key'])
+  local held = '[' .. raw .. ',' .. cjson.encode(exchange or '') .. ','
+    .. cjson.encode(routing_key or '') .. ']'
+  local id = optional(headers['id'])
   if id then
     local status_key = ARGV[4] .. id
     if redis.call('EXISTS', ARGV[5] .. id) == 1 or over[redis.call('HGET', status_key, 'status')] then
       return false  -- dropped: cancelled, or a duplicate of a run that already ended
     end
+    local limits = optional(headers['timelimit'])
+    local limit = type(limits) == 'table' and (tonumber(limits[1]) or tonumber(limits[2]))
     redis.call('HSET', status_key, 'status', 'processing', 'started_at', ARGV[2],
                'attempts', (tonumber(headers['retries']) or 0) + 1, 'worker', ARGV[3])
     redis.call('EXPIRE', status_key, tonumber(ARGV[6]))
-    local limits = headers['timelimit']
-    local limit = type(limits) == 'table' and (tonumber(limits[1]) or tonumber(limits[2]))
     if limit then redis.call('ZADD', KEYS[n + 4], now + limit + tonumber(ARGV[7]), id) end
     redis.call('SADD', KEYS[n + 5], id)
   end
-  local properties = message['properties']
   local tag = properties['delivery_tag']
-  local info = properties['delivery_info'] or {}
-  local held = '[' .. raw .. ',' .. cjson.encode(info['exchange'] or '') .. ','
-    .. cjson.encode(info['routing_key'] or '') .. ']'
   redis.call('HSET', KEYS[n + 1], tag, held)
   redis.call('ZADD', KEYS[n + 2], now, tag)
   redis.call('HSET', KEYS[n + 3], tag, ARGV[3])
   return true
+end
+
+local function take(list, raw)
+  local decoded, message = pcall(cjson.decode, raw)
+  if not decoded then
+    set_aside(list, raw, 'the message is not JSON (' .. describe(message) .. ')')
+    return false
+  end
+  local why = problem(message)
+  if why then
+    set_aside(list, raw, why, id_of(message))
+    return false
+  end
+  local ok, taken = pcall(hold, raw, message)
+  if not ok then
+    set_aside(list, raw, 'the message could not be held (' .. describe(taken) .. ')', id_of(message))
+    return false
+  end
+  return taken
 end
 
 -- The first write is a pop, which frees memory: Redis at its maxmemory refuses a script
@@ -92,12 +146,15 @@ for i = 1, n do
   while #taken < 2 * most do
     local raw = redis.call('RPOP', KEYS[i])
     if not raw then break end
-    if take(raw) then
+    if take(KEYS[i], raw) then
       taken[#taken + 1] = i
       taken[#taken + 1] = raw
     end
   end
 end
-if #taken > 0 then return taken end
+if #taken > 0 or #aside > 0 then
+  for _, item in ipairs(aside) do taken[#taken + 1] = item end
+  return taken
+end
 for i = n + 7, #KEYS do redis.call('DEL', KEYS[i]) end
 return nil
