@@ -81,6 +81,8 @@ def load(kind: str, task: str = "noop") -> BenchApp:
     waits ``config.WAIT_SECONDS`` (ours: on the ai queue, in that queue's own worker)."""
     if task == "wait":
         return _load_wait(kind)
+    if task in ("cost_ignored", "cost_kept"):
+        return _load_cost(kind, task)
     if kind == PLAIN:
         from bench.plain_app import NOOP, app, noop
 
@@ -100,6 +102,24 @@ def load(kind: str, task: str = "noop") -> BenchApp:
             send=ours.tasks[name].apply_async,
         )  # fmt: skip
     raise ValueError(f"unknown app {kind!r}: {PLAIN} or {OURS}")
+
+
+def _load_cost(kind: str, task: str) -> BenchApp:
+    """A user's own task, its result ignored (``cost_ignored``) or kept (``cost_kept``)."""
+    name = f"bench.{task}"
+    if kind == PLAIN:
+        from bench import plain_app
+
+        send = getattr(plain_app, task).delay
+        return BenchApp(PLAIN, plain_app.app, name, plain_app.app.conf.task_default_queue,
+                        "bench.plain_app", None, send=lambda **_: send())  # fmt: skip
+    from bench import cost_tasks
+    from meetingtasks.app import app as ours
+
+    send = getattr(cost_tasks, task).delay
+    return BenchApp(OURS, ours, name, ours.conf.task_default_queue, "meetingtasks",
+                    (ours.conf.task_default_queue,), send=lambda **_: send(),
+                    worker_args=("--include", "bench.cost_tasks"))  # fmt: skip
 
 
 def _load_wait(kind: str) -> BenchApp:

@@ -41,6 +41,7 @@ MEASUREMENTS = {
     "ai_model": "bench.ai:model",
     "soak": "bench.soak:soak",
     "poison": "bench.poison:measure",
+    "redis_cost": "bench.redis_cost:measure",
 }
 
 

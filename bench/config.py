@@ -44,6 +44,9 @@ class BenchConfig:
     soak_seconds: int = 600
     #: Requests per redis-benchmark test.
     redis_n: int = 200_000
+    #: Tasks sent then drained per Redis cost measurement, and rounds of each (the median).
+    cost_n: int = 10_000
+    cost_rounds: int = 3
     #: Poison: good tasks, and hostile messages pushed among them.
     poison_good: int = 10_000
     poison_bad: int = 1_000
@@ -76,6 +79,8 @@ QUICK = BenchConfig(
     model_rounds=2,
     soak_seconds=60,
     redis_n=50_000,
+    cost_n=3_000,
+    cost_rounds=1,
     poison_good=2_000,
     poison_bad=200,
     quick=True,
@@ -123,6 +128,8 @@ def parser() -> argparse.ArgumentParser:
         ("soak_rate", "tasks/s the soak aims at"),
         ("soak_seconds", "seconds the soak sends (ours; plain Celery 30% of it)"),
         ("redis_n", "requests per redis-benchmark test"),
+        ("cost_n", "tasks sent and drained per Redis cost measurement"),
+        ("cost_rounds", "rounds of the Redis cost measurements (median reported)"),
         ("poison_good", "good tasks of the poison run"),
         ("poison_bad", "hostile messages pushed among them"),
     ):

@@ -54,6 +54,17 @@ def noop() -> None:
     """Does nothing, like our ``system.noop``."""
 
 
+@app.task(name="bench.cost_ignored", ignore_result=True)
+def cost_ignored() -> None:
+    """Does nothing; its result is not kept (the Redis cost comparison)."""
+
+
+@app.task(name="bench.cost_kept")
+def cost_kept() -> str:
+    """Does nothing and keeps a small result (the Redis cost comparison)."""
+    return "ok"
+
+
 @app.task(name=WAIT)
 def wait() -> None:
     """Waits, like our ``bench.wait`` (``bench/ai_tasks.py``)."""

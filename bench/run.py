@@ -152,11 +152,69 @@ class BenchRun:
             keys = tuple(s.key for s in SPECS if s.group == "replication")
             title = "sends with a replica, WAIT off and on"
             steps.append(Step("replication", title, keys, self._replication(keys)))
+        if "redis-cost" in c.groups:
+            keys = tuple(s.key for s in SPECS if s.group == "redis-cost")
+            title = f"Redis cost per task, {c.cost_n:,} sent then drained, fresh Redis each"
+            steps.append(Step("redis-cost", title, keys, self._redis_cost()))
         if "poison" in c.groups:
             keys = tuple(s.key for s in SPECS if s.group == "poison")
             title = f"{c.poison_bad:,} hostile messages among {c.poison_good:,} good tasks"
             steps.append(Step("poison", title, keys, self._poison()))
         return steps
+
+    def _redis_cost(self) -> Callable[[OnProgress], None]:
+        """Plain Celery and ours in turn, each kind on a fresh Redis without AOF (Redis's
+        own work only), round after round; a figure is the median of its rounds. Redis
+        gets a CPU of its own (the last), the sender and the worker the others: what
+        Redis spends per task then varies far less with what runs beside it."""
+
+        def run(on_progress: OnProgress) -> None:
+            from meetingtasks.run.embedded_redis import RedisServer
+
+            c = self.config
+            cases = [(app, kept) for app in ("plain", "ours") for kept in (False, True)]
+            outs: dict[tuple[str, bool], list[dict[str, Any]]] = {case: [] for case in cases}
+            total = c.cost_rounds * len(cases) * 2 * c.cost_n
+            done = 0
+            for _ in range(c.cost_rounds):
+                for app, kept in cases:
+                    server = RedisServer(port=_free_port(), directory=self.workdir / "cost",
+                                         appendfsync="off")  # fmt: skip
+                    server.start()
+                    cpus = sorted(os.sched_getaffinity(0))
+
+                    def progress(d: int, _: int, before: int = done) -> None:
+                        on_progress(before + d, total)
+
+                    try:
+                        if len(cpus) > 1 and server.process is not None:
+                            os.sched_setaffinity(server.process.pid, {cpus[-1]})
+                            os.sched_setaffinity(0, set(cpus[:-1]))  # the child inherits it
+                        params = {"app": app, "kept": kept, "n": c.cost_n, "url": server.url,
+                                  "log_dir": str(self.logs)}  # fmt: skip
+                        outs[(app, kept)].append(run_child("redis_cost", params, progress))
+                    finally:
+                        os.sched_setaffinity(0, set(cpus))
+                        server.stop()
+                        shutil.rmtree(self.workdir / "cost", ignore_errors=True)
+                    done += 2 * c.cost_n
+            for (app, kept), rounds in outs.items():
+                kind = "kept" if kept else "ignored"
+                median = statistics.median
+                details = {"rounds": rounds}
+                self.results.set(f"cost.{app}_{kind}_us", median(r["cpu_us"] for r in rounds),
+                                 **details)  # fmt: skip
+                self.results.set(f"cost.{app}_{kind}_commands",
+                                 median(r["commands"] for r in rounds))  # fmt: skip
+                self.results.set(f"cost.{app}_{kind}_ceiling",
+                                 median(r["ceiling"] for r in rounds))  # fmt: skip
+                if not kept:
+                    self.results.set(f"cost.{app}_worker_us",
+                                     median(r["worker_cpu_us"] for r in rounds))  # fmt: skip
+                    self.results.set(f"cost.{app}_worker_steady_us",
+                                     median(r["worker_cpu_steady_us"] for r in rounds))  # fmt: skip
+
+        return run
 
     def _poison(self) -> Callable[[OnProgress], None]:
         def run(on_progress: OnProgress) -> None:

@@ -46,7 +46,7 @@ from meetingtasks.errors import (
 )
 from meetingtasks.policies import cancellation, retention
 from meetingtasks.policies.routing import Route, get_route_table
-from meetingtasks.store import queueing
+from meetingtasks.store import held, queueing
 from meetingtasks.store import status as store
 from meetingtasks.store.subscriber import Subscriber
 
@@ -277,20 +277,14 @@ class TaskDispatcher:
         """Cluster-wide: every dispatcher's and worker's counts, not this process's."""
         counters = store.counters(self.keys)
         events = ("dispatched", "completed", "failed", "timeout", "cancelled", "retried")
-        by_type: dict[str, dict[str, int]] = {}
-        by_priority: dict[str, dict[str, int]] = {}
-        for field, count in counters.items():
-            kind, _, rest = field.partition(":")
-            name, _, event = rest.rpartition(":")
-            if kind == "type":
-                by_type.setdefault(name, {})[event] = count
-            elif kind == "priority":
-                label = Priority(int(name)).name.lower()
-                by_priority.setdefault(label, {})[event] = count
+        by_priority = {
+            Priority.parse(step).name.lower(): counts
+            for step, counts in counters.by_priority.items()
+        }
         return {
-            **{event: counters.get(event, 0) for event in events},
-            "active": store.active_count(self.keys),
-            "by_type": by_type,
+            **{event: counters.total.get(event, 0) for event in events},
+            "active": held.count(self.keys, held.roster(self.keys), get_route_table().queues),
+            "by_type": counters.by_type,
             "by_priority": by_priority,
             "waiting_callbacks": len(self._pending),
         }

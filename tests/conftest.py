@@ -7,6 +7,7 @@ worker subprocesses inherit that environment.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,10 @@ if TYPE_CHECKING:  # the plugin is loaded by pytest (which rewrites its asserts)
     from meetingtasks.testing import WorkerProcess
 
 pytest_plugins = ["meetingtasks.testing", "pytester"]
+
+# Tests that listen for Celery's task events subscribe a moment before they send: every
+# task event goes out here (tests/test_listeners.py tests the default, "listened").
+os.environ.setdefault("MEETINGTASKS_TASK_EVENTS", "always")
 
 
 @pytest.fixture(scope="session")

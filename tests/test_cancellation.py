@@ -9,6 +9,7 @@ from celery import states
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.priority import Priority
 from meetingtasks.scheduler import TaskScheduler
+from tests.support.held import held_now
 from tests.test_scheduler import wait_until
 from tests.worker_tasks import cooperative, read_journal, record, sleep
 
@@ -46,7 +47,7 @@ def test_cancel_sent_while_no_worker_runs_holds_after_workers_start(
     assert doomed.state == states.REVOKED
     assert redis.llen(get_keys().queue("media", Priority.NORMAL)) == 0  # taken and dropped
     worker.stop()
-    assert redis.hlen(get_keys().unacked()) == 0
+    assert held_now(redis) == {}
 
 
 def test_cancel_holds_across_a_worker_restart(app, redis, start_worker) -> None:

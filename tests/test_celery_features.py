@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from celery import chain, chord, group, signals
 
+from meetingtasks.base.keys import get_keys
 from meetingtasks.base.priority import Priority
 from meetingtasks.dispatch import TaskDispatcher
 from tests.test_priority import wait_for_journal
@@ -112,11 +113,16 @@ def test_self_retry_and_retryable_errors_retry_until_done(app, worker) -> None:
 
 
 def test_ignore_result_runs_the_task_and_stores_no_result(app, redis, worker) -> None:
+    """Nobody watches it (no result, no dispatcher, no session, no time limit): it runs
+    and is counted, and leaves nothing in Redis, not even a record."""
     result = record.apply_async(("ignored", "ignore"), ignore_result=True)
     wait_until(lambda: read_journal("ignore"), "the task to run")
-    wait_until(lambda: TaskDispatcher().status(result.id).done, "its status to end")
-    assert TaskDispatcher().status(result.id).status == "completed"
+    counted = lambda: TaskDispatcher().stats()["by_type"].get("test.record", {})  # noqa: E731
+    wait_until(lambda: counted().get("completed") == 1, "its end to be counted")
+    assert counted() == {"dispatched": 1, "completed": 1}
+    assert TaskDispatcher().status(result.id) is None
     assert redis.get(app.backend.get_key_for_task(result.id)) is None
+    assert not redis.exists(get_keys().status(result.id))
 
 
 def test_routing_by_queue_and_by_the_route_table(app, start_worker) -> None:

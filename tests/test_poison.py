@@ -216,15 +216,14 @@ def test_a_dead_workers_unreadable_held_message_does_not_stall_recovery(
     entries = {tag: raw for tag, (raw, _) in held.items()}
     entries |= {"bad-utf8": bad_utf8, "bad-number": huge}
     for tag, raw in entries.items():
-        binary.hset(keys.unacked(), tag, b"[" + raw + b',"","user"]')
-        binary.zadd(keys.unacked_index(), {tag: time.time()})
-        binary.hset(keys.unacked_owner(), tag, "dead-worker/1")
+        binary.hset(keys.held("user", "dead-worker/1"), tag, raw)
+    binary.zadd(keys.consumers(), {"dead-worker/1": time.time() - 60})  # its heartbeat lapsed
 
     worker = start_worker(["user"])
     assert sorted(r.get(timeout=60) for _, r in held.values()) == ["held-0", "held-1"]
     wait_until(lambda: len(set_aside(redis_server)) == 2, "the unreadable ones set aside")
     assert {e.reason.split(" ")[0] for e in set_aside(redis_server)} == {"held"}
-    wait_until(lambda: binary.hlen(keys.unacked()) == 0, "nothing left held")
+    wait_until(lambda: not binary.exists(keys.held("user", "dead-worker/1")), "nothing left held")
     time.sleep(2)  # a few more sweeps
     assert "step failed" not in worker.log()
 

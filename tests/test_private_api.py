@@ -64,6 +64,9 @@ CLASS_NAMES = [
     (Request, "on_failure", "celery_ext/request.py"),
     (Request, "_already_revoked", "celery_ext/request.py"),
     (Request, "_already_cancelled", "celery_ext/request.py"),
+    (Request, "acknowledge", "celery_ext/request.py"),
+    (Request, "acknowledged", "celery_ext/request.py"),
+    (Request, "_request_dict", "celery_ext/request.py"),
     (AMQP, "as_task_v2", "celery_ext/sending.py"),
     (AMQP, "argsrepr_maxsize", "celery_ext/sending.py"),
     (AMQP, "kwargsrepr_maxsize", "celery_ext/sending.py"),
@@ -85,6 +88,7 @@ MODULE_NAMES = [
     ("celery.app.task", "extract_exec_options", "celery_ext/task.py"),
     ("celery.worker.state", "active_requests", "celery_ext/worker_state.py"),
     ("celery.worker.state", "should_terminate", "celery_ext/request.py"),
+    ("celery.worker.state", "successful_requests", "celery_ext/request.py"),
     ("celery.concurrency", "get_implementation", "celery_ext/queue_worker.py"),
 ]
 

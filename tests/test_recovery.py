@@ -12,6 +12,7 @@ from meetingtasks.base.loops import Periodic
 from meetingtasks.base.priority import Priority
 from meetingtasks.policies.recovery import Heartbeat, Recoverer
 from meetingtasks.store import get_redis, held, script
+from tests.support.held import held_now, holders
 from tests.test_scheduler import wait_until
 from tests.worker_tasks import read_journal, record, sleep
 
@@ -41,8 +42,9 @@ def test_a_lost_consumers_message_goes_back_to_the_front_once(app, redis) -> Non
     later = record.apply_async(("later",), queue="media", priority=Priority.HIGH)
     redis.delete(keys.doorbell("media"))
 
-    assert held.give_back(keys, "dead/1", tags).returned == 1
-    assert held.give_back(keys, "dead/1", tags).returned == 0  # a second recoverer finds nothing
+    dead = keys.held("media", "dead/1")
+    assert held.give_back_tags(keys, dead, tags).returned == 1
+    assert held.give_back_tags(keys, dead, tags).returned == 0  # a second finds nothing
 
     messages = next_first(redis, "media", Priority.HIGH)
     assert [m["headers"]["id"] for m in messages] == [first.id, later.id]  # first runs next
@@ -50,20 +52,20 @@ def test_a_lost_consumers_message_goes_back_to_the_front_once(app, redis) -> Non
     assert back["headers"]["redelivered"] is True
     assert back["properties"]["delivery_info"]["redelivered"] is True
     assert redis.llen(keys.doorbell("media")) == 1  # idle workers wake for it
-    for key in (keys.unacked(), keys.unacked_owner()):
-        assert redis.hlen(key) == 0
-    assert redis.zcard(keys.unacked_index()) == 0
+    assert held_now(redis) == {}
 
 
-def test_a_message_whose_holder_changed_is_not_given_back(app, redis) -> None:
-    """A worker's new consumer took over a running task (``held.reassign``): a recoverer
-    that still sees the old holder gives nothing back."""
+def test_a_message_acknowledged_after_it_was_read_is_not_given_back(app, redis) -> None:
+    """A recoverer read a consumer's held messages; the run ended and released one
+    meanwhile: that one is not given back (it would run twice)."""
     keys = get_keys()
     record.apply_async(("running",), queue="media")
     tags = take(app, "worker/1")
-    held.reassign(keys, tags, "worker/2")
-    assert held.give_back(keys, "worker/1", tags).returned == 0
-    assert redis.hgetall(keys.unacked_owner()) == dict.fromkeys(tags, "worker/2")
+    key = keys.held("media", "worker/1")
+    as_read = held.holding(keys, "worker/1", ["media"])["media"]
+    redis.hdel(key, *tags)  # the run's end
+    assert held.give_back(keys, "media", key, as_read).returned == 0
+    assert redis.llen(keys.queue("media", Priority.NORMAL)) == 0
 
 
 def test_the_recoverer_gives_back_only_what_lapsed_consumers_hold(app, redis) -> None:
@@ -75,8 +77,9 @@ def test_the_recoverer_gives_back_only_what_lapsed_consumers_hold(app, redis) ->
     redis.zadd(keys.consumers(), {"lapsed/1": now - 1, "alive/1": now + 60})
 
     assert Recoverer(keys).sweep() == 2
-    assert set(redis.hgetall(keys.unacked_owner())) == set(alive)
+    assert holders(redis) == {"alive/1": set(alive)}
     assert redis.llen(keys.queue("media", Priority.NORMAL)) == len(lapsed)
+    assert redis.zrange(keys.consumers(), 0, -1) == ["alive/1"]  # the lapsed one dropped
 
 
 def test_a_beat_that_lands_after_its_consumer_was_retired_does_not_revive_it(redis) -> None:
@@ -116,7 +119,7 @@ def test_a_running_task_stays_with_its_worker_whatever_channels_it_opens(
     start_worker(["user"], concurrency=2, mingle_and_gossip=True)
     result = sleep.apply_async((6, "held"))
     wait_until(lambda: read_journal("held"), "the task to start")
-    owners = set(redis.hvals(keys.unacked_owner()))
+    owners = set(holders(redis))
     assert owners, "the running task's message is held by its worker"
     alive = set(redis.zrangebyscore(keys.consumers(), time.time(), "+inf"))
     assert owners <= alive, f"held by {owners}, heartbeats for {alive}"

@@ -31,6 +31,7 @@ from meetingtasks.errors import ConfigurationError
 from meetingtasks.run.embedded_redis import free_port
 from meetingtasks.store import sentinel
 from tests.support.gateways import Client, GatewayProcess, token
+from tests.support.held import held_now
 from tests.support.sentinels import SentinelTopology
 from tests.test_flower import poll
 
@@ -247,12 +248,13 @@ def _whereabouts(client: redis.Redis, task_id: str, logs: Path) -> dict[str, Any
         step for step in PRIORITY_STEPS
         if any(task_id in entry for entry in client.lrange(keys.queue("default", step), 0, -1))
     ]  # fmt: skip
-    held = {tag: entry for tag, entry in client.hgetall(keys.unacked()).items() if task_id in entry}
+    held = {key: [tag for tag, entry in entries.items() if task_id in entry]
+            for key, entries in held_now(client).items()}  # fmt: skip
     return {
         "id": task_id,
         "record": client.hgetall(keys.status(task_id)),
         "in_queue_lists": queued,
-        "held": {tag: client.hget(keys.unacked_owner(), tag) for tag in held},
+        "held": {key: tags for key, tags in held.items() if tags},
         "delayed": client.hexists(keys.delayed_messages(), task_id),
         "consumers": client.zrange(keys.consumers(), 0, -1, withscores=True),
         "doorbell": client.llen(keys.doorbell("default")),

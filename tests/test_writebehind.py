@@ -11,25 +11,26 @@ def _calls(redis, command: str) -> int:
     return int(redis.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
 
 
-def test_acknowledgements_of_a_flush_go_out_as_three_commands(redis) -> None:
+def test_acknowledgements_of_a_flush_go_out_as_one_command_per_held_hash(redis) -> None:
     keys = get_keys()
+    media, user = keys.held("media", "worker/1"), keys.held("user", "worker/1")
     tags = [f"tag-{i}" for i in range(5)]
     for tag in tags:
-        redis.hset(keys.unacked(), tag, "[]")
-        redis.zadd(keys.unacked_index(), {tag: 1.0})
-        redis.hset(keys.unacked_owner(), tag, "worker/1")
-    redis.hset(keys.unacked(), "kept", "[]")
+        redis.hset(media if tag != "tag-4" else user, tag, "{}")
+    redis.hset(media, "kept", "{}")
     writes = WriteBehind()
     for tag in tags:
-        writes.add_to_group(_release, tag)
+        writes.add_to_group(_release, (media if tag != "tag-4" else user, tag))
     writes.add(lambda pipe: pipe.set("other-write", "1"))
-    hdel, zrem = _calls(redis, "hdel"), _calls(redis, "zrem")
+    writes.count(keys.task_stats(), "completed:6:x")
+    writes.count(keys.task_stats(), "completed:6:x")
+    hdel, hincrby = _calls(redis, "hdel"), _calls(redis, "hincrby")
 
     writes.flush()
 
-    assert redis.hkeys(keys.unacked()) == ["kept"]
-    assert redis.zcard(keys.unacked_index()) == 0 and redis.hlen(keys.unacked_owner()) == 0
+    assert redis.hkeys(media) == ["kept"] and not redis.exists(user)
     assert redis.get("other-write") == "1"
-    assert (_calls(redis, "hdel") - hdel, _calls(redis, "zrem") - zrem) == (2, 1)
+    assert redis.hget(keys.task_stats(), "completed:6:x") == "2"
+    assert (_calls(redis, "hdel") - hdel, _calls(redis, "hincrby") - hincrby) == (2, 1)
     writes.flush()  # nothing left: nothing sent
-    assert (_calls(redis, "hdel") - hdel, _calls(redis, "zrem") - zrem) == (2, 1)
+    assert (_calls(redis, "hdel") - hdel, _calls(redis, "hincrby") - hincrby) == (2, 1)

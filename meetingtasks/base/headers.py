@@ -26,6 +26,13 @@ USER = "mt_user"
 MEETING = "mt_meeting"
 #: Id of the dispatcher to tell when the task ends (its callbacks run there).
 NOTIFY = "mt_notify"
+#: Present (1) when nobody watches the task: its result is not kept and no dispatcher,
+#: client session, retention or time limit asks for its record, so it has none
+#: (policies/tracking.py).
+UNTRACKED = "mt_untracked"
+#: The hash that holds the message while a worker runs it (``Keys.held``): its end
+#: releases it there. Set by the transport as it hands the message to Celery.
+HELD = "mt_held"
 #: The message's delivery tag, by which the run's end removes it from the
 #: unacknowledged set (kombu keeps the tag out of the task's request context).
 DELIVERY_TAG = "mt_tag"

@@ -24,17 +24,13 @@ from meetingtasks.base.settings import get_settings
 #: Separator kombu puts between a queue name and its priority step.
 PRIORITY_SEP = ":"
 
-#: Our addition to kombu's unacked bookkeeping, named as kombu names its own keys
-#: (without the prefix, which kombu's client adds): delivery tag -> consumer id.
-UNACKED_OWNER = "unacked_owner"
-
 #: Names our own key families and kombu's bookkeeping use; no queue may take one.
 RESERVED_NAMES = frozenset(
     {
-        "unacked", "unacked_index", "unacked_mutex", UNACKED_OWNER, "celery", "celeryev",
+        "unacked", "unacked_index", "unacked_mutex", "held", "celery", "celeryev",
         "delayed", "dlq", "cancelled", "idempotency", "scheduler", "roster",
         "streams", "presence", "signal", "events", "stream", "session", "status", "deadlines",
-        "active", "taskstats", "notify", "consumers", "gateway", "malformed", "routes",
+        "taskstats", "notify", "consumers", "gateway", "malformed", "routes",
     }
 )  # fmt: skip
 
@@ -61,17 +57,20 @@ class Keys:
         and then take the message itself atomically (``store/lua/fetch.lua``)."""
         return f"{self.prefix}{queue}{PRIORITY_SEP}bell"
 
+    def held(self, queue: str, consumer: str) -> str:
+        """HASH: delivery tag -> raw message of ``queue`` that one consumer (a worker's
+        broker connection) took and has not acknowledged; the recovery of a consumer
+        whose heartbeat lapsed gives its messages back (``store/held.py``)."""
+        return f"{self.held_prefix()}{queue}:{consumer}"
+
+    def held_prefix(self) -> str:
+        """What ``held(queue, consumer)`` puts before the queue name."""
+        return f"{self.prefix}held:"
+
     def unacked(self) -> str:
-        """HASH: delivery tag -> message taken by a worker and not yet acknowledged."""
+        """HASH: kombu's own unacknowledged messages (a channel that is not one of our
+        workers' consumers; ours hold theirs in ``held``)."""
         return f"{self.prefix}unacked"
-
-    def unacked_index(self) -> str:
-        """ZSET: delivery tag scored by the time a worker took it."""
-        return f"{self.prefix}unacked_index"
-
-    def unacked_owner(self) -> str:
-        """HASH: delivery tag -> id of the consumer (worker process) holding the message."""
-        return f"{self.prefix}{UNACKED_OWNER}"
 
     def malformed(self) -> str:
         """LIST: raw messages found on a queue that are not kombu JSON messages at all,
@@ -140,10 +139,6 @@ class Keys:
     def deadlines(self) -> str:
         """ZSET: id of each running task with a timeout, scored by when it must be over."""
         return f"{self.prefix}deadlines"
-
-    def active(self) -> str:
-        """SET: ids of the tasks running now, cluster-wide."""
-        return f"{self.prefix}active"
 
     def task_stats(self) -> str:
         """HASH: cluster-wide counters: dispatched/completed/failed/… in all, by type and

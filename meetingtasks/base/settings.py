@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -176,6 +176,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Pool processes per worker; default: PROCESSES_PER_CPU per CPU (tasks mostly "
         "wait on AI nodes and Redis, and one fetch takes a message for every idle process).",
+    )
+    task_events: Literal["listened", "always"] = Field(
+        "listened",
+        description="When Celery's task events (for Flower, `celery events`) are published: "
+        "'listened', while someone is subscribed (checked at each publish; a monitor that "
+        "starts sees them within a second), or 'always'.",
     )
     max_worker_lost: int = Field(
         3,

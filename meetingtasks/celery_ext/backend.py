@@ -37,6 +37,7 @@ from celery.backends.redis import RedisBackend, SentinelBackend
 from celery.exceptions import BackendStoreError, ImproperlyConfigured
 from kombu.utils.encoding import bytes_to_str
 
+from meetingtasks.base import headers as h
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.status import TaskStatus
 from meetingtasks.celery_ext import result_record
@@ -147,6 +148,8 @@ class TrackingMixin:
         state: str = states.SUCCESS,
     ) -> Any:
         outcome = super().mark_as_done(task_id, result, request, store_result, state)  # type: ignore[misc]
+        if h.get(request, h.UNTRACKED):
+            return outcome  # no record: counted by the worker's main process (request.py)
         if not store_result or _is_request_ignore_result(request):
             _policy(tracking.report, task_id, TaskStatus.COMPLETED, request, result=result)
         return outcome

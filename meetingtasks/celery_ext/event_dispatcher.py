@@ -37,7 +37,10 @@ class EventDispatcher(CeleryEventDispatcher):
         try:
             message = event_message(event, routing_key, self.headers, self.delivery_mode)
             channel = event_channel(self.app, get_keys(), routing_key)
-            queueing.publish([channel], queueing.to_json(message))
+            # Task events only while someone listens (store/listeners.py).
+            queueing.publish(
+                [channel], queueing.to_json(message), task_event=routing_key.startswith("task.")
+            )
         except Exception:
             if not self.buffer_while_offline:
                 raise

@@ -50,12 +50,13 @@ from kombu.entity import maybe_delivery_mode
 from kombu.utils.functional import maybe_evaluate, maybe_list
 from kombu.utils.json import dumps
 
+from meetingtasks.base import headers as h
 from meetingtasks.base import ids
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.priority import Priority
 from meetingtasks.celery_ext import envelopes
 from meetingtasks.errors import InvalidOption
-from meetingtasks.policies import submission
+from meetingtasks.policies import submission, tracking
 from meetingtasks.policies.routing import get_route_table
 from meetingtasks.store import queueing
 
@@ -232,6 +233,8 @@ class _Sender:
         extra_headers = options.get("headers")
         if extra_headers:
             headers.update(extra_headers)
+        if not tracking.watched(headers):
+            headers[h.UNTRACKED] = 1
         queue = options.get("queue") or self.default_queue
         if isinstance(queue, str):
             queue = self.queues[queue]

@@ -27,8 +27,8 @@ Private names of kombu 5.7 relied on (``tests/test_private_api.py`` checks each)
   ``_put_fanout``, ``_size`` and ``_queue_bind`` (overridden); ``_q_for_pri``,
   ``_queue_cycle``, ``_in_poll``, ``_flush_brpop_reauth``, ``_get_message_priority``,
   ``_get_publish_topics``, ``_fanout_queues`` (used);
-- ``kombu.transport.redis.QoS``: ``_remove_from_indices`` and ``restore_visible``
-  (overridden), ``_delivered``;
+- ``kombu.transport.redis.QoS``: ``_remove_from_indices``, ``restore_visible``,
+  ``restore_unacked`` and ``reject`` (overridden), ``_delivered``;
 - ``kombu.transport.virtual.Transport._deliver``;
 - ``kombu.Connection.resolve_aliases`` (extended, for display, in ``BrokerConnection``
   only) and the connection's ``transport_cls`` (set again after ``switch``).
@@ -50,12 +50,14 @@ from kombu.serialization import prepare_accept_content
 from kombu.transport import redis as kombu_redis
 from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 
-from meetingtasks.base.keys import UNACKED_OWNER, get_keys
+from meetingtasks.base import headers as h
+from meetingtasks.base.keys import get_keys
 from meetingtasks.base.settings import get_settings
 from meetingtasks.base.status import MONITOR_SLACK
 from meetingtasks.celery_ext import message_check
-from meetingtasks.policies import poison
+from meetingtasks.policies import poison, tracking
 from meetingtasks.store import get_redis, malformed, queueing, script, writebehind
+from meetingtasks.store import held as held_store
 from meetingtasks.store.sentinel import PrimaryConnection, is_sentinel
 
 log = logging.getLogger(__name__)
@@ -167,7 +169,7 @@ class QueueingChannelMixin:
             command: list[Any] = ["BRPOP", *bells, wait or 0]
         else:
             head, tail, _, self._taken_from = self._fetch_command(tuple(queues))
-            command = [*head, time.time(), *tail, self._room()]
+            command = [*head, time.time(), *tail, self._room(), h.UNTRACKED]
         self._in_poll = self.client.connection  # type: ignore[attr-defined]
         self._brpop_sent_at = monotonic()
         self.client.connection.send_command(*command)  # type: ignore[attr-defined]
@@ -190,9 +192,9 @@ class QueueingChannelMixin:
         bells = [keys.doorbell(queue) for queue in queues]
         order = [(queue, step) for step in self.priority_steps for queue in queues]  # type: ignore[attr-defined]
         lists = [keys.queue(queue, step) for queue, step in order]
-        held = [keys.unacked(), keys.unacked_index(), keys.unacked_owner()]
-        running = [keys.deadlines(), keys.active(), keys.malformed()]
-        head = ["EVALSHA", script("fetch").sha, len(lists) + 6 + len(bells),
+        held = [keys.held(queue, str(self.owner_id)) for queue, _ in order]
+        running = [keys.deadlines(), keys.malformed()]
+        head = ["EVALSHA", script("fetch").sha, 2 * len(lists) + 2 + len(bells),
                 *lists, *held, *running, *bells, len(lists)]  # fmt: skip
         tail = [self.owner_id, keys.status_prefix(), keys.cancelled_prefix(),
                 get_settings().status_ttl, MONITOR_SLACK, malformed.MALFORMED_KEPT]  # fmt: skip
@@ -250,10 +252,12 @@ class QueueingChannelMixin:
         checked = message_check.check(raw, self._accepted())
         if isinstance(checked, message_check.Refused):
             poison.set_aside(
-                raw, checked.reason, f"queue {queue}",
-                task_id=checked.task_id, delivery_tag=checked.delivery_tag,
+                raw, checked.reason, f"queue {queue}", task_id=checked.task_id,
+                delivery_tag=checked.delivery_tag, held=get_keys().held(queue, str(self.owner_id)),
             )  # fmt: skip
             return
+        # Where the message is held until its run ends (the run's end releases it).
+        checked["headers"][h.HELD] = get_keys().held(queue, str(self.owner_id))
         try:
             self.connection._deliver(checked, queue)  # type: ignore[attr-defined]
         except Exception as exc:  # Celery could not take it either: never fatal
@@ -262,6 +266,7 @@ class QueueingChannelMixin:
                 raw, f"the worker could not take it: {exc!r}", f"queue {queue}",
                 task_id=checked["headers"]["id"],
                 delivery_tag=checked["properties"]["delivery_tag"],
+                held=checked["headers"][h.HELD],
             )  # fmt: skip
 
     def _accepted(self) -> set[str]:
@@ -282,6 +287,8 @@ class QueueingChannelMixin:
             return
         kwargs.pop("_publish_batch", None)  # queueing.batch() is our batching
         step = self.priority(self._get_message_priority(message, reverse=False))  # type: ignore[attr-defined]
+        if not tracking.watched(headers):
+            headers[h.UNTRACKED] = 1
         queueing.put_task(get_keys(), queue, step, message)
 
     def _put_fanout(self, exchange: str, message: Any, routing_key: str, **kwargs: Any) -> None:
@@ -291,17 +298,35 @@ class QueueingChannelMixin:
 
 
 class OwnedQoS(kombu_redis.QoS):
-    """Kombu's ack emulation, plus who holds each unacknowledged message."""
+    """Kombu's ack emulation; in a worker, over the consumer's own held hashes
+    (``Keys.held``) instead of kombu's unacknowledged set."""
 
     def ack(self, delivery_tag: str) -> None:
-        """In a worker, the Redis side waits for the write-behind flush: the task's own
-        result write already removed the entry, so this only catches runs that stored
-        no result (see store/writebehind.py)."""
-        writes = writebehind.here()
-        if self.channel.owner_id is None or writes is None:
+        """In a worker, the Redis side waits for the write-behind flush: a tracked task's
+        own result write already released the message, so this mostly releases those of
+        tasks nobody watches (see store/writebehind.py)."""
+        if self.channel.owner_id is None:
             super().ack(delivery_tag)
             return
-        writes.add_to_group(_release, delivery_tag)
+        held = self._held(delivery_tag)
+        writes = writebehind.here()
+        if writes is None:
+            _release(get_redis().pipeline(), [(held, delivery_tag)]).execute()
+        else:
+            writes.add_to_group(_release, (held, delivery_tag))
+        kombu_redis.virtual.QoS.ack(self, delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        """A rejected message goes back to the front of its queue (``requeue``: a task
+        whose pool process died under it, say), with a doorbell token, or is released."""
+        if self.channel.owner_id is None:
+            super().reject(delivery_tag, requeue)
+            return
+        held = self._held(delivery_tag)
+        if requeue and held:
+            held_store.give_back_tags(get_keys(), held, [delivery_tag])
+        else:
+            _release(get_redis().pipeline(), [(held, delivery_tag)]).execute()
         kombu_redis.virtual.QoS.ack(self, delivery_tag)
 
     def append(self, message: Any, delivery_tag: str) -> None:
@@ -310,47 +335,65 @@ class OwnedQoS(kombu_redis.QoS):
         else:  # fetch.lua recorded it in Redis already; only kombu's memory is left
             kombu_redis.virtual.QoS.append(self, message, delivery_tag)
 
+    def _held(self, delivery_tag: str) -> str:
+        """The hash holding a message this channel delivered (the transport named it in
+        the message's headers)."""
+        message = self._delivered.get(delivery_tag)
+        headers = getattr(message, "headers", None) or {}
+        return str(headers.get(h.HELD) or "")
+
     def restore_visible(self, *args: Any, **kwargs: Any) -> Any:
-        """Kombu's visibility-timeout restore takes a lock (SET NX) that Redis at its
-        maxmemory refuses: then it waits for its next pass instead of failing the worker
-        (our recoverer gives back a lost consumer's messages without it)."""
+        """Kombu's visibility-timeout restore (of kombu's own set: our workers hold their
+        messages in their held hashes, which recovery watches) takes a lock (SET NX) that
+        Redis at its maxmemory refuses: then it waits for its next pass instead of failing
+        the worker."""
         try:
             return super().restore_visible(*args, **kwargs)
         except OutOfMemoryError:
             log.warning("Redis is at maxmemory: the visibility-timeout restore waits a pass")
             return None
-        except Exception:  # an entry kombu cannot read: recovery sets such ones aside
+        except Exception:  # an entry kombu cannot read
             log.warning("kombu's visibility-timeout restore failed; it tries again", exc_info=True)
             return None
 
     def restore_unacked(self, client: Any = None) -> Any:
-        """Kombu gives unacknowledged messages back when a channel closes, and a broker
-        connection lost at that moment makes it raise something Celery counts as fatal
-        (the worker exits). Whatever fails here stays held under this consumer's id and
-        comes back through recovery (the worker's new consumer, or another worker)."""
-        try:
+        """What a closing channel delivered and nobody acknowledged (prefetched, not
+        started) goes back to the front of its queue, with a doorbell token. A broker
+        connection lost at that moment (Celery would count the error as fatal) leaves it
+        held under this consumer's id: it comes back through recovery (the worker's new
+        consumer, or another worker)."""
+        if self.channel.owner_id is None:
             return super().restore_unacked(client)
+        by_hash: dict[str, list[str]] = {}
+        for tag in list(self._delivered):
+            by_hash.setdefault(self._held(tag), []).append(tag)
+        self._delivered.clear()
+        try:
+            for key, tags in by_hash.items():
+                if key:
+                    held_store.give_back_tags(get_keys(), key, tags)
         except Exception:
             log.warning("could not give back unacknowledged messages now; recovery will")
-            self._delivered.clear()
-            return None
+        return None
 
     def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
-        if pipe is None and self.channel.connection is None:
-            # A task that ran across a broker reconnect acknowledges through its old,
-            # closed channel, where kombu has no client left (and would crash the
-            # worker): acknowledge with our own client.
-            return _release(get_redis().pipeline(), [delivery_tag])
-        return super()._remove_from_indices(delivery_tag, pipe).hdel(UNACKED_OWNER, delivery_tag)
+        if self.channel.owner_id is None:
+            return super()._remove_from_indices(delivery_tag, pipe)
+        # Kombu's reject (requeue) and visibility paths: the message is held by us.
+        return _release(pipe if pipe is not None else get_redis().pipeline(),
+                        [(self._held(delivery_tag), delivery_tag)])  # fmt: skip
 
 
-def _release(pipe: Any, delivery_tags: list[str]) -> Any:
+def _release(pipe: Any, held: list[tuple[str, str]]) -> Any:
     """Add to ``pipe`` (one of our clients, not kombu's prefixed one) what acknowledges
-    ``delivery_tags``: the messages and their bookkeeping leave the unacknowledged set,
-    in three commands however many there are."""
-    keys = get_keys()
-    pipe.zrem(keys.unacked_index(), *delivery_tags).hdel(keys.unacked(), *delivery_tags)
-    return pipe.hdel(keys.unacked_owner(), *delivery_tags)
+    messages held as (hash, delivery tag): one command per hash, however many there are."""
+    by_hash: dict[str, list[str]] = {}
+    for key, tag in held:
+        if key:
+            by_hash.setdefault(key, []).append(tag)
+    for key, tags in by_hash.items():
+        pipe.hdel(key, *tags)
+    return pipe
 
 
 class Channel(QueueingChannelMixin, kombu_redis.Channel):  # type: ignore[misc]

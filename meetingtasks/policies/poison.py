@@ -43,16 +43,18 @@ def set_aside(
     *,
     task_id: str | None = None,
     delivery_tag: str | None = None,
+    held: str | None = None,
     landing: str | None = None,
     keys: Keys | None = None,
 ) -> bool:
-    """Quarantine ``raw`` (held under ``delivery_tag``, or on the ``landing`` list) for
-    ``reason``; False if someone else already took it. Never raises for the status
-    report or the event: the message is set aside whatever they do."""
+    """Quarantine ``raw`` (held in ``held`` under ``delivery_tag``, or on the ``landing``
+    list) for ``reason``; False if someone else already took it. Never raises for the
+    status report or the event: the message is set aside whatever they do."""
     keys = keys or get_keys()
     if not malformed.set_aside(
-        keys, raw, reason, source, task_id=task_id, delivery_tag=delivery_tag, landing=landing
-    ):
+        keys, raw, reason, source, task_id=task_id, delivery_tag=delivery_tag, held=held,
+        landing=landing,
+    ):  # fmt: skip
         return False
     _ended(task_id, reason, source, keys)
     return True

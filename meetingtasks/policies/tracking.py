@@ -28,6 +28,22 @@ from meetingtasks.store import status as store
 from meetingtasks.store.status import StoredResult
 
 TIME_LIMITS = (SoftTimeLimitExceeded, TimeLimitExceeded)
+
+
+def watched(headers: dict[str, Any]) -> bool:
+    """Whether anyone may read a task's record: its result is kept (``AsyncResult``), or
+    a dispatcher or a client session waits on it, a retention was chosen for it, or a
+    time limit makes the timeout monitor follow it. A task nobody watches (a service's
+    own ``ignore_result`` task, sent with ``delay()``) keeps no record: nothing to write
+    when it is sent, taken or done, and nothing left in Redis after it. It is still
+    counted, cancelled and dead-lettered (a failure records its end, as any failure)."""
+    if not headers.get("ignore_result"):
+        return True
+    if any(headers.get(name) for name in (h.NOTIFY, h.SESSION, h.RETENTION)):
+        return True
+    return any(limit is not None for limit in headers.get("timelimit") or ())
+
+
 TIME_LIMIT_NAMES = frozenset(exc.__name__ for exc in TIME_LIMITS)
 
 
@@ -115,9 +131,15 @@ def report(
     if session_channel:
         session = (session_channel, session_frame(task_id, status, request_id, result, error))
     tag = (h.get(request, h.DELIVERY_TAG) or "") if request is not None else ""
+    held = (h.get(request, h.HELD) or "") if request is not None else ""
+    counted = ""
+    if request is not None and getattr(request, "task", None):
+        priority = (getattr(request, "delivery_info", None) or {}).get("priority")
+        counted = store.counter_suffix(priority, request.task)
     return store.finish(
-        keys, task_id, status, time.time(), error, notify, session, stored, tag, ttl=kept
-    )
+        keys, task_id, status, time.time(), error, notify, session, stored, tag, ttl=kept,
+        counted=counted, held=held,
+    )  # fmt: skip
 
 
 def session_frame(

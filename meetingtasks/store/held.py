@@ -1,16 +1,22 @@
-"""Redis operations on the messages workers hold (kombu's unacknowledged set, plus who
-holds each): who holds what, and giving a lost holder's messages back.
+"""Redis operations on the messages workers hold: what a consumer holds, and giving a
+lost consumer's messages back.
 
-Kombu's own restore watches the whole unacknowledged hash (every take and every
-acknowledgement in the cluster aborts it and makes it start over) and pushes no doorbell
-token, so an idle worker would not wake for a message given back. Here each message is
-given back by one script (``lua/recover.lua``), only if its holder still holds it as it
-was read, so any number of workers recovering at once give each message back once.
+Each consumer (a worker's broker connection, ``celery_ext/transport.py``) holds what it
+takes from a queue in a hash of its own (``Keys.held``: delivery tag -> the raw message,
+as it was on the queue), written by the same step that pops it (``lua/fetch.lua``) and
+released by the one that records the run's end (``lua/finish.lua``) or by the
+acknowledgement. Kombu's own unacknowledged set keeps three entries per message in
+structures shared by every worker, and its restore watches the whole set (every take and
+acknowledgement in the cluster aborts it and makes it start over); here one write holds
+a message and recovery reads only what a lapsed consumer held.
+
+Each message is given back by one script (``lua/recover.lua``), only if its holder still
+holds it exactly as read, so any number of workers recovering at once give each message
+back once, at the front of its queue, with a doorbell token.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -22,25 +28,42 @@ from meetingtasks.store import get_bytes_redis, get_redis, script
 from meetingtasks.store.queueing import DOORBELL_TOKENS, to_json
 
 
-def held_by(keys: Keys) -> dict[str, list[str]]:
-    """Consumer id -> delivery tags of the messages it holds."""
-    held: dict[str, list[str]] = defaultdict(list)
-    for tag, owner in get_redis().hgetall(keys.unacked_owner()).items():
-        held[str(owner)].append(str(tag))
-    return held
+def roster(keys: Keys) -> dict[str, float]:
+    """Every consumer id in the roster, with the unix time its heartbeat lapses."""
+    entries: list[Any] = get_redis().zrange(keys.consumers(), 0, -1, withscores=True)
+    return {str(consumer): float(lapses) for consumer, lapses in entries}
 
 
-def reassign(keys: Keys, tags: list[str], owner: str) -> None:
-    """Record ``owner`` as the holder of ``tags`` (a worker's new consumer keeps them)."""
-    if tags:
-        get_redis().hset(keys.unacked_owner(), mapping=dict.fromkeys(tags, owner))
+def holding(keys: Keys, consumer: str, queues: Iterable[str]) -> dict[str, dict[str, bytes]]:
+    """What ``consumer`` holds, by queue: delivery tag -> raw message (bytes: a hostile
+    producer's may not be UTF-8)."""
+    queues = list(queues)
+    pipe = get_bytes_redis().pipeline(transaction=False)
+    for queue in queues:
+        pipe.hgetall(keys.held(queue, consumer))
+    found = {}
+    for queue, entries in zip(queues, pipe.execute(), strict=True):
+        if entries:
+            found[queue] = {tag.decode(): raw for tag, raw in entries.items()}
+    return found
+
+
+def count(keys: Keys, consumers: Iterable[str], queues: Iterable[str]) -> int:
+    """Messages the ``consumers`` hold in all (running, or reserved by their worker)."""
+    queues = list(queues)
+    pipe = get_redis().pipeline(transaction=False)
+    for consumer in consumers:
+        for queue in queues:
+            pipe.hlen(keys.held(queue, consumer))
+    return sum(pipe.execute())
 
 
 class Unreadable(NamedTuple):
     """A held entry that cannot be given back (not JSON Python reads, not a message)."""
 
+    held: str
     tag: str
-    entry: bytes | str
+    entry: bytes
     reason: str
 
 
@@ -51,46 +74,41 @@ class GivenBack(NamedTuple):
     unreadable: list[Unreadable]
 
 
-def give_back(keys: Keys, owner: str, tags: Iterable[str]) -> GivenBack:
-    """Put the messages ``owner`` holds under ``tags`` back at the front of their queues;
-    says how many went back (fewer if some were acknowledged or given back meanwhile) and
-    which entries could not be read.
-
-    A message published to a named exchange (not Celery's default) is left to kombu's
-    visibility-timeout restore, which knows that exchange's bindings.
-    """
-    tags = list(tags)
-    if not tags:
-        return GivenBack(0, [])
-    entries = get_bytes_redis().hmget(keys.unacked(), tags)
-    call_keys = [keys.unacked(), keys.unacked_index(), keys.unacked_owner()]
-    args: list[Any] = [owner, DOORBELL_TOKENS]
+def give_back(keys: Keys, queue: str, held: str, entries: dict[str, bytes]) -> GivenBack:
+    """Put the ``entries`` (delivery tag -> raw message, as read) that the hash ``held``
+    holds for ``queue`` back at the front of the queue; says how many went back (fewer
+    if some were acknowledged or given back meanwhile) and which could not be read."""
+    call_keys: list[str] = [held]
+    args: list[Any] = [DOORBELL_TOKENS]
     unreadable = []
-    for tag, entry in zip(tags, entries, strict=True):
-        if entry is None:
-            continue
+    for tag, raw in entries.items():
         try:
-            message, exchange, queue = _parse(entry)
-        except (ValueError, TypeError) as exc:
-            unreadable.append(Unreadable(tag, entry, f"held by {owner} and unreadable ({exc})"))
-            continue
-        if exchange:
+            message = orjson.loads(raw)
+            if not isinstance(message, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            unreadable.append(Unreadable(held, tag, raw, f"held and unreadable ({exc})"))
             continue
         _mark_redelivered(message)
         step = Priority.parse(_priority(message))
         call_keys += [keys.queue(queue, step), keys.doorbell(queue)]
-        args += [tag, entry, to_json(message)]
-    if len(args) == 2:
+        args += [tag, raw, to_json(message)]
+    if len(args) == 1:
         return GivenBack(0, unreadable)
     return GivenBack(int(script("recover")(keys=call_keys, args=args)), unreadable)
 
 
-def _parse(entry: bytes | str) -> tuple[dict[str, Any], str, str]:
-    """(message, exchange, queue) of a held entry; ValueError or TypeError if it is none."""
-    message, exchange, queue = orjson.loads(entry)
-    if not isinstance(message, dict) or not isinstance(queue, str) or not queue:
-        raise ValueError("not [message, exchange, queue]")
-    return message, str(exchange or ""), queue
+def give_back_tags(keys: Keys, held: str, tags: list[str]) -> GivenBack:
+    """Give back what the hash ``held`` (a name ``Keys.held`` made) holds under ``tags``."""
+    queue = queue_of(keys, held)
+    raws: list[Any] = get_bytes_redis().hmget(held, tags)
+    return give_back(keys, queue, held, {t: r for t, r in zip(tags, raws, strict=True) if r})
+
+
+def queue_of(keys: Keys, held: str) -> str:
+    """The queue a held hash's name says (``Keys.held``: ``{ns}:held:{queue}:{consumer}``;
+    queue names have no colon, consumer ids may)."""
+    return held.removeprefix(keys.held_prefix()).split(":", 1)[0]
 
 
 def _mark_redelivered(message: dict[str, Any]) -> None:

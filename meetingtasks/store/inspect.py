@@ -6,9 +6,9 @@ so the numbers are one consistent moment (a task the scheduler moves from the de
 store to its queue is counted once, never twice or not at all), and the cost is a few
 O(1) commands per queue whatever the backlog: this is what a Prometheus scrape pays.
 
-Delayed, processing and dead-letter counts are totals over all queues: each lives in
-one structure shared by the queues, and splitting them by queue would mean reading
-every entry (up to millions of delayed tasks, whole messages for the unacknowledged).
+Delayed and dead-letter counts are totals over all queues: each lives in one structure
+shared by the queues, and splitting them by queue would mean reading every entry (up to
+millions of delayed tasks). Processing adds up what every consumer of the roster holds.
 """
 
 from __future__ import annotations
@@ -40,18 +40,22 @@ class Snapshot:
 
 
 def snapshot(keys: Keys, queues: Iterable[str], now: float) -> Snapshot:
-    """Read everything at once; ``now`` (unix time) decides whose heartbeat lapsed."""
+    """Read everything at once (the roster first: whose held messages to count); ``now``
+    (unix time) decides whose heartbeat lapsed."""
     queues = tuple(queues)
+    holders = [str(consumer) for consumer in get_redis().zrange(keys.consumers(), 0, -1)]
     pipe = get_redis().pipeline(transaction=True)
     for queue in queues:
         for priority in Priority:
             pipe.llen(keys.queue(queue, priority))
     pipe.zcard(keys.delayed())
-    pipe.hlen(keys.unacked())
     pipe.zcard(keys.dlq())
     pipe.llen(keys.malformed())
     pipe.zrangebyscore(keys.consumers(), now, "+inf")
     pipe.hgetall(keys.scheduler_stats())
+    for holder in holders:
+        for queue in queues:
+            pipe.hlen(keys.held(queue, holder))
     replies = pipe.execute()
 
     levels = len(Priority)
@@ -59,9 +63,9 @@ def snapshot(keys: Keys, queues: Iterable[str], now: float) -> Snapshot:
         queue: dict(zip(Priority, replies[n * levels : (n + 1) * levels], strict=True))
         for n, queue in enumerate(queues)
     }
-    delayed, processing, dead_letters, malformed, consumers, counters = replies[
-        len(queues) * levels :
-    ]
+    start = len(queues) * levels
+    delayed, dead_letters, malformed, consumers, counters = replies[start : start + 5]
+    processing = sum(replies[start + 5 :])
     return Snapshot(
         depths=depths,
         delayed=int(delayed),

@@ -60,15 +60,16 @@ def set_aside(
     *,
     task_id: str | None = None,
     delivery_tag: str | None = None,
+    held: str | None = None,
     landing: str | None = None,
 ) -> bool:
-    """Move ``raw`` to the malformed list with ``reason``: from a worker's held set when
-    ``delivery_tag`` is given, from the ``landing`` list when given. False if someone
-    else took it first (it is then set aside, or was delivered, once)."""
-    call_keys = [keys.malformed(), keys.unacked(), keys.unacked_index(), keys.unacked_owner(),
-                 landing or keys.malformed()]  # fmt: skip
-    args = [header(reason, source, task_id), raw, delivery_tag or "", "1" if landing else "",
-            MALFORMED_KEPT]  # fmt: skip
+    """Move ``raw`` to the malformed list with ``reason``: from the ``held`` hash where a
+    worker holds it under ``delivery_tag``, or from the ``landing`` list, when given.
+    False if someone else took it first (it is then set aside, or was delivered, once)."""
+    held_here = held if held and delivery_tag else None
+    call_keys = [keys.malformed(), held_here or keys.malformed(), landing or keys.malformed()]
+    args = [header(reason, source, task_id), raw, delivery_tag if held_here else "",
+            "1" if landing else "", MALFORMED_KEPT]  # fmt: skip
     return bool(script("set_aside")(call_keys, args))
 
 

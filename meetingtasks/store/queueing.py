@@ -27,7 +27,8 @@ from meetingtasks.base.keys import Keys
 from meetingtasks.base.settings import get_settings
 from meetingtasks.base.status import TaskStatus
 from meetingtasks.errors import RedisFull
-from meetingtasks.store import get_redis, script, writebehind
+from meetingtasks.store import get_redis, listeners, script, writebehind
+from meetingtasks.store.status import counter_suffix
 
 _batch = threading.local()
 
@@ -71,7 +72,8 @@ class Batch:
             self.tasks[keys] = []
 
     def send(self) -> None:
-        if self.sent and self.encode_sent is not None:
+        task_events = bool(self.sent and self.encode_sent and listeners.task_events.open())
+        if task_events and self.encode_sent is not None:
             self.events.extend(self.encode_sent(self.sent))
         chunks = [(keys, records) for keys, records in self.tasks.items() if records]
         calls = [(_enqueue_call(keys, records), _ids(records)) for keys, records in chunks]
@@ -85,10 +87,12 @@ class Batch:
                 self.shipped.append((_sender().submit(write), ids))
                 continue
             try:
-                write()
+                reply = write()
             except RedisFull as full:
                 raise self._refused(full, ids) from None
             self.written.extend(ids)
+            if task_events and isinstance(reply, list):  # the call that published them
+                listeners.task_events.heard(int(reply[1]))
         self.wait()
 
     def wait(self) -> None:
@@ -186,9 +190,10 @@ def put_task(
     encode: EncodeEvents | None = None,
 ) -> None:
     """Queue a Celery task message (kombu's envelope) on ``queue`` at priority ``step``,
-    or in the delay store when its due time is ahead; a first send records its status.
-    Its task-sent event, if any, is published by the same script call (``encode`` makes
-    it a message; in a batch, the batch's events are encoded together, grouped)."""
+    or in the delay store when its due time is ahead; a first send records its status,
+    unless its header says nobody watches it (``h.UNTRACKED``). Its task-sent event, if
+    any, is published by the same script call (``encode`` makes it a message; in a
+    batch, the batch's events are encoded together, grouped)."""
     headers = message["headers"]
     task_id = headers["id"]
     due = headers.get(h.DUE_AT)
@@ -200,17 +205,19 @@ def put_task(
     headers[h.DELIVERY_TAG] = message["properties"]["delivery_tag"]
     list_key = keys.queue(queue, step)
     doorbell = keys.doorbell(queue)
-    if headers.get("retries"):  # a retry: its status stays what the worker made it
+    retry = bool(headers.get("retries"))  # its record stays what the worker made it
+    if retry or headers.get(h.UNTRACKED):
         first, fields = "", []
     else:
         first = SCHEDULED if due else QUEUED
         fields = status_fields(headers, queue, step)
+    counted = "" if retry else counter_suffix(step, headers["task"])
     status_key = keys.status(task_id)
     entry = json.dumps([list_key, to_json(message), status_key, doorbell]) if due else ""
     record = Record(
         (list_key, doorbell, status_key),
-        [task_id, "" if due else to_json(message), due or "", entry, first, len(fields) // 2,
-         *fields],
+        [task_id, "" if due else to_json(message), due or "", entry, first, counted,
+         len(fields) // 2, *fields],
     )  # fmt: skip
     open_batch = current_batch()
     if open_batch is not None:
@@ -220,9 +227,12 @@ def put_task(
             open_batch.encode_sent = encode
         return
     call_keys, args = _enqueue_call(keys, [record])
-    if sent_event is not None and encode is not None:
+    with_events = sent_event is not None and encode is not None and listeners.task_events.open()
+    if with_events and sent_event is not None and encode is not None:
         _with_events(args, encode([sent_event]))
-    script("enqueue")(call_keys, args)
+    reply = script("enqueue")(call_keys, args)
+    if with_events:
+        listeners.task_events.heard(int(reply[1]))
 
 
 def to_json(envelope: dict[str, Any]) -> str:
@@ -234,22 +244,32 @@ def to_json(envelope: dict[str, Any]) -> str:
         return str(dumps(envelope))
 
 
-def publish(channels: list[str], payload: str) -> None:
+def publish(channels: list[str], payload: str, task_event: bool = False) -> None:
     """Publish an event (Celery's task-sent…) with the current batch, if any; in a
     worker through its write-behind; else at once on our long-lived client (kombu would
-    make a new client for each)."""
+    make a new client for each). A ``task_event`` goes out only while someone listens
+    (``listeners.py``)."""
+    if task_event and not listeners.task_events.open():
+        return
 
     def send(pipe: Any) -> None:
         for channel in channels:
             pipe.publish(channel, payload)
 
+    def heard(replies: list[Any]) -> None:
+        listeners.task_events.heard(sum(int(n) for n in replies))
+
     open_batch, writes = current_batch(), writebehind.here()
     if open_batch is not None:
         open_batch.events.extend((channel, payload) for channel in channels)
     elif writes is not None:
-        writes.add(send)
+        writes.add(send, heard if task_event else None)
     else:
-        send(get_redis())
+        pipe = get_redis().pipeline(transaction=False)
+        send(pipe)
+        replies = pipe.execute()
+        if task_event:
+            heard(replies)
 
 
 #: First statuses a send records (``TaskStatus`` values).
@@ -263,8 +283,7 @@ _FROM_HEADERS = (("session", h.SESSION), ("request_id", h.REQUEST), ("user", h.U
 
 
 def status_fields(headers: dict[str, Any], queue: str, step: int) -> list[Any]:
-    """What a task's status record says of it from the start, as field, value pairs
-    (type and priority first: enqueue.lua counts by them)."""
+    """What a task's status record says of it from the start, as field, value pairs."""
     fields: list[Any] = ["type", headers["task"], "priority", step, "queue", queue]
     for name, header in _FROM_HEADERS:
         value = headers.get(header)

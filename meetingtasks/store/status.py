@@ -31,6 +31,12 @@ class StoredResult:
     meta: str
 
 
+def counter_suffix(priority: int | str | None, task_type: str) -> str:
+    """What a task's events are counted under: the ``<event>:<priority>:<type>`` fields of
+    the counters hash, one per event (``counters`` adds them up by type and priority)."""
+    return f"{'' if priority is None else priority}:{task_type}"
+
+
 def finish(
     keys: Keys,
     task_id: str,
@@ -42,12 +48,16 @@ def finish(
     result: StoredResult | None = None,
     delivery_tag: str = "",
     ttl: int | None = None,
+    counted: str = "",
+    held: str = "",
 ) -> bool:
     """Store ``result`` and move to ``status`` (retrying or terminal; None: store only),
     the record then kept ``ttl`` seconds (``policies/retention.py``; None: the status TTL).
 
     False if the task was already over. ``notify`` and ``session`` are (channel,
-    message) pairs published if the status changed.
+    message) pairs published if the status changed; ``counted`` is ``counter_suffix`` of
+    the task ('' to read its type and priority from its record); the run's message,
+    held in ``held`` under ``delivery_tag``, is released with it.
     """
     notify_channel, notify_message = notify or ("", "")
     session_channel, frame = session or ("", "")
@@ -56,11 +66,8 @@ def finish(
             keys=[
                 keys.status(task_id),
                 keys.deadlines(),
-                keys.active(),
                 keys.task_stats(),
-                keys.unacked(),
-                keys.unacked_index(),
-                keys.unacked_owner(),
+                held or keys.status(task_id),
             ],
             args=[
                 task_id,
@@ -72,9 +79,10 @@ def finish(
                 notify_message,
                 session_channel,
                 frame,
-                delivery_tag,
+                delivery_tag if held else "",
                 result.channel if result else "",
                 result.meta if result else "",
+                counted,
                 *(result.fields if result else ()),
             ],
         )
@@ -102,6 +110,11 @@ def release(keys: Keys, task_ids: list[str], seconds: int) -> int:
     return int(script("release")([keys.status(task_id) for task_id in task_ids], [seconds]))
 
 
+def count(keys: Keys, field: str, n: int = 1) -> None:
+    """Add ``n`` to one counter (a field ``<event>:<priority>:<type>``)."""
+    get_redis().hincrby(keys.task_stats(), field, n)
+
+
 def count_worker_lost(keys: Keys, task_id: str) -> int:
     """One more run of the task whose pool process died under it; the count so far."""
     return int(get_redis().hincrby(keys.status(task_id), "worker_lost", 1))
@@ -115,9 +128,31 @@ def overdue(keys: Keys, now: float, limit: int) -> list[tuple[str, float]]:
     return [(str(entry[0]), float(entry[1])) for entry in found]
 
 
-def counters(keys: Keys) -> dict[str, int]:
-    return {str(f): int(v) for f, v in get_redis().hgetall(keys.task_stats()).items()}
+@dataclass(frozen=True)
+class Counters:
+    """The cluster-wide counts of task events (dispatched, completed, failed…): in all,
+    by task type and by priority step."""
+
+    total: dict[str, int]
+    by_type: dict[str, dict[str, int]]
+    by_priority: dict[int, dict[str, int]]
 
 
-def active_count(keys: Keys) -> int:
-    return int(get_redis().scard(keys.active()))
+def counters(keys: Keys) -> Counters:
+    """The counters hash, added up (each field is one event of one type at one priority)."""
+    total: dict[str, int] = {}
+    by_type: dict[str, dict[str, int]] = {}
+    by_priority: dict[int, dict[str, int]] = {}
+    for field, value in get_redis().hgetall(keys.task_stats()).items():
+        event, _, rest = str(field).partition(":")
+        priority, _, task_type = rest.partition(":")
+        if not task_type:
+            continue  # not a field of this layout
+        count = int(value)
+        total[event] = total.get(event, 0) + count
+        per_type = by_type.setdefault(task_type, {})
+        per_type[event] = per_type.get(event, 0) + count
+        if priority.isdigit():
+            per_priority = by_priority.setdefault(int(priority), {})
+            per_priority[event] = per_priority.get(event, 0) + count
+    return Counters(total, by_type, by_priority)

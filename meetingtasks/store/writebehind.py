@@ -1,14 +1,18 @@
-"""Write-behind for a worker's main process: acknowledgements and monitoring events.
+"""Write-behind for a worker's main process: acknowledgements, counters, monitoring events.
 
 Per task, a Celery worker's main process would send four writes of its own: the
 acknowledgement and three events (received, started, succeeded), each a round trip
-of its own. None needs to happen before the process goes on: the result and status
-are already stored by the task itself, in the same step that removes the message from
-the unacknowledged set (``lua/finish.lua``), and events are monitoring. So they are
-queued here and flushed together every few milliseconds, in one pipeline. A worker
-killed before a flush loses a few events (Pub/Sub loses those anyway) and leaves at
-most the acknowledgements of tasks whose run did not store a result (ignored ones),
-which recovery gives back: the documented duplicate window.
+of its own. None needs to happen before the process goes on: a tracked task's result
+and status are already stored by the task itself, in the same step that releases its
+message (``lua/finish.lua``), and events are monitoring. So they are queued here and
+flushed together every few milliseconds, in one pipeline: acknowledgements one command
+per held hash, counters one per counter (``count``), however many tasks they cover.
+
+A task nobody watches (``policies/tracking.py``: no record) ends here: its
+acknowledgement releases its message and its success is counted. A worker killed before
+a flush loses a few events (Pub/Sub loses those anyway) and, for those tasks, their
+acknowledgement and count: recovery gives their messages back and they run again, the
+documented duplicate window (a few milliseconds of such tasks per kill).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from meetingtasks.store import get_redis
 log = logging.getLogger(__name__)
 
 Write = Callable[[Pipeline], Any]
+#: Told the replies of the commands its write added, once they ran.
+OnReplies = Callable[[list[Any]], Any]
 #: A write of many items at once (acknowledgements: one command for all their tags).
 GroupWrite = Callable[[Pipeline, list[Any]], Any]
 
@@ -46,8 +52,10 @@ os.register_at_fork(after_in_child=_forked)
 class WriteBehind:
     def __init__(self, interval: float = 0.005) -> None:
         self.interval = interval
-        self._writes: list[Write] = []
+        self._writes: list[tuple[Write, OnReplies | None]] = []
         self._groups: dict[GroupWrite, list[Any]] = {}
+        #: (hash, field) -> what the next flush adds to it (HINCRBY), aggregated.
+        self._counts: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -64,15 +72,22 @@ class WriteBehind:
         self._thread = threading.Thread(target=self._run, name="write-behind", daemon=True)
         self._thread.start()
 
-    def add(self, write: Write) -> None:
+    def add(self, write: Write, on_replies: OnReplies | None = None) -> None:
         with self._lock:
-            self._writes.append(write)
+            self._writes.append((write, on_replies))
         self._wake.set()
 
     def add_to_group(self, write: GroupWrite, item: Any) -> None:
         """Add ``item`` to what the next flush passes to ``write``, once, with the rest."""
         with self._lock:
             self._groups.setdefault(write, []).append(item)
+        self._wake.set()
+
+    def count(self, key: str, field: str, n: int = 1) -> None:
+        """Add ``n`` to counter ``field`` of the hash ``key`` with the next flush (one
+        command per counter and flush, however many events it counts)."""
+        with self._lock:
+            self._counts[key, field] = self._counts.get((key, field), 0) + n
         self._wake.set()
 
     def stop(self) -> None:
@@ -87,21 +102,35 @@ class WriteBehind:
         with self._lock:
             writes, self._writes = self._writes, []
             groups, self._groups = self._groups, {}
-        if not writes and not groups:
+            counts, self._counts = self._counts, {}
+        if not writes and not groups and not counts:
             return
         pipe = get_redis().pipeline(transaction=False)
-        for write in writes:
+        told: list[tuple[int, int, OnReplies]] = []
+        for write, on_replies in writes:
+            start = len(pipe.command_stack)
             write(pipe)
+            if on_replies is not None:
+                told.append((start, len(pipe.command_stack), on_replies))
         for group_write, items in groups.items():
             group_write(pipe, items)
+        for (key, field), n in counts.items():
+            pipe.hincrby(key, field, n)
         try:
-            pipe.execute()
+            replies = pipe.execute()
         except Exception:
             with self._lock:  # keep them for the next flush
                 self._writes[:0] = writes
                 for group_write, items in groups.items():
                     self._groups.setdefault(group_write, [])[:0] = items
+                for counter, n in counts.items():
+                    self._counts[counter] = self._counts.get(counter, 0) + n
             raise
+        for start, end, on_replies in told:
+            try:
+                on_replies(replies[start:end])
+            except Exception:
+                log.warning("a write-behind reply handler failed", exc_info=True)
 
     def _run(self) -> None:
         while not self._stopping.is_set():

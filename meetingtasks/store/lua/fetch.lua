@@ -3,19 +3,18 @@
 -- not run.
 --
 -- Kombu pops with BRPOP and records the message as unacknowledged in a second command:
--- a worker killed between the two loses the message for good. Here it is one step, and
+-- a worker killed between the two loses the message for good. Here it is one step (one
+-- write: the message, as it was on the queue, into this consumer's held hash), and
 -- a cancelled task (its tombstone exists) or one already over (a redelivered duplicate)
 -- is dropped here, so it never reaches a worker.
 --
 -- KEYS[1..n]   the queue lists to pop from, in order (every queue's highest priority
 --              list first, as kombu's BRPOP orders them)
--- KEYS[n+1]    HASH unacked: delivery tag -> JSON [message, exchange, routing key]
--- KEYS[n+2]    ZSET unacked_index: delivery tag -> time taken
--- KEYS[n+3]    HASH unacked_owner: delivery tag -> consumer id
--- KEYS[n+4]    ZSET deadlines of running tasks
--- KEYS[n+5]    SET  active task ids
--- KEYS[n+6]    LIST malformed: entries that can never be a task, with the reason
--- KEYS[n+7..]  the doorbell lists of the queues (cleared when every list is empty)
+-- KEYS[n+1..2n] for each of those lists, the HASH where this consumer holds what it
+--              takes from that list's queue: delivery tag -> raw message
+-- KEYS[2n+1]   ZSET deadlines of running tasks
+-- KEYS[2n+2]   LIST malformed: entries that can never be a task, with the reason
+-- KEYS[2n+3..] the doorbell lists of the queues (cleared when every list is empty)
 -- ARGV[1]      n
 -- ARGV[2]      now (unix seconds)
 -- ARGV[3]      consumer id
@@ -25,6 +24,8 @@
 -- ARGV[7]      seconds past a run's time limit before the monitor calls it lost
 -- ARGV[8]      most entries the malformed list keeps
 -- ARGV[9]      most messages to take (the consumer's free prefetch slots)
+-- ARGV[10]     the header that says nobody watches a task (base/headers.py UNTRACKED):
+--              such a task has no record to mark processing
 -- returns      {index of the list popped (1-based), message, index, message, ...} in the
 --              order taken (priority order), then {0, JSON header} for each entry set
 --              aside (its reason, list and task id: the worker ends its status), or nil
@@ -76,8 +77,8 @@ local aside = {}  -- what was set aside, for the worker to report (ends its stat
 
 local function set_aside(list, raw, reason, id)
   local info = {reason = reason, source = list, at = now, task_id = id}
-  redis.call('LPUSH', KEYS[n + 6], cjson.encode(info) .. '\n' .. raw)
-  redis.call('LTRIM', KEYS[n + 6], 0, tonumber(ARGV[8]) - 1)
+  redis.call('LPUSH', KEYS[2 * n + 2], cjson.encode(info) .. '\n' .. raw)
+  redis.call('LTRIM', KEYS[2 * n + 2], 0, tonumber(ARGV[8]) - 1)
   aside[#aside + 1] = 0
   aside[#aside + 1] = cjson.encode(info)
 end
@@ -90,15 +91,13 @@ local function id_of(message)
   return nil
 end
 
-local function hold(raw, message)
+local function hold(i, raw, message)
   local headers = optional(message['headers']) or {}
   local properties = message['properties']
-  local info = optional(properties['delivery_info']) or {}
-  local exchange, routing_key = optional(info['exchange']), optional(info['routing_key'])
-  local held = '[' .. raw .. ',' .. cjson.encode(exchange or '') .. ','
-    .. cjson.encode(routing_key or '') .. ']'
   local id = optional(headers['id'])
-  if id then
+  if id and optional(headers[ARGV[10]]) then
+    if redis.call('EXISTS', ARGV[5] .. id) == 1 then return false end  -- cancelled
+  elseif id then
     local status_key = ARGV[4] .. id
     if redis.call('EXISTS', ARGV[5] .. id) == 1 or over[redis.call('HGET', status_key, 'status')] then
       return false  -- dropped: cancelled, or a duplicate of a run that already ended
@@ -108,17 +107,14 @@ local function hold(raw, message)
     redis.call('HSET', status_key, 'status', 'processing', 'started_at', ARGV[2],
                'attempts', (tonumber(headers['retries']) or 0) + 1, 'worker', ARGV[3])
     redis.call('EXPIRE', status_key, tonumber(ARGV[6]))
-    if limit then redis.call('ZADD', KEYS[n + 4], now + limit + tonumber(ARGV[7]), id) end
-    redis.call('SADD', KEYS[n + 5], id)
+    if limit then redis.call('ZADD', KEYS[2 * n + 1], now + limit + tonumber(ARGV[7]), id) end
   end
-  local tag = properties['delivery_tag']
-  redis.call('HSET', KEYS[n + 1], tag, held)
-  redis.call('ZADD', KEYS[n + 2], now, tag)
-  redis.call('HSET', KEYS[n + 3], tag, ARGV[3])
+  redis.call('HSET', KEYS[n + i], properties['delivery_tag'], raw)
   return true
 end
 
-local function take(list, raw)
+local function take(i, raw)
+  local list = KEYS[i]
   local decoded, message = pcall(cjson.decode, raw)
   if not decoded then
     set_aside(list, raw, 'the message is not JSON (' .. describe(message) .. ')')
@@ -129,7 +125,7 @@ local function take(list, raw)
     set_aside(list, raw, why, id_of(message))
     return false
   end
-  local ok, taken = pcall(hold, raw, message)
+  local ok, taken = pcall(hold, i, raw, message)
   if not ok then
     set_aside(list, raw, 'the message could not be held (' .. describe(taken) .. ')', id_of(message))
     return false
@@ -146,7 +142,7 @@ for i = 1, n do
   while #taken < 2 * most do
     local raw = redis.call('RPOP', KEYS[i])
     if not raw then break end
-    if take(KEYS[i], raw) then
+    if take(i, raw) then
       taken[#taken + 1] = i
       taken[#taken + 1] = raw
     end
@@ -156,5 +152,5 @@ if #taken > 0 or #aside > 0 then
   for _, item in ipairs(aside) do taken[#taken + 1] = item end
   return taken
 end
-for i = n + 7, #KEYS do redis.call('DEL', KEYS[i]) end
+for i = 2 * n + 3, #KEYS do redis.call('DEL', KEYS[i]) end
 return nil

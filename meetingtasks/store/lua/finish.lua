@@ -4,11 +4,9 @@
 --
 -- KEYS[1]  HASH   the task's record: status, ids, times, and its result's fields
 -- KEYS[2]  ZSET   deadlines of running tasks
--- KEYS[3]  SET    active task ids
--- KEYS[4]  HASH   cluster-wide counters
--- KEYS[5]  HASH   unacked: delivery tag -> message held by a worker
--- KEYS[6]  ZSET   unacked_index
--- KEYS[7]  HASH   unacked_owner
+-- KEYS[3]  HASH   cluster-wide counters, field "<event>:<priority>:<type>"
+-- KEYS[4]  HASH   where the worker holds the run's message (Keys.held), or KEYS[1] when
+--                 there is none to release
 -- ARGV[1]  task id
 -- ARGV[2]  new status (retrying, completed, failed, timeout, cancelled), or '' to only
 --          store the result
@@ -25,7 +23,9 @@
 -- ARGV[11] channel where Celery's AsyncResult.get() waits for this result, or '' when
 --          the result is not stored
 -- ARGV[12] Celery's meta of the result, published there
--- ARGV[13...] the result's fields, field, value pairs (celery_ext/result_record.py);
+-- ARGV[13] what the task is counted under ("<priority>:<type>", store/queueing.py), or ''
+--          to read them from its record
+-- ARGV[14...] the result's fields, field, value pairs (celery_ext/result_record.py);
 --          they replace those of any earlier result (store/status.py RESULT_FIELDS)
 -- returns  1 if the status changed (or the result was stored), 0 if it was already over
 
@@ -33,12 +33,8 @@
 -- maxmemory (which refuses a script only at a first write that grows memory) still
 -- records a run's end, and workers drain a full Redis.
 local status = ARGV[2]
-if ARGV[10] ~= '' and status ~= '' then
-  redis.call('HDEL', KEYS[5], ARGV[10])
-  redis.call('ZREM', KEYS[6], ARGV[10])
-  redis.call('HDEL', KEYS[7], ARGV[10])
-end
-local current = redis.call('HGET', KEYS[1], 'status')
+if ARGV[10] ~= '' and status ~= '' then redis.call('HDEL', KEYS[4], ARGV[10]) end
+local current, task_type, priority = unpack(redis.call('HMGET', KEYS[1], 'status', 'type', 'priority'))
 if current == 'completed' or current == 'failed' or current == 'timeout' or current == 'cancelled' then
   return 0  -- a lost worker's late report never overwrites how the task ended
 end
@@ -48,27 +44,27 @@ if stored then
 end
 if status == '' then
   if not stored then return 0 end
-  redis.call('HSET', KEYS[1], unpack(ARGV, 13, #ARGV))
+  redis.call('HSET', KEYS[1], unpack(ARGV, 14, #ARGV))
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
   redis.call('PUBLISH', ARGV[11], ARGV[12])
   return 1
 end
 
-redis.call('HSET', KEYS[1], 'status', status, 'updated_at', ARGV[3])
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[5]) end
-if stored then redis.call('HSET', KEYS[1], unpack(ARGV, 13, #ARGV)) end
+local fields = {'status', status, 'updated_at', ARGV[3]}
+if ARGV[5] ~= '' then fields[#fields + 1] = 'error'; fields[#fields + 1] = ARGV[5] end
+if stored then
+  for f = 14, #ARGV do fields[#fields + 1] = ARGV[f] end
+end
+redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('SREM', KEYS[3], ARGV[1])
 if stored then redis.call('PUBLISH', ARGV[11], ARGV[12]) end
 
 local event = status
 if status == 'retrying' then event = 'retried' end
-redis.call('HINCRBY', KEYS[4], event, 1)
-local task_type = redis.call('HGET', KEYS[1], 'type')
-if task_type then redis.call('HINCRBY', KEYS[4], 'type:' .. task_type .. ':' .. event, 1) end
-local priority = redis.call('HGET', KEYS[1], 'priority')
-if priority then redis.call('HINCRBY', KEYS[4], 'priority:' .. priority .. ':' .. event, 1) end
+local counted = ARGV[13]
+if counted == '' and task_type then counted = (priority or '') .. ':' .. task_type end
+if counted ~= '' then redis.call('HINCRBY', KEYS[3], event .. ':' .. counted, 1) end
 
 if status ~= 'retrying' and ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
 if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[9]) end
