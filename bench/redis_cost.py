@@ -6,8 +6,8 @@ worker started for them. Redis's ``INFO`` before and after each phase gives its 
 (``used_cpu_user`` + ``used_cpu_sys``: every command, every read and write of a socket)
 and the commands it ran (``total_commands_processed``, and ``commandstats`` by name), per
 task. The worker's CPU (main process and pool) comes from /proc, start-up included and
-from its "ready" on (the tasks it drained: the first tasks ran already, so this is a
-little low at most).
+from the first poll that sees it taking tasks (a few already ran by then: a little low
+at most).
 
 Redis runs commands on one core, so its CPU per task sets the ceiling of a whole
 deployment on one Redis: ``1e6 / µs`` tasks per second per Redis core. The polling that
@@ -51,8 +51,7 @@ def measure(app: str, kept: bool, n: int, url: str, log_dir: str) -> dict[str, A
     service = worker(bench_app, 2, Path(log_dir))
     started = time.monotonic()
     with service:
-        service.wait_for(lambda: " ready." in _log(service), "the worker to be ready")
-        ready_cpu = _tree_cpu_seconds(service)
+        ready_cpu = None
         deadline = time.monotonic() + 900
         while True:
             time.sleep(0.2)
@@ -63,6 +62,8 @@ def measure(app: str, kept: bool, n: int, url: str, log_dir: str) -> dict[str, A
                 pipe.hlen(key)
             poll_commands += len(pipe.command_stack) + (app == OURS)
             waiting = sum(pipe.execute())
+            if ready_cpu is None and waiting < n:  # it started taking them
+                ready_cpu = _tree_cpu_seconds(service)
             report(2 * n - waiting)
             if not waiting:
                 break
@@ -84,7 +85,7 @@ def measure(app: str, kept: bool, n: int, url: str, log_dir: str) -> dict[str, A
         "commands": send["commands"] + run["commands"],
         "ceiling": 1e6 / total_us if total_us else None,
         "worker_cpu_us": 1e6 * worker_cpu / n,
-        "worker_cpu_steady_us": 1e6 * (worker_cpu - ready_cpu) / n,
+        "worker_cpu_steady_us": 1e6 * (worker_cpu - (ready_cpu or 0.0)) / n,
         "drain_seconds": seconds,
         "n": n,
     }
@@ -145,10 +146,6 @@ def _delta(
         "commands": commands / n,
         "by_command": by_command,
     }
-
-
-def _log(service: Any) -> str:
-    return service.log_path.read_text(errors="replace") if service.log_path.exists() else ""
 
 
 def _tree_cpu_seconds(service: Any) -> float:
