@@ -42,6 +42,7 @@ MEASUREMENTS = {
     "soak": "bench.soak:soak",
     "poison": "bench.poison:measure",
     "redis_cost": "bench.redis_cost:measure",
+    "foreign": "bench.foreign:measure",
 }
 
 

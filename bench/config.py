@@ -44,6 +44,8 @@ class BenchConfig:
     soak_seconds: int = 600
     #: Requests per redis-benchmark test.
     redis_n: int = 200_000
+    #: Foreign messages pushed one at a time on an inbox (the pickup latency).
+    foreign_n: int = 200
     #: Tasks sent then drained per Redis cost measurement, and rounds of each (the median).
     cost_n: int = 10_000
     cost_rounds: int = 3
@@ -79,6 +81,7 @@ QUICK = BenchConfig(
     model_rounds=2,
     soak_seconds=60,
     redis_n=50_000,
+    foreign_n=50,
     cost_n=3_000,
     cost_rounds=1,
     poison_good=2_000,
@@ -128,6 +131,7 @@ def parser() -> argparse.ArgumentParser:
         ("soak_rate", "tasks/s the soak aims at"),
         ("soak_seconds", "seconds the soak sends (ours; plain Celery 30% of it)"),
         ("redis_n", "requests per redis-benchmark test"),
+        ("foreign_n", "foreign messages pushed on an inbox, one at a time"),
         ("cost_n", "tasks sent and drained per Redis cost measurement"),
         ("cost_rounds", "rounds of the Redis cost measurements (median reported)"),
         ("poison_good", "good tasks of the poison run"),

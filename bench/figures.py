@@ -78,6 +78,15 @@ SPECS: tuple[FigureSpec, ...] = (
         "lower", baseline="latency.plain_p99",
     ),
     FigureSpec(
+        "latency.foreign_p50", "latency",
+        "a foreign producer's inbox push → its task starts, idle worker, p50", MS, "lower",
+        target=10,
+    ),
+    FigureSpec(
+        "latency.foreign_p99", "latency",
+        "a foreign producer's inbox push → its task starts, idle worker, p99", MS, "lower",
+    ),
+    FigureSpec(
         "latency.ws_p50", "gateway", "e2e WebSocket submit → result frame, p50", MS, "lower",
         baseline="latency.plain_p50", target=10,
     ),

@@ -127,6 +127,10 @@ class BenchRun:
                 keys = (f"latency.{app}_p50", f"latency.{app}_p99")
                 title = f"{app} submit → result at {c.rate:g}/s"
                 steps.append(Step("latency", title, keys, self._latency(app, keys)))
+        if "latency" in c.groups:
+            keys = ("latency.foreign_p50", "latency.foreign_p99")
+            title = "a foreign producer's inbox → task start"
+            steps.append(Step("latency", title, keys, self._foreign(keys)))
         if "gateway" in c.groups:
             keys = tuple(s.key for s in SPECS if s.group == "gateway")
             steps.append(Step("gateway", "gateway over WebSocket", keys, self._gateway(keys)))
@@ -161,6 +165,16 @@ class BenchRun:
             title = f"{c.poison_bad:,} hostile messages among {c.poison_good:,} good tasks"
             steps.append(Step("poison", title, keys, self._poison()))
         return steps
+
+    def _foreign(self, keys: tuple[str, ...]) -> Callable[[OnProgress], None]:
+        def run(on_progress: OnProgress) -> None:
+            params = {"n": self.config.foreign_n, "url": self.url, "log_dir": str(self.logs)}
+            out = run_child("foreign", params, on_progress)
+            p50, p99 = keys
+            self.results.set(p50, out["p50"], **out)
+            self.results.set(p99, out["p99"])
+
+        return run
 
     def _redis_cost(self) -> Callable[[OnProgress], None]:
         """Plain Celery and ours in turn, each kind on a fresh Redis without AOF (Redis's

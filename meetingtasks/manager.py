@@ -145,7 +145,8 @@ def cluster_stats(keys: Keys | None = None) -> dict[str, Any]:
 
     ``queues``: per service queue, messages waiting by priority and in total;
     ``delayed``, ``processing`` (taken by a worker, not acknowledged), ``dlq``, ``malformed``
-    (messages set aside: they can never become a task): totals;
+    (messages set aside: they can never become a task): totals; ``unconsumed``: messages
+    on lists nobody reads, where a misconfigured foreign producer puts them (docs/wire.md);
     ``workers``: worker consumers whose heartbeat is alive (cheap: one sorted-set read,
     where Celery's ``inspect().ping()`` would broadcast and wait for every worker);
     ``scheduler``: the scheduler loops' counters; ``dispatcher``: its cluster-wide stats;
@@ -167,6 +168,7 @@ def cluster_stats(keys: Keys | None = None) -> dict[str, Any]:
         "processing": snap.processing,
         "dlq": snap.dead_letters,
         "malformed": snap.malformed,
+        "unconsumed": snap.unconsumed,
         "workers": {"online": len(snap.consumers), "ids": snap.consumers},
         "scheduler": snap.scheduler,
         "dispatcher": TaskDispatcher().stats(),

@@ -73,6 +73,15 @@ class StatsCollector(Collector):
             "Messages set aside because they can never become a task (meetingtasks malformed).",
             stats["malformed"],
         )
+        unconsumed = GaugeMetricFamily(
+            "meetingtasks_unconsumed_messages",
+            "Messages on lists no worker reads: a producer without our package that misses "
+            "a setting of docs/wire.md.",
+            labels=["list"],
+        )
+        for name, count in stats["unconsumed"].items():
+            unconsumed.add_metric([name.encode("unicode_escape").decode()], count)
+        yield unconsumed
         yield GaugeMetricFamily(
             "meetingtasks_workers_online",
             "Worker consumers with a live heartbeat.",

@@ -30,6 +30,9 @@ NOTIFY = "mt_notify"
 #: client session, retention or time limit asks for its record, so it has none
 #: (policies/tracking.py).
 UNTRACKED = "mt_untracked"
+#: Present (1) on a message adopted from a queue's inbox (a producer without our package):
+#: its kept result is also stored as Celery's Redis backend stores one, for its client.
+FOREIGN = "mt_foreign"
 #: The hash that holds the message while a worker runs it (``Keys.held``): its end
 #: releases it there. Set by the transport as it hands the message to Celery.
 HELD = "mt_held"

@@ -52,6 +52,16 @@ class Keys:
         suffix = f"{PRIORITY_SEP}{step}" if step else ""
         return f"{self.prefix}{queue}{suffix}"
 
+    def inbox(self, queue: str) -> str:
+        """LIST: task messages of producers without our package (docs/wire.md), LPUSHed;
+        workers move each to ``landing`` (BLMOVE) and adopt it onto the queue."""
+        return f"{self.prefix}{queue}{PRIORITY_SEP}inbox"
+
+    def landing(self, queue: str) -> str:
+        """LIST: inbox messages a worker moved out and has not adopted yet (every worker
+        sweeps what one that died left)."""
+        return f"{self.prefix}{queue}{PRIORITY_SEP}landing"
+
     def doorbell(self, queue: str) -> str:
         """LIST: a token per message put on a queue; idle consumers block on it (BRPOP)
         and then take the message itself atomically (``store/lua/fetch.lua``)."""

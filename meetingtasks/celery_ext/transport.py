@@ -54,8 +54,7 @@ from meetingtasks.base import headers as h
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.settings import get_settings
 from meetingtasks.base.status import MONITOR_SLACK
-from meetingtasks.celery_ext import message_check
-from meetingtasks.policies import poison, tracking
+from meetingtasks.policies import message_check, poison, tracking
 from meetingtasks.store import get_redis, malformed, queueing, script, writebehind
 from meetingtasks.store import held as held_store
 from meetingtasks.store.sentinel import PrimaryConnection, is_sentinel

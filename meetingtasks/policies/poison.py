@@ -1,6 +1,6 @@
 """Poison: what cannot run is quarantined, never fatal to a worker, never rerun forever.
 
-- **A message that can never become a task** (``celery_ext/message_check.py`` and
+- **A message that can never become a task** (``policies/message_check.py`` and
   ``lua/fetch.lua`` say why) goes to the malformed list with its reason and its raw
   bytes (``store/malformed.py``). Its task, where an id can be read, ends ``failed``
   with that reason, whoever waits on it is told (a dispatcher, a client session), and a

@@ -111,6 +111,7 @@ def report(
             h.get(request, h.REQUEST),
         )
         override = h.get(request, h.RETENTION)
+        foreign = bool(h.get(request, h.FOREIGN))
     else:
         record = store.read(keys, [task_id])[0]
         notify_id, session_id, request_id = (
@@ -119,6 +120,7 @@ def report(
             record.get("request_id"),
         )
         override = record.get("retention")
+        foreign = bool(record.get("foreign"))
     notify_channel = keys.notify_channel(notify_id) if notify_id else ""
     session_channel = keys.session_channel(session_id) if session_id else ""
     kept = retention(
@@ -139,6 +141,7 @@ def report(
     return store.finish(
         keys, task_id, status, time.time(), error, notify, session, stored, tag, ttl=kept,
         counted=counted, held=held,
+        celery_key=foreign,
     )  # fmt: skip
 
 

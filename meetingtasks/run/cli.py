@@ -376,6 +376,10 @@ def _stats_view(stats: dict[str, Any]) -> Any:
         ("processing", stats["processing"]),
         ("dead letters", stats["dlq"]),
         ("malformed", stats["malformed"]),
+        *(
+            (f"[red]unconsumed[/red] {name!r}", f"{count} (nobody reads it: see docs/wire.md)")
+            for name, count in stats["unconsumed"].items()
+        ),
         ("workers online", " ".join([str(workers["online"]), *workers["ids"][:5]])),
         ("scheduler", "  ".join(f"{k} {v}" for k, v in sorted(stats["scheduler"].items()))),
     ]

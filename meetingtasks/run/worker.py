@@ -10,6 +10,8 @@ are global: a worker of another app in the same process is left alone.
   monitor), their sweeps spread over the workers online, so workers alone are a whole
   system (``MEETINGTASKS_EMBEDDED_SCHEDULER``);
 - the write-behind of acknowledgements and events (``store/writebehind.py``);
+- for each queue it consumes, the wait on that queue's inbox, where producers without
+  our package put tasks (``policies/foreign.py``, ``docs/wire.md``);
 - the ``task.malformed`` event for each message set aside (``policies/poison.py``), and
   a message Celery itself refused set aside with its reason.
 
@@ -32,7 +34,7 @@ from meetingtasks.base.settings import get_settings
 from meetingtasks.celery_ext import pool_child, transport
 from meetingtasks.celery_ext.worker_state import running_delivery_tags
 from meetingtasks.events import Event, publisher
-from meetingtasks.policies import poison, recovery
+from meetingtasks.policies import foreign, poison, recovery
 from meetingtasks.scheduler import SchedulerService
 from meetingtasks.store import queueing, writebehind
 
@@ -54,6 +56,9 @@ class WorkerProcess:
             if settings.embedded_scheduler
             else None
         )
+        consumed = sorted(worker.app.amqp.queues.consume_from or worker.app.amqp.queues)
+        accept = worker.app.conf.accept_content
+        self.inboxes = [foreign.InboxForwarder(self.keys, queue, accept) for queue in consumed]
 
     def start(self) -> None:
         self.heartbeat.start()
@@ -61,8 +66,12 @@ class WorkerProcess:
             self.loops.start()
         writebehind.start_in_worker()
         poison.announcers.append(announce_malformed)
+        for forwarder in self.inboxes:
+            forwarder.start()
 
     def stop(self) -> None:
+        for forwarder in self.inboxes:
+            forwarder.stop()
         if announce_malformed in poison.announcers:
             poison.announcers.remove(announce_malformed)
         if self.loops is not None:

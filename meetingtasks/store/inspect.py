@@ -37,6 +37,26 @@ class Snapshot:
     consumers: list[str]
     #: the scheduler loops' cluster-wide counters (moved, promoted, recovered…)
     scheduler: dict[str, int]
+    #: messages on lists nobody reads, where a misconfigured producer puts them
+    #: (``unconsumed_lists``): list name -> messages
+    unconsumed: dict[str, int]
+
+
+#: kombu's default separator between a queue's name and its priority step.
+KOMBU_SEP = "\x06\x16"
+
+
+def unconsumed_lists(keys: Keys, queues: Iterable[str]) -> list[str]:
+    """Where a producer without our package puts tasks when a setting of docs/wire.md is
+    missing, so that no worker ever reads them: without the key prefix, with kombu's
+    default priority separator (``priority_steps`` not ``[0]``), on Celery's default queue."""
+    names = []
+    for queue in (*queues, "celery"):
+        names += [queue, f"{keys.prefix}{queue}" if queue == "celery" else ""]
+        for step in (3, 6, 9):
+            names += [f"{queue}{KOMBU_SEP}{step}", f"{keys.prefix}{queue}{KOMBU_SEP}{step}",
+                      f"{keys.inbox(queue)}{KOMBU_SEP}{step}"]  # fmt: skip
+    return [name for name in names if name]
 
 
 def snapshot(keys: Keys, queues: Iterable[str], now: float) -> Snapshot:
@@ -53,6 +73,9 @@ def snapshot(keys: Keys, queues: Iterable[str], now: float) -> Snapshot:
     pipe.llen(keys.malformed())
     pipe.zrangebyscore(keys.consumers(), now, "+inf")
     pipe.hgetall(keys.scheduler_stats())
+    unconsumed = unconsumed_lists(keys, queues)
+    for name in unconsumed:
+        pipe.llen(name)
     for holder in holders:
         for queue in queues:
             pipe.hlen(keys.held(queue, holder))
@@ -65,7 +88,8 @@ def snapshot(keys: Keys, queues: Iterable[str], now: float) -> Snapshot:
     }
     start = len(queues) * levels
     delayed, dead_letters, malformed, consumers, counters = replies[start : start + 5]
-    processing = sum(replies[start + 5 :])
+    lengths = replies[start + 5 : start + 5 + len(unconsumed)]
+    processing = sum(replies[start + 5 + len(unconsumed) :])
     return Snapshot(
         depths=depths,
         delayed=int(delayed),
@@ -74,4 +98,5 @@ def snapshot(keys: Keys, queues: Iterable[str], now: float) -> Snapshot:
         malformed=int(malformed),
         consumers=sorted(consumers),
         scheduler={name: int(value) for name, value in counters.items()},
+        unconsumed={name: int(n) for name, n in zip(unconsumed, lengths, strict=True) if n},
     )

@@ -188,12 +188,15 @@ def put_task(
     message: dict[str, Any],
     sent_event: dict[str, Any] | None = None,
     encode: EncodeEvents | None = None,
-) -> None:
+    claim: tuple[str, bytes | str] | None = None,
+) -> bool:
     """Queue a Celery task message (kombu's envelope) on ``queue`` at priority ``step``,
     or in the delay store when its due time is ahead; a first send records its status,
     unless its header says nobody watches it (``h.UNTRACKED``). Its task-sent event, if
     any, is published by the same script call (``encode`` makes it a message; in a
-    batch, the batch's events are encoded together, grouped)."""
+    batch, the batch's events are encoded together, grouped). With ``claim`` (a landing
+    list and the message as it lies there: a foreign message being adopted), the message
+    is put only if it is still there, taken off it in the same step; False if not."""
     headers = message["headers"]
     task_id = headers["id"]
     due = headers.get(h.DUE_AT)
@@ -220,19 +223,20 @@ def put_task(
          len(fields) // 2, *fields],
     )  # fmt: skip
     open_batch = current_batch()
-    if open_batch is not None:
+    if open_batch is not None and claim is None:
         open_batch.add(keys, record)
         if sent_event is not None:
             open_batch.sent.append(sent_event)
             open_batch.encode_sent = encode
-        return
-    call_keys, args = _enqueue_call(keys, [record])
+        return True
+    call_keys, args = _enqueue_call(keys, [record], claim)
     with_events = sent_event is not None and encode is not None and listeners.task_events.open()
     if with_events and sent_event is not None and encode is not None:
         _with_events(args, encode([sent_event]))
     reply = script("enqueue")(call_keys, args)
     if with_events:
         listeners.task_events.heard(int(reply[1]))
+    return bool(reply[0])
 
 
 def to_json(envelope: dict[str, Any]) -> str:
@@ -279,7 +283,7 @@ QUEUED, SCHEDULED = TaskStatus.QUEUED.value, TaskStatus.SCHEDULED.value
 #: (The channels of a session and of a dispatcher are derived from their ids.)
 _FROM_HEADERS = (("session", h.SESSION), ("request_id", h.REQUEST), ("user", h.USER),
                  ("meeting", h.MEETING), ("notify", h.NOTIFY),
-                 ("retention", h.RETENTION))  # fmt: skip
+                 ("retention", h.RETENTION), ("foreign", h.FOREIGN))  # fmt: skip
 
 
 def status_fields(headers: dict[str, Any], queue: str, step: int) -> list[Any]:
@@ -304,11 +308,15 @@ def _ids(records: list[Record]) -> list[str]:
     return [str(record.args[0]) for record in records]
 
 
-def _enqueue_call(keys: Keys, records: list[Record]) -> tuple[list[Any], list[Any]]:
+def _enqueue_call(
+    keys: Keys, records: list[Record], claim: tuple[str, bytes | str] | None = None
+) -> tuple[list[Any], list[Any]]:
     """KEYS and ARGV of lua/enqueue.lua for ``records``, publishing nothing
-    (``_with_events`` adds events)."""
-    call_keys = [keys.task_stats(), keys.delayed(), keys.delayed_messages()]
-    args = [time.time(), get_settings().status_ttl, DOORBELL_TOKENS, 0]
+    (``_with_events`` adds events); with ``claim`` (landing list, message), only if the
+    message is still on that list, taken from it in the same step."""
+    landing, raw = claim or (keys.task_stats(), "")
+    call_keys = [keys.task_stats(), keys.delayed(), keys.delayed_messages(), landing]
+    args = [time.time(), get_settings().status_ttl, DOORBELL_TOKENS, raw, 0]
     for record in records:
         call_keys.extend(record.keys)
         args.extend(record.args)
@@ -321,4 +329,4 @@ def _with_events(args: list[Any], events: list[tuple[str, str]]) -> None:
 
 
 #: Where enqueue.lua's ARGV says how many events follow (0-based).
-_EVENTS_ARG = 3
+_EVENTS_ARG = 4

@@ -50,6 +50,7 @@ def finish(
     ttl: int | None = None,
     counted: str = "",
     held: str = "",
+    celery_key: bool = False,
 ) -> bool:
     """Store ``result`` and move to ``status`` (retrying or terminal; None: store only),
     the record then kept ``ttl`` seconds (``policies/retention.py``; None: the status TTL).
@@ -57,7 +58,8 @@ def finish(
     False if the task was already over. ``notify`` and ``session`` are (channel,
     message) pairs published if the status changed; ``counted`` is ``counter_suffix`` of
     the task ('' to read its type and priority from its record); the run's message,
-    held in ``held`` under ``delivery_tag``, is released with it.
+    held in ``held`` under ``delivery_tag``, is released with it. With ``celery_key`` the
+    result is also kept as Celery's Redis backend keeps one (a foreign producer's task).
     """
     notify_channel, notify_message = notify or ("", "")
     session_channel, frame = session or ("", "")
@@ -68,6 +70,7 @@ def finish(
                 keys.deadlines(),
                 keys.task_stats(),
                 held or keys.status(task_id),
+                result.channel if result and celery_key else keys.status(task_id),
             ],
             args=[
                 task_id,
@@ -83,6 +86,7 @@ def finish(
                 result.channel if result else "",
                 result.meta if result else "",
                 counted,
+                "1" if celery_key else "",
                 *(result.fields if result else ()),
             ],
         )

@@ -5,14 +5,18 @@
 -- KEYS[1]  HASH   cluster-wide counters, field "<event>:<priority>:<type>" (store/status.py)
 -- KEYS[2]  ZSET   delayed task ids by due time
 -- KEYS[3]  HASH   delayed task entries
+-- KEYS[4]  LIST   the landing list of a queue's inbox the task comes from (an adopted
+--                 foreign message, policies/foreign.py), or KEYS[1]
 -- then, for each task i = 1..n, in the order sent:
---   KEYS[1 + 3i]  LIST  the queue list at the message's priority
---   KEYS[2 + 3i]  LIST  that queue's doorbell
---   KEYS[3 + 3i]  HASH  the task's record
+--   KEYS[2 + 3i]  LIST  the queue list at the message's priority
+--   KEYS[3 + 3i]  LIST  that queue's doorbell
+--   KEYS[4 + 3i]  HASH  the task's record
 -- ARGV[1]  now (unix seconds)
 -- ARGV[2]  status TTL (seconds)
 -- ARGV[3]  most tokens a doorbell keeps
--- ARGV[4]  the number p of events to publish once the tasks are put (task-sent…),
+-- ARGV[4]  the message as it lies on the landing list KEYS[4], taken from it first: if
+--          it is not there (another worker adopted it), nothing is put; or ''
+-- ARGV[5]  the number p of events to publish once the tasks are put (task-sent…),
 --          then p channel, message pairs
 -- then, for each task, in the order of KEYS:
 --   task id, the kombu message ('' when delayed: the entry holds it), due time (unix
@@ -30,11 +34,12 @@
 
 local now, ttl, most = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local counts, rings, bells = {}, {}, {}
+if ARGV[4] ~= '' and redis.call('LREM', KEYS[4], 1, ARGV[4]) == 0 then return {0, 0} end
 
-local events = tonumber(ARGV[4])
-local i, put = 5 + 2 * events, 0
+local events = tonumber(ARGV[5])
+local i, put = 6 + 2 * events, 0
 while i <= #ARGV do
-  local k = 3 * (put + 1)
+  local k = 1 + 3 * (put + 1)
   local list, bell, key = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
   local id, message, due, entry = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local first, counted, m = ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
@@ -73,5 +78,5 @@ for _, bell in ipairs(bells) do
   end
 end
 local heard = 0
-for e = 5, 4 + 2 * events, 2 do heard = heard + redis.call('PUBLISH', ARGV[e], ARGV[e + 1]) end
+for e = 6, 5 + 2 * events, 2 do heard = heard + redis.call('PUBLISH', ARGV[e], ARGV[e + 1]) end
 return {put, heard}

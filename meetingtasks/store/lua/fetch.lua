@@ -40,7 +40,7 @@
 -- bytes no JSON decoder here accepts, a tag or id of the wrong type) is set aside on the
 -- malformed list with the reason (entries "<JSON header>\n<raw>", store/malformed.py),
 -- all checks made before any write; whatever else goes wrong with one entry is caught
--- (pcall) and sets it aside too. The worker checks the rest (celery_ext/message_check.py).
+-- (pcall) and sets it aside too. The worker checks the rest (policies/message_check.py).
 
 local n = tonumber(ARGV[1])
 local now = tonumber(ARGV[2])
@@ -99,8 +99,11 @@ local function hold(i, raw, message)
     if redis.call('EXISTS', ARGV[5] .. id) == 1 then return false end  -- cancelled
   elseif id then
     local status_key = ARGV[4] .. id
-    if redis.call('EXISTS', ARGV[5] .. id) == 1 or over[redis.call('HGET', status_key, 'status')] then
-      return false  -- dropped: cancelled, or a duplicate of a run that already ended
+    local status = redis.call('HGET', status_key, 'status')
+    if over[status] then return false end  -- dropped: a duplicate of a run that ended
+    if redis.call('EXISTS', ARGV[5] .. id) == 1 then  -- dropped: cancelled
+      if status then redis.call('HSET', status_key, 'status', 'cancelled', 'updated_at', ARGV[2]) end
+      return false
     end
     local limits = optional(headers['timelimit'])
     local limit = type(limits) == 'table' and (tonumber(limits[1]) or tonumber(limits[2]))

@@ -7,6 +7,8 @@
 -- KEYS[3]  HASH   cluster-wide counters, field "<event>:<priority>:<type>"
 -- KEYS[4]  HASH   where the worker holds the run's message (Keys.held), or KEYS[1] when
 --                 there is none to release
+-- KEYS[5]  STRING Celery's result key of the task, where a foreign producer's client
+--                 reads its result (docs/wire.md), or KEYS[1]
 -- ARGV[1]  task id
 -- ARGV[2]  new status (retrying, completed, failed, timeout, cancelled), or '' to only
 --          store the result
@@ -25,7 +27,9 @@
 -- ARGV[12] Celery's meta of the result, published there
 -- ARGV[13] what the task is counted under ("<priority>:<type>", store/queueing.py), or ''
 --          to read them from its record
--- ARGV[14...] the result's fields, field, value pairs (celery_ext/result_record.py);
+-- ARGV[14] '1' to also store the result under KEYS[5] as Celery's Redis backend does,
+--          kept as long as the record, or ''
+-- ARGV[15...] the result's fields, field, value pairs (celery_ext/result_record.py);
 --          they replace those of any earlier result (store/status.py RESULT_FIELDS)
 -- returns  1 if the status changed (or the result was stored), 0 if it was already over
 
@@ -44,8 +48,9 @@ if stored then
 end
 if status == '' then
   if not stored then return 0 end
-  redis.call('HSET', KEYS[1], unpack(ARGV, 14, #ARGV))
+  redis.call('HSET', KEYS[1], unpack(ARGV, 15, #ARGV))
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+  if ARGV[14] == '1' then redis.call('SET', KEYS[5], ARGV[12], 'EX', tonumber(ARGV[4])) end
   redis.call('PUBLISH', ARGV[11], ARGV[12])
   return 1
 end
@@ -53,12 +58,15 @@ end
 local fields = {'status', status, 'updated_at', ARGV[3]}
 if ARGV[5] ~= '' then fields[#fields + 1] = 'error'; fields[#fields + 1] = ARGV[5] end
 if stored then
-  for f = 14, #ARGV do fields[#fields + 1] = ARGV[f] end
+  for f = 15, #ARGV do fields[#fields + 1] = ARGV[f] end
 end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
 redis.call('ZREM', KEYS[2], ARGV[1])
-if stored then redis.call('PUBLISH', ARGV[11], ARGV[12]) end
+if stored then
+  if ARGV[14] == '1' then redis.call('SET', KEYS[5], ARGV[12], 'EX', tonumber(ARGV[4])) end
+  redis.call('PUBLISH', ARGV[11], ARGV[12])
+end
 
 local event = status
 if status == 'retrying' then event = 'retried' end

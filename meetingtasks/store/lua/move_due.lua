@@ -16,7 +16,7 @@
 -- then the ids read with no entry (removed from the set if they still have none)
 -- returns  the number of tasks moved
 --
--- The keys come from the entry, written when the task was delayed (meetingtasks.keys);
+-- The keys come from the entry, written when the task was delayed (base/keys.py);
 -- the message is pushed byte for byte as kombu wrote it, and a task still 'scheduled'
 -- becomes 'queued' (a retry keeps its 'retrying' until a worker takes it). A task delayed
 -- anew meanwhile (a retry) has another entry or a later due time, and waits for it.
