@@ -75,6 +75,16 @@ def page(browser: Browser) -> Iterator[Page]:
     opened = context.new_page()
     errors: list[str] = []
     opened.on("pageerror", lambda error: errors.append(str(error)))
+    # The page runs under its Content-Security-Policy (no inline script or style):
+    # anything it would break shows as a console error.
+    opened.on(
+        "console",
+        lambda message: (
+            errors.append(message.text)
+            if message.type == "error" and "Content Security Policy" in message.text
+            else None
+        ),
+    )
     yield opened
     context.close()
     assert not errors, f"the page raised: {errors}"
@@ -96,6 +106,7 @@ def test_the_page_connects_streams_a_chat_reply_and_shows_meeting_events(
 ) -> None:
     page.goto(stack.url())
     connected(page)
+    assert "token=" not in page.url  # read, then taken out of the address bar and history
     expect(page.locator("#meeting-id")).to_have_value("m1")  # from the token's meetings
     expect(page.locator("#workers")).to_have_text("2")
     expect(page.locator('#queues tr[data-queue="ai"]')).to_be_visible()

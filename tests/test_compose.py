@@ -110,3 +110,17 @@ def test_the_sentinel_profile_adds_a_replica_and_three_sentinels_of_our_master()
     for service in APP_SERVICES.values():  # every service can be pointed at the sentinels
         environment = service.get("environment") or COMPOSE["x-app"]["environment"]
         assert environment["MEETINGTASKS_REDIS_URL"].startswith("${MEETINGTASKS_REDIS_URL:-")
+
+
+def test_the_public_gateway_is_given_its_secret_and_operator_token() -> None:
+    """It binds beyond loopback, where it refuses to start without MEETINGTASKS_SECRET."""
+    gateway = COMPOSE["services"]["gateway"]
+    assert option(gateway["command"], "--host") == "0.0.0.0"
+    environment = gateway["environment"]
+    assert environment["MEETINGTASKS_SECRET"].startswith("${MEETINGTASKS_SECRET:?")
+    operator = environment["MEETINGTASKS_GATEWAY_OPERATOR_TOKEN"]
+    assert operator.startswith("${MEETINGTASKS_GATEWAY_OPERATOR_TOKEN:?")
+    assert (
+        environment["MEETINGTASKS_REDIS_URL"]
+        == COMPOSE["x-app"]["environment"]["MEETINGTASKS_REDIS_URL"]
+    )

@@ -67,7 +67,7 @@ HOSTILE: list[tuple[str | bytes | dict, str]] = [
     ({"op": "status", "task_id": "no-such-task"}, "task_not_found"),
     ({"op": "cancel", "task_id": "no-such-task"}, "task_not_found"),
     ({"op": "subscribe", "channel": "meeting.elsewhere"}, "channel_not_allowed"),
-    ({"op": "auth", "token": "again"}, "already_authenticated"),
+    ({"op": "auth", "token": "again"}, "token_malformed"),  # a refresh with a bad token
 ]
 
 

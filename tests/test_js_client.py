@@ -37,7 +37,6 @@ def test_the_js_client_under_node(app, redis, start_worker, tmp_path: Path) -> N
         "GATEWAY_LOG": str(tmp_path / "gateway.log"),
         "TOKEN": token("alice", ("m1",)),
         "BAD_TOKEN": token("alice", ("m1",), secret="another-secret-" + "y" * 40),
-        "SHORT_TOKEN": token("alice", ("m1",), ttl=SHORT_TTL),
         "SHORT_TTL": str(SHORT_TTL),
     }
     run = subprocess.run(

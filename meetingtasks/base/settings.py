@@ -253,6 +253,51 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds a client without ?token= has to send its auth frame.",
     )
+    gateway_max_token_lifetime: float = Field(
+        24 * 3600.0,
+        gt=0,
+        description="Longest lifetime (exp - iat) of a client token the gateway accepts, in "
+        "seconds; a longer-lived one is refused, as is one issued in the future.",
+    )
+    gateway_token_refresh_lead: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds before a connected client's token expires that the gateway asks "
+        "it for a new one (a token_expiring frame; at most half the token's lifetime). At "
+        "expiry without one, the connection closes (4401 token_expired).",
+    )
+    gateway_allowed_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Comma-separated origins (scheme://host[:port]) whose pages may open a "
+        "WebSocket; '*' for any. Empty: the gateway's own origin and loopback pages only. "
+        "Clients that send no Origin (not browsers) are not concerned.",
+    )
+    gateway_max_connections_per_user: int = Field(
+        20, ge=1, description="WebSocket connections one user may hold on one gateway process."
+    )
+    gateway_max_connections_per_address: int = Field(
+        200,
+        ge=1,
+        description="WebSocket connections one client address may hold on one gateway process.",
+    )
+    gateway_max_sessions_per_user: int = Field(
+        10, ge=1, description="Client sessions one user may have open on one gateway process."
+    )
+    gateway_user_submit_rate: float = Field(
+        100.0,
+        gt=0,
+        description="Submits per second one user may sustain on one gateway process, over "
+        "all its sessions and POST /tasks.",
+    )
+    gateway_user_submit_burst: int = Field(
+        200, ge=1, description="Submits one user may send at once, above its rate."
+    )
+    gateway_operator_token: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="Bearer token GET /stats and /metrics ask for. Unset: they answer only a "
+        "gateway bound to loopback.",
+    )
     gateway_outbox_frames: int = Field(
         1000,
         ge=10,
@@ -264,6 +309,14 @@ class Settings(BaseSettings):
     def pool_processes(self) -> int:
         """Pool processes of a worker started without ``-c``."""
         return self.worker_concurrency or PROCESSES_PER_CPU * (os.cpu_count() or 1)
+
+    @field_validator("gateway_allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        """``"https://a.example, https://b.example"`` from the environment."""
+        if isinstance(value, str):
+            value = tuple(part.strip().rstrip("/") for part in value.split(",") if part.strip())
+        return value
 
     @field_validator("event_durable_channels", mode="before")
     @classmethod

@@ -50,7 +50,7 @@ class Principal:
         return meeting_id in self.meetings
 
     def expired(self, now: float) -> bool:
-        return now > self.expires_at + LEEWAY
+        return now >= self.expires_at
 
 
 def mint_token(
@@ -79,8 +79,17 @@ def mint_token(
     return jwt.encode(claims, secret or get_secret(), algorithm=ALGORITHM)
 
 
-def verify(token: str | None, *, secret: str | None = None, now: float | None = None) -> Principal:
-    """The principal of a valid token; AuthError with a ``token_*`` code otherwise."""
+def verify(
+    token: str | None,
+    *,
+    secret: str | None = None,
+    now: float | None = None,
+    max_lifetime: float | None = None,
+) -> Principal:
+    """The principal of a valid token; AuthError with a ``token_*`` code otherwise.
+
+    A token issued in the future (beyond LEEWAY of clock difference) is refused, and so is
+    one that lives longer than ``max_lifetime`` seconds (``exp - iat``), when given."""
     if not token:
         raise AuthError(
             p.TOKEN_MISSING,
@@ -103,11 +112,23 @@ def verify(token: str | None, *, secret: str | None = None, now: float | None = 
             p.TOKEN_BAD_SIGNATURE,
             "token signature does not match: it was not minted with this deployment's secret",
         ) from None
+    except jwt.ImmatureSignatureError:
+        raise AuthError(
+            p.TOKEN_NOT_YET_VALID,
+            "token is issued in the future (iat): check the minting host's clock",
+        ) from None
     except jwt.InvalidTokenError as exc:
         raise AuthError(p.TOKEN_MALFORMED, f"token is malformed: {exc}") from None
-    expires_at = claims["exp"]
-    if not isinstance(expires_at, int | float):
-        raise AuthError(p.TOKEN_MALFORMED, "token is malformed: exp is not a number")
+    expires_at, issued_at = claims["exp"], claims["iat"]
+    if not isinstance(expires_at, int | float) or not isinstance(issued_at, int | float):
+        raise AuthError(p.TOKEN_MALFORMED, "token is malformed: exp or iat is not a number")
+    if max_lifetime is not None and expires_at - issued_at > max_lifetime:
+        raise AuthError(
+            p.TOKEN_TOO_LONG_LIVED,
+            f"token lives {expires_at - issued_at:.0f}s, over the "
+            f"{max_lifetime:.0f}s MEETINGTASKS_GATEWAY_MAX_TOKEN_LIFETIME: mint a shorter one "
+            "and refresh it",
+        )
     meetings = claims.get("meetings", [])
     problem = _claims_problem(claims["sub"], meetings)
     if problem:

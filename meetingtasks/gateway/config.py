@@ -20,6 +20,19 @@ class GatewayConfig:
     idle_timeout: float = default("gateway_idle_timeout")
     auth_timeout: float = default("gateway_auth_timeout")
     outbox_frames: int = default("gateway_outbox_frames")
+    max_token_lifetime: float = default("gateway_max_token_lifetime")
+    token_refresh_lead: float = default("gateway_token_refresh_lead")
+    #: Origins whose pages may connect; empty: this gateway's own and loopback ones.
+    allowed_origins: tuple[str, ...] = default("gateway_allowed_origins")
+    max_connections_per_user: int = default("gateway_max_connections_per_user")
+    max_connections_per_address: int = default("gateway_max_connections_per_address")
+    max_sessions_per_user: int = default("gateway_max_sessions_per_user")
+    user_submit_rate: float = default("gateway_user_submit_rate")
+    user_submit_burst: int = default("gateway_user_submit_burst")
+    operator_token: str | None = None
+    #: Whether this process listens beyond loopback (``serve`` says): then /stats and
+    #: /metrics want the operator token, and a secret must be set.
+    public: bool = False
     #: Threads that run the blocking dispatcher and Celery calls.
     dispatch_threads: int = 8
 
@@ -30,9 +43,10 @@ class GatewayConfig:
         return 4 * self.limits.max_frame_bytes
 
     @classmethod
-    def from_settings(cls) -> GatewayConfig:
+    def from_settings(cls, public: bool = False) -> GatewayConfig:
         s = get_settings()
         return cls(
+            public=public,
             redis_url=s.redis_url,
             limits=Limits(
                 s.gateway_max_frame_bytes, s.gateway_max_payload_bytes, s.gateway_max_depth
@@ -43,6 +57,17 @@ class GatewayConfig:
             idle_timeout=s.gateway_idle_timeout,
             auth_timeout=s.gateway_auth_timeout,
             outbox_frames=s.gateway_outbox_frames,
+            max_token_lifetime=s.gateway_max_token_lifetime,
+            token_refresh_lead=s.gateway_token_refresh_lead,
+            allowed_origins=s.gateway_allowed_origins,
+            max_connections_per_user=s.gateway_max_connections_per_user,
+            max_connections_per_address=s.gateway_max_connections_per_address,
+            max_sessions_per_user=s.gateway_max_sessions_per_user,
+            user_submit_rate=s.gateway_user_submit_rate,
+            user_submit_burst=s.gateway_user_submit_burst,
+            operator_token=(
+                s.gateway_operator_token.get_secret_value() if s.gateway_operator_token else None
+            ),
         )
 
     def client_limits(self) -> dict[str, float]:

@@ -1,10 +1,17 @@
 """One client's WebSocket, from handshake to close, on raw ASGI messages.
 
-The connection authenticates (``?token=`` or a first ``auth`` frame), opens or
-resumes its session through the hub, then reads frames one at a time and answers
-each: a refused frame gets an ``error`` frame and the connection goes on. Only a token
-problem, a client that never authenticates, or one that stops reading ends it, with a
-close code and reason (``protocol.CLOSE_*``).
+The connection checks the page's origin and the client's limits (``guard.py``),
+authenticates (``?token=`` or a first ``auth`` frame), opens or resumes its session
+through the hub, then reads frames one at a time and answers each: a refused frame gets
+an ``error`` frame and the connection goes on. Only a token problem, a client that never
+authenticates, one over its limits, or one that stops reading ends it, with a close code
+and reason (``protocol.CLOSE_*``).
+
+A token's expiry holds while connected, not only on the next frame: a timer asks the
+client for a new token (``token_expiring``) shortly before, an ``auth`` frame with one of
+the same user refreshes it (meeting channels the new token no longer grants are left),
+and at expiry the connection closes (4401 ``token_expired``): nothing else goes out after
+it.
 
 Everything sent goes through one outbox in order: replies, the workers' frames and
 meeting events. An idle connection has no outbox and no task of its own (memory: see
@@ -24,6 +31,7 @@ from urllib.parse import parse_qs
 from meetingtasks.errors import AuthError, ProtocolError, RedisFull
 from meetingtasks.gateway import protocol as p
 from meetingtasks.gateway.auth import Principal, verify
+from meetingtasks.gateway.guard import origin_allowed
 from meetingtasks.gateway.tasks import UNREACHABLE, describe
 
 if TYPE_CHECKING:
@@ -40,6 +48,8 @@ CLOSE_GRACE = 5.0
 
 class Connection:
     __slots__ = (
+        "_address",
+        "_expiry",
         "_flusher",
         "_outbox",
         "_send",
@@ -60,6 +70,10 @@ class Connection:
         self._outbox: deque[str | Message] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self.closing = False
+        #: The client's address, once counted against its limits (``guard.py``).
+        self._address: str | None = None
+        #: The timer of the token's next step (asking for a new one, then its expiry).
+        self._expiry: asyncio.TimerHandle | None = None
 
     async def serve(self, scope: Message, receive: Any) -> None:
         if (await receive())["type"] != "websocket.connect":
@@ -75,9 +89,26 @@ class Connection:
             log.exception("gateway connection failed")
         finally:
             self.hub.counters.connections -= 1
+            if self._expiry is not None:
+                self._expiry.cancel()
+            if self.principal is not None and self._address is not None:
+                self.hub.limits.disconnect(self.principal.user_id, self._address)
             self.hub.leave(self)
 
     async def _serve(self, scope: Message, receive: Any) -> None:
+        headers = {
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in scope.get("headers", [])
+        }
+        origin = headers.get("origin")
+        if not origin_allowed(origin, headers.get("host"), self.hub.config.allowed_origins):
+            await self.refuse(
+                p.ORIGIN_REFUSED,
+                f"pages of {str(origin)[:100]!r} may not connect to this gateway "
+                "(MEETINGTASKS_GATEWAY_ALLOWED_ORIGINS)",
+                p.CLOSE_FORBIDDEN,
+            )
+            return
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         token, wanted = _first(query, "token"), _first(query, "session")
         if token is None:
@@ -86,12 +117,23 @@ class Connection:
                 return
             token, wanted = auth.token, auth.session_id or wanted
         try:
-            self.principal = verify(token)
+            principal = verify(token, max_lifetime=self.hub.config.max_token_lifetime)
         except AuthError as exc:
             await self.refuse(exc.code, str(exc), p.CLOSE_UNAUTHENTICATED)
             return
+        client = scope.get("client")
+        address = str(client[0]) if client else ""
+        refusal = self.hub.limits.connect(principal.user_id, address)
+        if refusal is not None:
+            await self.refuse(*refusal, p.CLOSE_TOO_MANY)
+            return
+        self.principal, self._address = principal, address
+        self._watch_expiry()
         try:
             frame = await self.hub.open_session(self, self.principal, wanted)
+        except ProtocolError as exc:  # over its sessions
+            await self.refuse(exc.code, exc.message, p.CLOSE_TOO_MANY)
+            return
         except UNREACHABLE as exc:
             log.warning("cannot open a client session: %s", exc)
             await self.refuse(
@@ -186,6 +228,9 @@ class Connection:
     async def _submit(self, command: p.Submit) -> None:
         session, principal = self.session, self.principal
         assert session is not None and principal is not None
+        refusal = self.hub.limits.submit(principal.user_id, time.monotonic())
+        if refusal is not None:
+            raise ProtocolError(*refusal, command.request_id)
         refusal = session.admit(time.monotonic())
         if refusal is not None and refusal[0] == p.TOO_MANY_TASKS and session.active:
             await self._forget_finished(session)
@@ -252,12 +297,58 @@ class Connection:
         self.push(p.pong(command.request_id))
 
     async def _auth(self, command: p.Auth) -> None:
-        raise ProtocolError(
-            p.ALREADY_AUTHENTICATED,
-            "this connection is authenticated; to use another token, reconnect with it "
-            "and ?session= to resume",
-            command.request_id,
-        )
+        """A token refresh: the same user's new token replaces the connection's."""
+        assert self.principal is not None
+        try:
+            principal = verify(command.token, max_lifetime=self.hub.config.max_token_lifetime)
+        except AuthError as exc:  # the old token holds until it expires
+            raise ProtocolError(exc.code, str(exc), command.request_id) from None
+        if principal.user_id != self.principal.user_id:
+            await self.refuse(
+                p.USER_MISMATCH,
+                f"a refresh must be a token of {self.principal.user_id!r}: reconnect with "
+                "the other user's token instead",
+                p.CLOSE_FORBIDDEN,
+            )
+            return
+        self.principal = principal
+        for channel in self.hub.revoke_channels(self, principal):
+            self.push(p.subscribed("unsubscribed", channel, None))
+        self._watch_expiry()
+        self.push(p.authenticated(principal.expires_at, command.request_id))
+
+    # -- the token's expiry ------------------------------------------------------------
+
+    def _watch_expiry(self) -> None:
+        """Ask for a new token ``token_refresh_lead`` seconds before this one expires (at
+        most half its time left), and close at its expiry."""
+        assert self.principal is not None
+        if self._expiry is not None:
+            self._expiry.cancel()
+        left = self.principal.expires_at - time.time()
+        lead = min(self.hub.config.token_refresh_lead, left / 2)
+        loop = asyncio.get_running_loop()
+        self._expiry = loop.call_later(max(left - lead, 0.0), self._token_expiring)
+
+    def _token_expiring(self) -> None:
+        assert self.principal is not None
+        self.push(p.token_expiring(self.principal.expires_at))
+        left = self.principal.expires_at - time.time()
+        self._expiry = asyncio.get_running_loop().call_later(max(left, 0.0), self._token_expired)
+
+    def _token_expired(self) -> None:
+        """Nothing more goes out: what waits unsent is dropped, the client told why."""
+        self._expiry = None
+        if self.closing:
+            return
+        code, why = p.TOKEN_EXPIRED, "your token expired: reconnect with a new one and ?session="
+        self.hub.counters.errors[code] += 1
+        self.hub.counters.refusals[code] += 1
+        if self._outbox is None:
+            self._outbox = deque()
+        self._outbox.clear()  # in place: a flusher may be sending from it
+        self._outbox.append(p.error(code, why))
+        self._close(p.CLOSE_UNAUTHENTICATED, f"{code}: {why}")
 
     # -- sending -----------------------------------------------------------------------
 
@@ -268,6 +359,9 @@ class Connection:
     def push(self, frame: str) -> None:
         """Queue a frame; never blocks (the fan-out calls this for every client)."""
         if self.closing:
+            return
+        if self.principal is not None and self.principal.expired(time.time()):
+            self._token_expired()  # its timer is late: nothing goes out after expiry
             return
         if self._outbox is None:
             self._outbox = deque()

@@ -32,6 +32,7 @@ from meetingtasks.gateway.auth import Principal
 from meetingtasks.gateway.config import GatewayConfig
 from meetingtasks.gateway.counters import GatewayCounters
 from meetingtasks.gateway.fanout import Fanout
+from meetingtasks.gateway.guard import ClientLimits
 from meetingtasks.gateway.session import Member, Session
 from meetingtasks.gateway.sessions_store import SessionStore
 from meetingtasks.gateway.tasks import UNREACHABLE, ClientTasks
@@ -64,6 +65,13 @@ class Hub:
         self.config = config
         self.keys = keys or get_keys()
         self.counters = GatewayCounters()
+        self.limits = ClientLimits(
+            config.max_connections_per_user,
+            config.max_connections_per_address,
+            config.max_sessions_per_user,
+            config.user_submit_rate,
+            config.user_submit_burst,
+        )
         self.sessions: dict[str, Session] = {}
         #: Redis channel of a meeting -> connections subscribed to it here.
         self.meetings: dict[str, set[Member]] = {}
@@ -118,6 +126,10 @@ class Hub:
                     f"no session {wanted[:40]!r} of yours: it expired or never existed; "
                     "a new session starts",
                 )
+            mine = sum(1 for s in self.sessions.values() if s.user_id == principal.user_id)
+            refusal = self.limits.new_session(mine)
+            if refusal is not None:
+                raise ProtocolError(*refusal)
             session_id = await self.store.create(principal.user_id)
         session = self.sessions.get(session_id)
         fresh = session is None
@@ -138,7 +150,10 @@ class Hub:
             await self.fanout.ready(self.keys.session_channel(session_id), SUBSCRIBE_TIMEOUT)
         listing = await self._listing(session, task_ids or [])
         limits = self.config.client_limits()
-        return p.session(session_id, principal.user_id, task_ids is not None, listing, limits)
+        resumed = task_ids is not None
+        return p.session(
+            session_id, principal.user_id, resumed, listing, limits, principal.expires_at
+        )
 
     async def _listing(self, session: Session, task_ids: list[str]) -> list[dict[str, Any]]:
         """The status of a resumed session's tasks; the unfinished ones count again."""
@@ -169,6 +184,18 @@ class Hub:
             self._someone_left.set()
 
     # -- meeting events ------------------------------------------------------------------
+
+    def revoke_channels(self, connection: Member, principal: Principal) -> list[str]:
+        """After a token refresh: drop the meeting channels the new token no longer
+        grants; the meeting channels (``meeting.<id>``) dropped."""
+        dropped = []
+        prefix = self.keys.event_channel("")
+        for redis_channel in list(connection.channels or ()):
+            channel = redis_channel[len(prefix) :]
+            if not principal.allows(channel.removeprefix("meeting.")):
+                self.unsubscribe(connection, channel)
+                dropped.append(channel)
+        return dropped
 
     async def subscribe(self, connection: Member, principal: Principal, channel: str) -> None:
         """Follow a meeting's events; ProtocolError if the token does not grant it."""

@@ -3,9 +3,11 @@
 
 Every frame is one JSON object with an ``op``. Client ops: ``auth``, ``submit``,
 ``cancel``, ``status``, ``subscribe``, ``unsubscribe``, ``ping``; every one may carry a
-``request_id`` that the answer repeats. Server ops: ``session`` (after auth),
-``accepted``, ``progress``/``delta``/``result`` (from the workers, forwarded as they
-are), ``status``, ``subscribed``/``unsubscribed``, ``event``, ``error``, ``pong``.
+``request_id`` that the answer repeats (``auth`` on an open connection refreshes its
+token). Server ops: ``session`` (after auth), ``accepted``, ``progress``/``delta``/
+``result`` (from the workers, forwarded as they are), ``status``,
+``subscribed``/``unsubscribed``, ``event``, ``error``, ``pong``, ``token_expiring``
+(send a new token before ``expires_at``) and ``authenticated`` (a refresh took).
 
 Parsing is strict, so a client's mistake is named instead of silently ignored: an
 unknown field is an error, numbers must be finite and fit 64 bits, and task data is
@@ -52,6 +54,12 @@ TOKEN_MISSING = "token_missing"
 TOKEN_BAD_SIGNATURE = "token_bad_signature"
 TOKEN_EXPIRED = "token_expired"
 TOKEN_MALFORMED = "token_malformed"
+TOKEN_NOT_YET_VALID = "token_not_yet_valid"
+TOKEN_TOO_LONG_LIVED = "token_too_long_lived"
+ORIGIN_REFUSED = "origin_refused"
+TOO_MANY_CONNECTIONS = "too_many_connections"
+TOO_MANY_SESSIONS = "too_many_sessions"
+OPERATOR_TOKEN_REQUIRED = "operator_token_required"
 USER_MISMATCH = "user_mismatch"
 AUTH_TIMEOUT = "auth_timeout"
 TOO_SLOW = "too_slow"
@@ -59,12 +67,15 @@ TOO_SLOW = "too_slow"
 # -- WebSocket close codes ---------------------------------------------------------------
 #: No valid token (missing, bad signature, expired, malformed); the reason says which.
 CLOSE_UNAUTHENTICATED = 4401
-#: A token refresh (``auth`` on an open connection) named another user.
+#: A token refresh (``auth`` on an open connection) named another user, or the page's
+#: origin is not an allowed one.
 CLOSE_FORBIDDEN = 4403
 #: No ``auth`` frame within MEETINGTASKS_GATEWAY_AUTH_TIMEOUT.
 CLOSE_AUTH_TIMEOUT = 4408
-#: The client left more than MEETINGTASKS_GATEWAY_OUTBOX_FRAMES frames unread.
+#: The client left more than MEETINGTASKS_GATEWAY_OUTBOX_FRAMES frames unread, or holds
+#: as many connections or sessions as it may.
 CLOSE_TOO_SLOW = 4429
+CLOSE_TOO_MANY = 4429
 #: Redis did not answer while the session was being opened: try again later (RFC 6455).
 CLOSE_TRY_AGAIN = 1013
 
@@ -414,10 +425,22 @@ def session(
     resumed: bool,
     tasks: list[dict[str, Any]],
     limits: dict[str, Any],
+    expires_at: float,
 ) -> str:
-    """The first frame after auth: the session to resume later with ``?session=``."""
+    """The first frame after auth: the session to resume later with ``?session=``, and
+    when the token it was opened with expires (the connection closes then)."""
     frame = {"op": "session", "session_id": session_id, "user_id": user_id, "resumed": resumed}
-    return encode({**frame, "tasks": tasks, "limits": limits})
+    return encode({**frame, "tasks": tasks, "limits": limits, "expires_at": expires_at})
+
+
+def token_expiring(expires_at: float) -> str:
+    """Asks the client for a fresh token (``auth``) before the connection's expires."""
+    return encode({"op": "token_expiring", "expires_at": expires_at})
+
+
+def authenticated(expires_at: float, request_id: str | None) -> str:
+    """A token refresh took: the connection now lasts until ``expires_at``."""
+    return _with_request({"op": "authenticated", "expires_at": expires_at}, request_id)
 
 
 def event(channel: str, raw_event: str) -> str:

@@ -19,10 +19,13 @@ from typing import Any
 
 from starlette.applications import Starlette
 
+from meetingtasks.base.settings import get_settings
+from meetingtasks.errors import ConfigurationError
 from meetingtasks.gateway import web
 from meetingtasks.gateway.auth import get_secret
 from meetingtasks.gateway.config import GatewayConfig
 from meetingtasks.gateway.connection import Connection
+from meetingtasks.gateway.guard import is_loopback
 from meetingtasks.gateway.http import routes
 from meetingtasks.gateway.hub import Hub
 from meetingtasks.policies.routing import get_route_table
@@ -63,10 +66,20 @@ class GatewayApp:
 
 
 def serve(host: str, port: int, config: GatewayConfig | None = None) -> None:
-    """Run a gateway until SIGINT/SIGTERM (uvicorn closes open sockets with 1012)."""
+    """Run a gateway until SIGINT/SIGTERM (uvicorn closes open sockets with 1012).
+
+    Bound beyond loopback, it refuses to start without ``MEETINGTASKS_SECRET``: the key
+    generated otherwise lives in Redis, where anyone who reads Redis could mint tokens."""
     import uvicorn
 
-    app = GatewayApp(config)
+    public = not is_loopback(host)
+    if public and get_settings().secret is None:
+        raise ConfigurationError(
+            f"the gateway would listen on {host}, beyond loopback, with no MEETINGTASKS_SECRET: "
+            "set one (openssl rand -base64 48), the same on every gateway and token minter of "
+            "the deployment"
+        )
+    app = GatewayApp(config or GatewayConfig.from_settings(public=public))
     server_config = uvicorn.Config(
         app,
         host=host,

@@ -33,6 +33,10 @@ class TokenBucket:
         self.tokens = float(burst)
         self.stamp = now
 
+    def full(self, now: float) -> bool:
+        """Whether it filled up again since its last use."""
+        return self.tokens + (now - self.stamp) * self.rate >= self.burst
+
     def take(self, now: float) -> bool:
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now

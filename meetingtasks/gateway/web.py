@@ -30,9 +30,23 @@ def routes() -> list[Route]:
     return [_route(path, name, media_type) for path, (name, media_type) in FILES.items()]
 
 
+#: Headers of every file served: no script but our own files (no inline script or style),
+#: WebSockets to this gateway only, never in a frame, no referrer (a URL may hold a token).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+        "form-action 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
 def _route(path: str, name: str, media_type: str) -> Route:
     body = (WEB / name).read_bytes()
-    headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+    headers = {"Cache-Control": "no-cache", **SECURITY_HEADERS}
 
     async def serve(request: Request) -> Response:
         return Response(body, media_type=media_type, headers=headers)

@@ -49,15 +49,18 @@ def token(user: str, meetings: tuple[str, ...] = (), ttl: float = 600, **options
 class GatewayProcess:
     """One gateway server in its own process, stopped (SIGTERM, then -9) by ``stop``."""
 
-    def __init__(self, log_path: Path, port: int | None = None, **settings: object) -> None:
-        """``port``: a given one (to restart a gateway where its clients expect it)."""
+    def __init__(
+        self, log_path: Path, port: int | None = None, host: str = "127.0.0.1", **settings: object
+    ) -> None:
+        """``port``: a given one (to restart a gateway where its clients expect it);
+        ``host``: the address it listens on (``0.0.0.0``: beyond loopback)."""
         self.port = port or free_port()
         self.log_path = log_path
         env = {**os.environ, "PYTHONPATH": str(REPO), "MEETINGTASKS_SECRET": SECRET}
         env.update({f"MEETINGTASKS_{k.upper()}": str(v) for k, v in settings.items()})
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "tests.support.gateways", str(self.port)],
+                [sys.executable, "-m", "tests.support.gateways", str(self.port), host],
                 cwd=REPO,
                 env=env,
                 stdout=log,
@@ -85,6 +88,12 @@ class GatewayProcess:
         self, method: str, path: str, body: Any = None, token: str | None = None
     ) -> tuple[int, Any]:
         """(status, decoded JSON or text) of one request."""
+        return self.http_with_headers(method, path, body, token)[:2]
+
+    def http_with_headers(
+        self, method: str, path: str, body: Any = None, token: str | None = None
+    ) -> tuple[int, Any, dict[str, str]]:
+        """(status, decoded JSON or text, headers by lowercase name) of one request."""
         data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.base + path, data=data, method=method)
         if token is not None:
@@ -92,12 +101,14 @@ class GatewayProcess:
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 status, text = response.status, response.read().decode()
+                headers = {k.lower(): v for k, v in response.headers.items()}
         except urllib.error.HTTPError as exc:
             status, text = exc.code, exc.read().decode()
+            headers = {k.lower(): v for k, v in exc.headers.items()}
         try:
-            return status, json.loads(text)
+            return status, json.loads(text), headers
         except ValueError:
-            return status, text
+            return status, text, headers
 
     def _wait_healthy(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -124,10 +135,16 @@ class GatewayProcess:
 class Client:
     """A WebSocket client that keeps every frame it read, in order."""
 
-    def __init__(self, url: str, auth_frame: Frame | None = None, expect_session: bool = True):
+    def __init__(
+        self,
+        url: str,
+        auth_frame: Frame | None = None,
+        expect_session: bool = True,
+        origin: str | None = None,
+    ):
         self._stack = contextlib.ExitStack()
         self.ws: ClientConnection = self._stack.enter_context(
-            connect(url, open_timeout=30, close_timeout=5)
+            connect(url, open_timeout=30, close_timeout=5, origin=origin)  # type: ignore[arg-type]
         )
         self.frames: list[Frame] = []
         self.session: Frame | None = None
@@ -193,15 +210,15 @@ class Client:
         self._stack.close()
 
 
-def main(port: int) -> None:
+def main(port: int, host: str = "127.0.0.1") -> None:
     """The test gateways' entry point: the real server, with the test tasks' client names."""
     import tests.worker_tasks  # noqa: F401  (the test tasks' payload checks, here too)
     from meetingtasks.gateway.server import serve
 
     for route in CLIENT_ROUTES:
         get_route_table().register(route)
-    serve("127.0.0.1", port)
+    serve(host, port)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    main(int(sys.argv[1]), *sys.argv[2:3])

@@ -35,6 +35,8 @@ export interface SessionFrame extends ServerFrame {
   resumed: boolean;
   tasks: { task_id: string; status: TaskStatus; request_id?: string }[];
   limits: Record<string, unknown>;
+  /** Unix time the token expires: the gateway asks for a new one before (token_expiring). */
+  expires_at: number;
 }
 
 export interface StatusFrame extends ServerFrame {
@@ -119,12 +121,20 @@ export declare class MeetingTasksClient {
   on(name: "error", listener: (error: MeetingTasksError) => void): () => void;
   on(name: "frame", listener: (frame: ServerFrame) => void): () => void;
   on(name: "task", listener: (task: Task) => void): () => void;
+  /** The gateway asks for a new token before ``expires_at`` (getToken is called if given). */
+  on(name: "token_expiring", listener: (frame: { op: "token_expiring"; expires_at: number }) => void): () => void;
+  /** A refresh took: the connection lasts until ``expires_at``. */
+  on(name: "authenticated", listener: (frame: { op: "authenticated"; expires_at: number }) => void): () => void;
+  /** Unix time the connection's token expires, from the session frame on (updated by token_expiring, authenticated). */
+  tokenExpiresAt?: number;
   connect(): Promise<SessionFrame>;
   close(): void;
   submit<Result = unknown>(type: string, data?: Record<string, unknown>, options?: SubmitOptions): Promise<Task<Result>>;
   status(taskId: string): Promise<StatusFrame>;
   cancel(taskId: string): Promise<TaskStatus>;
   subscribe(channel: string, onEvent: (event: MeetingEvent, frame: ServerFrame) => void): Promise<Subscription>;
-  refreshToken(token: string): Promise<void>;
+  /** Sends a new token on an open connection; resolves with the gateway's ``authenticated``
+   * answer (null when not connected: the token is used at the next connection). */
+  refreshToken(token: string): Promise<ServerFrame | null>;
   ping(): Promise<ServerFrame>;
 }

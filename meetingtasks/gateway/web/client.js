@@ -243,10 +243,12 @@ export class MeetingTasksClient {
     };
   }
 
-  /** Replaces the token: sent at once on an open connection, used on every reconnect. */
+  /** Replaces the token: sent at once on an open connection (the gateway answers
+   * ``authenticated`` with its expiry), used on every reconnect. */
   async refreshToken(token) {
     this.token = token;
-    if (this.state === "open") this._send({ op: "auth", token });
+    if (this.state === "open") return this._request({ op: "auth", token });
+    return null;
   }
 
   /** Sends a ping and resolves on its pong. */
@@ -306,13 +308,31 @@ export class MeetingTasksClient {
         return this._onEvent(frame);
       case "error":
         return this._onError(frame);
+      case "token_expiring":
+        return this._onTokenExpiring(frame);
+      case "authenticated":
+        this.tokenExpiresAt = frame.expires_at;
+        this._emit("authenticated", frame);
+        return this._answer(frame);
     }
+  }
+
+  /** The gateway closes at the token's expiry: fetch a new one (getToken) and send it. */
+  _onTokenExpiring(frame) {
+    this.tokenExpiresAt = frame.expires_at;
+    this._emit("token_expiring", frame);
+    if (!this.getToken) return;
+    Promise.resolve(this.getToken()).then(
+      (token) => this.refreshToken(token),
+      (error) => this._emit("error", new MeetingTasksError("token_expiring", `could not get a new token: ${error}`)),
+    );
   }
 
   async _onSession(frame) {
     this.session = frame;
     this.sessionId = frame.session_id;
     this.limits = frame.limits || {};
+    this.tokenExpiresAt = frame.expires_at;
     this._attempt = 0;
     this._setState("open");
     this._startKeepalive();

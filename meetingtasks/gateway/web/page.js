@@ -44,6 +44,7 @@ async function connect(token) {
   const url = new URL("/ws", location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
   client = new MeetingTasksClient(url.toString(), { token });
+  client.on("token_expiring", () => notice("token_expiring", "your token is about to expire: paste a new one and connect"));
   client.on("state", (state) => {
     $("#state").dataset.state = state;
     $("#state").textContent = state === "open" ? "connected" : state;
@@ -229,8 +230,16 @@ async function refreshStats() {
 refreshStats();
 setInterval(refreshStats, STATS_INTERVAL);
 
-const initial = params.get("token");
+// A token in the URL (scripts/run prints one) leaves it at once, so it stays out of the
+// history and of any referrer; it is kept for this tab only.
+const initial = params.get("token") || sessionStorage.getItem("meetingtasks-token");
+if (params.has("token")) {
+  params.delete("token");
+  const rest = params.toString();
+  history.replaceState(null, "", location.pathname + (rest ? `?${rest}` : "") + location.hash);
+}
 if (initial) {
+  sessionStorage.setItem("meetingtasks-token", initial);
   $("#token").value = initial;
   connect(initial);
 }
