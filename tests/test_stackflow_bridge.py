@@ -106,7 +106,7 @@ def test_four_system_prompts_from_one_client_stay_within_the_peers_three_units(
     assert exits  # the least recently used unit made room
 
 
-def test_twenty_concurrent_tasks_reach_the_peer_one_at_a_time_on_one_connection(
+def test_twenty_concurrent_tasks_reach_the_peer_one_at_a_time_on_one_connection_at_a_time(
     healthy: StackFlowPeer, start_bridge: StartBridge, clients: Callable[..., LLMClient]
 ) -> None:
     healthy.token_delay = 0.01
@@ -115,7 +115,45 @@ def test_twenty_concurrent_tasks_reach_the_peer_one_at_a_time_on_one_connection(
         replies = list(pool.map(lambda n: client.complete(f"task {n}"), range(20)))
     assert replies == [f"task {n}hello" for n in range(20)]
     assert healthy.most_streams_at_once == 1
-    assert {connection for connection, _text in healthy.received} == {"c1"}
+    used = [connection for connection, _text in healthy.received]
+    in_turn = [name for n, name in enumerate(used) if n == 0 or used[n - 1] != name]
+    assert len(in_turn) == len(set(in_turn))  # each connection's requests, then the next's
+
+
+def test_five_hundred_requests_in_a_row_stay_below_the_peers_read_limit(
+    healthy: StackFlowPeer, start_bridge: StartBridge, clients: Callable[..., LLMClient]
+) -> None:
+    # The real unit manager dies of std::bad_alloc after about 28 reads of one connection
+    # (its input buffer grows on each); the double crashes at the 29th.
+    assert healthy.max_reads == 28
+    node = start_bridge()
+    client = clients(node.addresses[0])
+    for n in range(500):
+        assert client.complete(f"q{n}") == f"q{n}hello"
+    reads = healthy.reads_per_connection()
+    assert len(reads) > 500 // 28 and max(reads.values()) <= 20
+    setups = [text for _conn, text in healthy.received if '"action":"setup"' in text]
+    assert len(setups) == 1  # the work unit outlived every reconnect
+    assert node.stats()["backend"]["connections_opened"] == len(reads)
+
+
+def test_without_recycling_the_peer_dies_of_its_read_limit(
+    peer: StackFlowPeer, start_bridge: StartBridge, clients: Callable[..., LLMClient]
+) -> None:
+    # The same calls as above on one connection for life: what the bridge did before.
+    client = clients(start_bridge(recycle_after=10_000).addresses[0], timeout=5.0)
+    with pytest.raises(MeetingTasksError):
+        for n in range(40):
+            client.complete(f"q{n}")
+    assert peer.crashed is not None and "bad_alloc" in peer.crashed
+
+
+def test_a_recycle_limit_below_two_is_refused() -> None:
+    from meetingtasks.errors import ConfigurationError
+
+    for bad in (0, 1, 2.5, "20"):
+        with pytest.raises(ConfigurationError, match="recycle_after"):
+            StackFlowBridge("tcp+json://127.0.0.1:1", recycle_after=bad)  # type: ignore[arg-type]
 
 
 def test_stopping_the_bridge_exits_the_units_it_holds(

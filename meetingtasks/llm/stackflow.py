@@ -14,6 +14,12 @@ Workers reach our node over ZMQ with full concurrency, and the bridge:
 - serves one call at a time, on one connection it does not close while a reply is due;
   callers wait their turn (``queue_timeout``, then error -10, which the client retries),
   and a reply abandoned by its caller is still read to its end;
+- opens a new connection after ``recycle_after`` requests (20), at a moment when no
+  reply is due: the unit manager reserves its input buffer anew on every read
+  (``zmq_bus.cpp``, ``select_json_str``), at least doubling it, and aborts with
+  ``std::bad_alloc`` after about 28 reads on one connection. Its work units outlive the
+  connection, so none is set up again. The old connection is half-closed and its end
+  awaited before the new one sends: two open connections crash the peer too;
 - keeps at most ``units`` work units (3), one per distinct setup (model, system prompt,
   options), the least recently used exited to make room, all exited when it stops;
 - at start and after a reconnect, asks the peer for its work units (``taskinfo``) and
@@ -92,10 +98,12 @@ class StackFlowBridge(Backend):
         queue_timeout: float = 15.0,
         connect_timeout: float = 3.0,
         recheck_after: float = 2.0,
+        recycle_after: int = 20,
     ) -> None:
         """``read_timeout``: the longest silence accepted within a reply;
         ``queue_timeout``: how long a call waits for its turn (keep it below the clients'
-        read timeout, so they hear -10 rather than silence)."""
+        read timeout, so they hear -10 rather than silence); ``recycle_after``: requests
+        sent on one connection before the next opens (the real peer dies near 28)."""
         self.address: Address = parse_address(upstream)
         if self.address.transport != "tcp":
             raise ConfigurationError(
@@ -106,6 +114,15 @@ class StackFlowBridge(Backend):
             raise ConfigurationError(
                 "the StackFlow bridge needs at least 1 unit and positive timeouts"
             )
+        if type(recycle_after) is not int or recycle_after < 2:
+            raise ConfigurationError(
+                f"recycle_after must be a whole number >= 2 (requests on one connection), "
+                f"not {recycle_after!r}"
+            )
+        self.recycle_after = recycle_after
+        #: Requests sent on the current connection; connections opened so far.
+        self._sent_here = 0
+        self._connections = 0
         self.unit, self.max_units = unit, units
         self.read_timeout, self.queue_timeout = read_timeout, queue_timeout
         self.connect_timeout, self.recheck_after = connect_timeout, recheck_after
@@ -144,6 +161,7 @@ class StackFlowBridge(Backend):
             ],
             "restarts_detected": self._restarts,
             "leftovers_exited": self._leftovers_exited,
+            "connections_opened": self._connections,
         }
 
     def setup(self, options: Mapping[str, Any]) -> None:
@@ -248,6 +266,8 @@ class StackFlowBridge(Backend):
             self._connection = TcpConnection(self.address, self.connect_timeout)
         except NodeUnavailable as exc:
             raise self._down(str(exc)) from exc
+        self._sent_here = 0
+        self._connections += 1
         listed = self._tasklist()
         ours = set(self._units.values())
         for work_id in sorted(listed - ours):
@@ -416,8 +436,12 @@ class StackFlowBridge(Backend):
     # -- the connection -------------------------------------------------------------
 
     def _send(self, message: Mapping[str, Any]) -> str:
-        """Send a request whose replies this call reads (``_reply``)."""
+        """Send a request whose replies this call reads (``_reply``), on a new
+        connection once this one carried ``recycle_after`` and no reply is due."""
+        if self._sent_here >= self.recycle_after and not self._unanswered:
+            self._recycle()
         assert self._connection is not None
+        self._sent_here += 1
         request_id = uuid.uuid4().hex[:16]
         line = request_line({"request_id": request_id, **message})
         try:
@@ -481,6 +505,14 @@ class StackFlowBridge(Backend):
             return list(self._unanswered)[-1]
         log.debug("dropping a late StackFlow reply to %s", response.request_id)
         return None
+
+    def _recycle(self) -> None:
+        """Close the connection, its end seen by the peer, and open the next one."""
+        assert self._connection is not None
+        log.debug("recycling the StackFlow connection after %d requests", self._sent_here)
+        self._connection.close_and_wait(self.connect_timeout)
+        self._connection = None
+        self._connect()
 
     def _lost(self, error: Exception) -> BackendError:
         """The connection broke: the unit manager restarted or crashed. Its units are

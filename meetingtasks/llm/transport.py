@@ -231,6 +231,22 @@ class TcpConnection:
     def close(self, flush: float = 0.0) -> None:
         self._socket.close()  # what send() wrote is in the kernel's buffer: it goes out
 
+    def close_and_wait(self, timeout: float) -> None:
+        """Close our side and wait (up to ``timeout``) for the node to close its own, so
+        it has seen the end before a new connection of ours sends; what it still sends
+        is dropped."""
+        deadline = time.monotonic() + timeout
+        try:
+            self._socket.shutdown(socket.SHUT_WR)
+            while (remaining := deadline - time.monotonic()) > 0:
+                self._socket.settimeout(remaining)
+                if not self._socket.recv(65536):
+                    break
+        except OSError:
+            pass  # reset, or the wait ran out: closed either way
+        finally:
+            self._socket.close()
+
 
 def _ms(seconds: float) -> int:
     return max(0, math.ceil(seconds * 1000))

@@ -122,6 +122,13 @@ def ai_node(
     upstream_timeout: Annotated[
         float, typer.Option(help="Seconds of silence accepted from the StackFlow peer.")
     ] = 20.0,
+    upstream_recycle_after: Annotated[
+        int,
+        typer.Option(
+            help="Requests on one StackFlow connection before the next opens (the unit "
+            "manager dies near 28 reads of one)."
+        ),
+    ] = 20,
 ) -> None:
     """Run the reference inference node (the Edge-LLM-Infra protocol over ZMQ and TCP).
 
@@ -137,7 +144,7 @@ def ai_node(
             raise typer.BadParameter("--upstream and --backend exclude each other")
         served: Backend = StackFlowBridge(
             upstream, unit=unit, units=upstream_units, read_timeout=upstream_timeout,
-            queue_timeout=upstream_timeout * 0.75,
+            queue_timeout=upstream_timeout * 0.75, recycle_after=upstream_recycle_after,
         )  # fmt: skip
     else:
         served = load_backend(backend, **by_backend.get(backend, {}))

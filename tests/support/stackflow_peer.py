@@ -15,6 +15,9 @@ github.com/wwbing/Edge-LLM-Infra), where a bridge could break them:
   on a 4th setup; work_ids ``llm.0, llm.1 …`` are counted across node restarts;
 - concurrency: a request on one connection while another connection that sent requests
   is still open crashes it (``bad_alloc``);
+- growth: the unit manager reserves its input buffer anew on each read of a connection
+  (``zmq_bus.cpp``, ``select_json_str``), so the read after ``max_reads`` on one
+  connection (28 were seen) crashes it (``bad_alloc``); None turns the limit off;
 - the stream's ``index`` is one counter for the whole node, reset at each finish;
 - a dead node whose socket remains: a request for it takes a global lock and gets no
   reply, every later request queues behind it, and when the node returns the queued
@@ -85,11 +88,20 @@ class _Connection:
     framing: list[str] = field(default_factory=list)
     depth: int = 0
     last: str = ""
+    reads: int = 0
 
 
 class StackFlowPeer:
-    def __init__(self, *, units: int = 3, token_delay: float = 0.0, port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        units: int = 3,
+        token_delay: float = 0.0,
+        port: int = 0,
+        max_reads: int | None = 28,
+    ) -> None:
         self.max_units = units
+        self.max_reads = max_reads
         self.token_delay = token_delay
         self.crashed: str | None = None
         #: The node's live work units: work_id -> setup data (as the node parsed it).
@@ -118,6 +130,11 @@ class StackFlowPeer:
         """Connections the unit manager has not seen closed yet."""
         with self._lock:
             return sum(connection.open for connection in self._connections)
+
+    def reads_per_connection(self) -> dict[str, int]:
+        """How many times the unit manager read each connection, by its name."""
+        with self._lock:
+            return {connection.name: connection.reads for connection in self._connections}
 
     @property
     def address(self) -> str:
@@ -157,6 +174,12 @@ class StackFlowPeer:
     def _read(self, connection: _Connection) -> None:
         try:
             while chunk := connection.sock.recv(65536):
+                connection.reads += 1
+                if self.max_reads is not None and connection.reads > self.max_reads:
+                    self._crash(
+                        f"unit manager: std::bad_alloc, its input buffer reserved anew on "
+                        f"each of {connection.reads} reads of one connection"
+                    )
                 for char in chunk.decode("utf-8", errors="replace"):
                     self._frame(connection, char)
         except (OSError, _Crash):
