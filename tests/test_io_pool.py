@@ -8,9 +8,11 @@ import pytest
 from meetingtasks.celery_ext.queue_worker import given
 from meetingtasks.errors import ConfigurationError
 from meetingtasks.policies.routing import RouteTable, WorkerDefaults, get_route_table
-from tests.worker_tasks import rendezvous
+from tests.worker_tasks import own_io, rendezvous
 
 IN_FLIGHT = 200
+#: Tasks that do Redis I/O of their own (issue: the ai pool slowed them down).
+OWN_IO = 2_000
 
 
 def test_the_ai_queue_holds_hundreds_of_tasks_at_once_with_no_pool_flag(
@@ -22,6 +24,20 @@ def test_the_ai_queue_holds_hundreds_of_tasks_at_once_with_no_pool_flag(
     # Each run waits for all the others: they meet only if all run at once.
     assert [r.get(timeout=120) for r in results] == [IN_FLIGHT] * IN_FLIGHT
     assert "concurrency: 500 (thread_pool)" in worker.log()
+
+
+def test_tasks_doing_their_own_redis_io_all_run_in_the_ai_pool_on_one_backend(
+    app, redis, start_worker
+) -> None:
+    start_worker(["ai"], pool=None, concurrency=None)
+    results = [own_io.delay(n, "mttest:own-io") for n in range(OWN_IO)]
+
+    backends = {r.get(timeout=180) for r in results}
+    assert int(redis.get("mttest:own-io")) == OWN_IO
+    assert all(redis.exists(f"mttest:own-io:{n}") for n in (0, OWN_IO // 2, OWN_IO - 1))
+    # Hundreds of threads ran them, and all stored their results through one backend:
+    # Celery makes one per thread unless result_backend_thread_safe says otherwise.
+    assert len(backends) == 1
 
 
 def test_other_queues_keep_prefork_and_command_line_flags_win(app, start_worker) -> None:

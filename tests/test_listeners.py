@@ -55,3 +55,23 @@ def test_a_sender_publishes_task_events_only_while_someone_listens(app, redis) -
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == 2  # "probe" and "heard" only
+
+
+def test_a_task_event_nobody_would_hear_is_not_even_built(app, monkeypatch) -> None:
+    from meetingtasks.store import listeners
+
+    gate = ListenerGate(quiet=60, always=False)
+    monkeypatch.setattr(listeners, "task_events", gate)
+    with app.connection_for_write() as connection:
+        dispatcher = app.events.Dispatcher(
+            connection, enabled=True, buffer_group=["task"], buffer_limit=1000
+        )
+        clock = dispatcher.clock.value
+        gate.heard(0)  # closed: nobody heard the last one
+        dispatcher.send("task-succeeded", uuid="t1")
+        assert not dispatcher._group_buffer["task"] and dispatcher.clock.value == clock
+        gate.heard(1)  # open again
+        dispatcher.send("task-succeeded", uuid="t2")
+        assert [e["uuid"] for e in dispatcher._group_buffer["task"]] == ["t2"]
+        dispatcher._group_buffer["task"].clear()
+        dispatcher.close()

@@ -12,9 +12,11 @@ import os
 import signal
 import time
 
+import redis as redis_py
 from celery.exceptions import SoftTimeLimitExceeded
 
 from meetingtasks.app import app
+from meetingtasks.base.settings import get_settings
 from meetingtasks.errors import Permanent, Retryable
 from meetingtasks.policies.routing import Route, get_route_table
 from meetingtasks.store import get_redis
@@ -26,6 +28,7 @@ get_route_table().register(Route(type="test.until_fixed", queue="meeting", max_r
 get_route_table().register(Route(type="test.rendezvous", queue="ai", max_retries=0, timeout=90))
 get_route_table().register(Route(type="test.crash", queue="user", max_retries=0, timeout=60))
 get_route_table().register(Route(type="test.leak", queue="user", max_retries=0, timeout=60))
+get_route_table().register(Route(type="test.own_io", queue="ai", max_retries=0, timeout=60))
 
 
 def journal(name: str) -> str:
@@ -202,3 +205,25 @@ def leak(self, megabytes: int, journal_name: str = "leak") -> None:
     with open("/proc/self/status") as status:
         rss = int(next(line.split()[1] for line in status if line.startswith("VmRSS:")))
     _note(journal_name, pid=os.getpid(), rss_kib=rss)
+
+
+_own_client: tuple[str, redis_py.Redis] | None = None
+
+
+@app.task(name="test.own_io", bind=True)
+def own_io(self, n: int, counter: str) -> int:
+    """What an AI task does besides waiting on a model: 200 ms, then two round trips of
+    its own on a module-level client (a pipeline of SETNX and INCR, then a SET). Returns
+    the id of the result backend its thread uses."""
+    global _own_client
+    url = get_settings().redis_url
+    if _own_client is None or _own_client[0] != url:
+        _own_client = (url, redis_py.Redis.from_url(url, max_connections=1000))
+    client = _own_client[1]
+    time.sleep(0.2)
+    with client.pipeline() as pipe:
+        pipe.setnx(f"{counter}:{n}", 1)
+        pipe.incr(counter)
+        pipe.execute()
+    client.set(f"{counter}:last", n)
+    return id(self.backend)

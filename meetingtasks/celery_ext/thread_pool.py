@@ -135,9 +135,16 @@ def _raise_in(thread: int, exception: type[BaseException] | None) -> None:
 
 
 class TimedThreadPool(TaskPool):
-    """``-P threads``, and the ``ai`` queue's default pool, with time limits kept."""
+    """``-P threads``, and the ``ai`` queue's default pool, with time limits kept.
+
+    Its threads share one result backend (Celery's ``result_backend_thread_safe``): by
+    default Celery makes one per thread, and 500 threads made 500 backends, each with a
+    Redis connection pool of its own, before their first results. The threads only store
+    results through it (Redis's client is thread-safe); none waits on one
+    (``task_disable_sync_subtasks``)."""
 
     def on_start(self) -> None:
+        self.app.conf.result_backend_thread_safe = True
         self.limits = TimeLimitWatch()
         self.limits.start()
         super().on_start()
