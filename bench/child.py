@@ -39,6 +39,7 @@ MEASUREMENTS = {
     "gateway": "bench.gateway:measure",
     "ai_in_flight": "bench.ai:in_flight",
     "ai_model": "bench.ai:model",
+    "ai_model_openai": "bench.ai:model_openai",
     "soak": "bench.soak:soak",
     "poison": "bench.poison:measure",
     "redis_cost": "bench.redis_cost:measure",

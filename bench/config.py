@@ -37,6 +37,9 @@ class BenchConfig:
     wait_n_plain: int = 400
     wait_n: int = 4_000
     in_flight_n: int = 2_000
+    #: Tasks waiting 200 ms then making two Redis round trips of their own, drained by
+    #: plain Celery -P threads -c 500 and by our ai worker in turn.
+    own_io_n: int = 2_000
     model_rounds: int = 5
     #: The soak: tasks/s aimed at and seconds sent (ours; plain Celery for 30% of it:
     #: neither keeps growing after the first minute, so its peak shows by then).
@@ -78,6 +81,7 @@ QUICK = BenchConfig(
     wait_n_plain=160,
     wait_n=1_500,
     in_flight_n=1_000,
+    own_io_n=1_000,
     model_rounds=2,
     soak_seconds=60,
     redis_n=50_000,
@@ -127,6 +131,7 @@ def parser() -> argparse.ArgumentParser:
         ("wait_n_plain", "200 ms tasks drained by plain Celery -c 8"),
         ("wait_n", "200 ms tasks drained by our ai worker"),
         ("in_flight_n", "AI tasks sent at once to one ai worker"),
+        ("own_io_n", "200 ms tasks with two Redis round trips of their own, per worker"),
         ("model_rounds", "real-model prompts per path"),
         ("soak_rate", "tasks/s the soak aims at"),
         ("soak_seconds", "seconds the soak sends (ours; plain Celery 30% of it)"),

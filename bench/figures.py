@@ -119,12 +119,26 @@ SPECS: tuple[FigureSpec, ...] = (
         TASKS, baseline="ai.plain_wait_c8", target=400,
     ),
     FigureSpec(
+        "ai.plain_own_io", "ai",
+        "plain Celery -P threads -c 500, tasks waiting 200 ms + 2 Redis round trips", TASKS,
+    ),
+    FigureSpec(
+        "ai.ours_own_io", "ai",
+        "ours `worker -Q ai` (no pool flags), tasks waiting 200 ms + 2 Redis round trips",
+        TASKS, baseline="ai.plain_own_io",
+    ),
+    FigureSpec(
         "ai.in_flight", "ai", "AI tasks in flight on one `worker -Q ai` (node answers in 1 s)",
         "tasks", target=500,
     ),
     FigureSpec(
         "ai.model_tokens", "ai", "SmolLM2 tokens/s at the WebSocket client, % of in-process",
         "%", target=95,
+    ),
+    FigureSpec(
+        "ai.openai_tokens", "ai",
+        "SmolLM2 on llama_cpp.server: tokens/s at the WebSocket client, % of direct", "%",
+        target=95,
     ),
     FigureSpec(
         "ai.model_first_token", "ai", "SmolLM2 first token: model → WebSocket client", MS,

@@ -21,6 +21,7 @@ from celery import Celery
 from celery.signals import worker_init
 
 from bench.config import WAIT_SECONDS
+from bench.own_io import OWN_IO, own_io_work
 
 NOOP = "bench.noop"
 WAIT = "bench.wait"
@@ -69,3 +70,9 @@ def cost_kept() -> str:
 def wait() -> None:
     """Waits, like our ``bench.wait`` (``bench/ai_tasks.py``)."""
     time.sleep(WAIT_SECONDS)
+
+
+@app.task(name=OWN_IO)
+def own_io() -> None:
+    """Waits, then two round trips of its own, like our ``bench.own_io``."""
+    own_io_work(_redis_url())

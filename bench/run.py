@@ -141,9 +141,16 @@ class BenchRun:
             title = "ours -Q ai, tasks waiting 200 ms"
             run = self._wait_drain("ours", None, c.wait_n, "ai.ours_wait")
             steps.append(Step("ai", title, ("ai.ours_wait",), run))
+            for app in ("plain", "ours"):
+                key = f"ai.{app}_own_io"
+                title = f"{app}: tasks waiting 200 ms, then two Redis round trips of their own"
+                run = self._wait_drain(app, None, c.own_io_n, key, task="own_io")
+                steps.append(Step("ai", title, (key,), run))
             steps.append(Step("ai", "AI tasks in flight", ("ai.in_flight",), self._in_flight()))
             keys = ("ai.model_tokens", "ai.model_first_token")
             steps.append(Step("ai", "real model: client vs in-process", keys, self._model(keys)))
+            title = "real model behind an OpenAI-compatible server: client vs direct"
+            steps.append(Step("ai", title, ("ai.openai_tokens",), self._model_openai()))
         if "soak" in c.groups:
             plain_seconds = max(10, round(0.3 * c.soak_seconds))
             for app, seconds in (("plain", plain_seconds), ("ours", c.soak_seconds)):
@@ -358,10 +365,10 @@ class BenchRun:
         return run
 
     def _wait_drain(
-        self, app: str, concurrency: int | None, n: int, key: str
+        self, app: str, concurrency: int | None, n: int, key: str, task: str = "wait"
     ) -> Callable[[OnProgress], None]:
         def run(on_progress: OnProgress) -> None:
-            params = {"app": app, "n": n, "task": "wait"}
+            params = {"app": app, "n": n, "task": task}
             filled = run_child("prefill", params, lambda d, t: on_progress(d, 2 * t))
             if filled["queued"] != n:
                 raise RuntimeError(f"prefill queued {filled['queued']} of {n} tasks")
@@ -401,6 +408,14 @@ class BenchRun:
             tokens, first = keys
             self.results.set(tokens, 100 * out["ratio_median"], **out)
             self.results.set(first, out["first_token_trip"]["p50"], **out)
+
+        return run
+
+    def _model_openai(self) -> Callable[[OnProgress], None]:
+        def run(on_progress: OnProgress) -> None:
+            params = {"rounds": self.config.model_rounds, "log_dir": str(self.logs)}
+            out = run_child("ai_model_openai", params, on_progress)
+            self.results.set("ai.openai_tokens", 100 * out["ratio_median"], **out)
 
         return run
 

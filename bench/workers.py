@@ -163,6 +163,7 @@ def drain(
         "concurrency": concurrency,
         "per_process": rate["rate"] / concurrency if concurrency else None,
         "startup_seconds": times[0] - started,
+        "wall_seconds": times[-1] - started,
     }
 
 

@@ -7,6 +7,10 @@
     health.py        per-node health: failures, skipping, failover order
     client.py        LLMClient: load spread, failover, timeouts, health()
     backends.py      Backend, the interface models plug in behind; EchoBackend
+    llama.py         a real model in the node: SmolLM2 on llama.cpp (the model extra)
+    openai_upstream.py  a backend streaming from any OpenAI-compatible server
+                     (``meetingtasks ai-node --upstream openai+http://HOST:PORT/v1``)
+    pool.py          several backends behind one node, by free slots
     node_core.py     the node's answers without I/O: work units and handlers
     node_servers.py  the node's ZMQ ROUTER and TCP front ends
     node.py          InferenceNode, NodeConfig, run() (``meetingtasks ai-node``)

@@ -92,6 +92,16 @@ class EchoBackend(Backend):
             yield word if index == 0 else f" {word}"
 
 
+def check_sampling(options: Mapping[str, Any]) -> None:
+    """Refuse (ValueError) sampling options a forwarding backend would pass on broken:
+    ``max_token_len`` a whole number >= 1, ``temperature`` a number >= 0, or unset."""
+    max_tokens, temperature = options.get("max_token_len"), options.get("temperature")
+    if max_tokens is not None and not (type(max_tokens) is int and max_tokens >= 1):
+        raise ValueError(f"max_token_len must be a whole number >= 1, not {max_tokens!r}")
+    if temperature is not None and not (type(temperature) in (int, float) and temperature >= 0):
+        raise ValueError(f"temperature must be a number >= 0, not {temperature!r}")
+
+
 #: Backends ``--backend`` knows by name.
 BUILT_IN = {
     "echo": "meetingtasks.llm.backends:EchoBackend",

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meetingtasks.errors import ConfigurationError, MeetingTasksError, NodeUnavailable
-from meetingtasks.llm.backends import Backend, BackendError, Generation
+from meetingtasks.llm.backends import Backend, BackendError, Generation, check_sampling
 from meetingtasks.llm.protocol import (
     STREAM_FORMAT,
     ErrorCode,
@@ -170,11 +170,7 @@ class StackFlowBridge(Backend):
             raise ValueError("a StackFlow unit needs a model name")
         if not isinstance(options.get("prompt", ""), str):
             raise ValueError("the prompt must be text")
-        max_tokens, temperature = options.get("max_token_len"), options.get("temperature")
-        if max_tokens is not None and not (type(max_tokens) is int and max_tokens >= 1):
-            raise ValueError(f"max_token_len must be a whole number >= 1, not {max_tokens!r}")
-        if temperature is not None and not (type(temperature) in (int, float) and temperature >= 0):
-            raise ValueError(f"temperature must be a number >= 0, not {temperature!r}")
+        check_sampling(options)
 
     def generate(self, request: Generation) -> Iterator[str]:
         if not self._turn.acquire(timeout=self.queue_timeout):

@@ -25,7 +25,10 @@ from meetingtasks.gateway.server import serve
 from meetingtasks.llm.backends import Backend, load_backend
 from meetingtasks.llm.node import DEFAULT_BIND, NodeConfig
 from meetingtasks.llm.node import run as run_node
+from meetingtasks.llm.openai_upstream import OpenAIUpstream, is_openai_upstream
+from meetingtasks.llm.pool import BackendPool
 from meetingtasks.llm.stackflow import StackFlowBridge
+from meetingtasks.llm.transport import TCP_JSON_SCHEME
 from meetingtasks.manager import cluster_stats
 from meetingtasks.run.stack import Stack
 from meetingtasks.scheduler import SchedulerService, TaskScheduler
@@ -100,27 +103,31 @@ def ai_node(
         NodeConfig.workers
     ),
     backend: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="echo (a test double), llama (SmolLM2 on llama.cpp: the model extra) "
-            "or package.module:factory of your own."
+            help="echo (a test double, the default), llama (SmolLM2 on llama.cpp: the model "
+            "extra) or package.module:factory of your own; with --upstream, one more member "
+            "of the pool."
         ),
-    ] = "echo",
+    ] = None,
     slots: Annotated[
         int, typer.Option(help="llama: model contexts answering at once (the rest queue).")
     ] = 1,
     upstream: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
-            help="Bridge to a StackFlow unit manager at tcp+json://HOST[:PORT] instead of "
-            "running a backend: this node is then its only client."
+            help="Serve from an upstream instead of a backend: openai+http://HOST:PORT/v1 (any "
+            "OpenAI-compatible server: vLLM, llama-server, Ollama, llama_cpp.server) or "
+            "tcp+json://HOST[:PORT] (a StackFlow unit manager, of which this node is then the "
+            "only client). Repeat it for several: each reply goes to the one with the most "
+            "free slots."
         ),
     ] = None,
     upstream_units: Annotated[
         int, typer.Option(help="Work units held on the StackFlow peer (its node has 3).")
     ] = 3,
     upstream_timeout: Annotated[
-        float, typer.Option(help="Seconds of silence accepted from the StackFlow peer.")
+        float, typer.Option(help="Seconds of silence accepted from an upstream.")
     ] = 20.0,
     upstream_recycle_after: Annotated[
         int,
@@ -129,28 +136,53 @@ def ai_node(
             "manager dies near 28 reads of one)."
         ),
     ] = 20,
+    upstream_streams: Annotated[
+        int,
+        typer.Option(help="Requests in flight at once to each OpenAI upstream (its slots)."),
+    ] = 4,
+    upstream_model: Annotated[
+        str | None,
+        typer.Option(help="The model name to ask OpenAI upstreams for (default: the task's)."),
+    ] = None,
 ) -> None:
     """Run the reference inference node (the Edge-LLM-Infra protocol over ZMQ and TCP).
 
     It prints "ready" and its client addresses once serving; SIGTERM or Ctrl-C stops it.
+    API keys for OpenAI upstreams come from MEETINGTASKS_UPSTREAM_API_KEY or OPENAI_API_KEY.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     by_backend: dict[str, dict[str, Any]] = {
         "echo": {"delay": token_delay},
         "llama": {"slots": slots},
     }
-    if upstream is not None:
-        if backend != "echo":
-            raise typer.BadParameter("--upstream and --backend exclude each other")
-        served: Backend = StackFlowBridge(
-            upstream, unit=unit, units=upstream_units, read_timeout=upstream_timeout,
-            queue_timeout=upstream_timeout * 0.75, recycle_after=upstream_recycle_after,
-        )  # fmt: skip
-    else:
-        served = load_backend(backend, **by_backend.get(backend, {}))
+    served: list[Backend] = []
+    for url in upstream or []:
+        if is_openai_upstream(url):
+            served.append(
+                OpenAIUpstream(
+                    url, model=upstream_model, streams=upstream_streams,
+                    read_timeout=upstream_timeout, queue_timeout=upstream_timeout * 0.75,
+                )
+            )  # fmt: skip
+        elif url.startswith(f"{TCP_JSON_SCHEME}://"):
+            served.append(
+                StackFlowBridge(
+                    url, unit=unit, units=upstream_units, read_timeout=upstream_timeout,
+                    queue_timeout=upstream_timeout * 0.75, recycle_after=upstream_recycle_after,
+                )
+            )  # fmt: skip
+        else:
+            raise typer.BadParameter(
+                f"--upstream {url!r}: give openai+http://HOST:PORT/v1 (an OpenAI-compatible "
+                "server) or tcp+json://HOST[:PORT] (a StackFlow unit manager)"
+            )
+    if backend is not None or not served:
+        spec = backend or "echo"
+        served.insert(0, load_backend(spec, **by_backend.get(spec, {})))
     run_node(
         bind=bind or None, tcp_port=tcp_port, tcp_host=tcp_host, unit=unit,
-        backend=served, max_work_ids=max_work_ids, workers=workers,
+        backend=served[0] if len(served) == 1 else BackendPool(served),
+        max_work_ids=max_work_ids, workers=workers,
     )  # fmt: skip
 
 
