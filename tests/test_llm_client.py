@@ -22,6 +22,7 @@ from meetingtasks.errors import (
 from meetingtasks.llm import Backend, Generation, InferenceNode, LLMClient, NodeConfig
 from meetingtasks.llm.transport import parse_address
 from tests.support.llm_nodes import FakeNode, chunk, reply
+from tests.test_scheduler import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 TRANSPORTS = ["zmq", "tcp"]
@@ -76,6 +77,21 @@ def dead_address(transport: str) -> str:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     return f"tcp://127.0.0.1:{port}" if transport == "zmq" else f"tcp+json://127.0.0.1:{port}"
+
+
+def test_a_node_busy_with_a_call_is_given_fewer_until_it_frees(
+    start_node: StartNode, make_client: MakeClient
+) -> None:
+    slow, fast = start_node(token_delay=1.0), start_node()
+    client = make_client([slow.addresses[0], fast.addresses[0]])
+    held = threading.Thread(target=client.complete, args=("held there",))
+    held.start()  # the first call goes to the first node (the round robin starts there)
+    wait_until(lambda: slow.stats()["replying"] == 1, "the slow node replying")
+    # Round robin would send every other call to the slow node; it has one in flight.
+    for n in range(4):
+        assert client.complete(f"quick {n}") == f"quick {n}"
+    held.join(30)
+    assert (slow.stats()["generations"], fast.stats()["generations"]) == (1, 4)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -5,8 +5,9 @@
     client.health()   # JSON-able, per node: state, last success, failures, skipped until
     client.close()
 
-Calls spread over the nodes round robin; a node that failed is skipped for a while (see
-``health.py``). Within the call's ``timeout``, which our own code enforces on every wait
+Each call goes to the node with the fewest of this client's calls in flight, equals round
+robin, so a slow or busy node is given fewer; a node that failed is skipped for a while
+(see ``health.py``). Within the call's ``timeout``, which our own code enforces on every wait
 (Celery's time limits do not apply in a thread pool), a node that cannot be reached, goes
 silent for ``read_timeout`` or answers a transient error code is left for the next one.
 Errors retrying cannot fix (bad input, a node error code, garbage) raise InferenceError at
@@ -62,6 +63,8 @@ class _Node:
     #: Its units that answered -9 (not running there), by unit name.
     units: dict[str, NodeHealth] = field(default_factory=dict)
     idle: list[NodeSession] = field(default_factory=list)
+    #: Calls of this client on the node now.
+    in_flight: int = 0
 
     def unit_health(self, unit: str) -> NodeHealth:
         if unit not in self.units:
@@ -226,6 +229,8 @@ class LLMClient:
             if time.monotonic() >= deadline:
                 break
             deltas = _Deltas(on_delta)
+            with self._lock:
+                node.in_flight += 1
             try:
                 reply = self._attempt(node, setup, text, deadline, deltas)
             except NodeUnavailable as exc:
@@ -247,6 +252,9 @@ class LLMClient:
                 with self._lock:
                     node.health.record_error(exc)
                 raise
+            finally:
+                with self._lock:
+                    node.in_flight -= 1
             with self._lock:
                 node.health.record_success()
                 if setup.unit in node.units:
@@ -305,7 +313,13 @@ class LLMClient:
     def _failover_order(self, unit: str) -> list[_Node]:
         with self._lock:
             start, self._next = self._next, self._next + 1
-            order = failover_order([node.health_for(unit) for node in self._nodes], start)
+            healths = [node.health_for(unit) for node in self._nodes]
+            order = failover_order(healths, start)
+            busy = {
+                i: (1, 0) if healths[i].skipped_for() else (0, self._nodes[i].in_flight)
+                for i in order
+            }
+        order.sort(key=busy.__getitem__)  # stable: equals keep the round robin
         return [self._nodes[index] for index in order]
 
 
