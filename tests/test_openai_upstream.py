@@ -225,18 +225,17 @@ def test_two_servers_share_the_load_by_free_slots(
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        with contextlib.ExitStack():
-            threads = [
-                threading.Thread(
-                    target=client.complete, args=(f"Say the word {word}.",),
-                    kwargs={"max_tokens": 24, "temperature": 0},
-                )
-                for word in ("red", "green", "blue", "white")
-            ]  # fmt: skip
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(120)
+        threads = [
+            threading.Thread(
+                target=client.complete, args=(f"Say the word {word}.",),
+                kwargs={"max_tokens": 24, "temperature": 0},
+            )
+            for word in ("red", "green", "blue", "white")
+        ]  # fmt: skip
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
     finally:
         done.set()
         watcher.join()

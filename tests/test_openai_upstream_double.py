@@ -235,3 +235,13 @@ def test_the_node_command_pools_repeated_upstreams_and_refuses_an_unknown_scheme
     )  # fmt: skip
     assert refused.returncode != 0
     assert "openai+http://" in refused.stderr and "tcp+json://" in refused.stderr
+
+
+def test_each_backend_tells_the_pool_its_slots() -> None:
+    from meetingtasks.llm.pool import slots_of
+    from meetingtasks.llm.stackflow import StackFlowBridge
+
+    # The StackFlow peer answers one request at a time: in a pool it must not look free.
+    assert slots_of(StackFlowBridge("tcp+json://127.0.0.1:1")) == 1
+    assert slots_of(OpenAIUpstream("openai+http://127.0.0.1:1/v1", streams=3)) == 3
+    assert slots_of(EchoBackend()) == float("inf")

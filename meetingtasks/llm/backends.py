@@ -48,6 +48,10 @@ class BackendError(MeetingTasksError):
 class Backend(ABC):
     """A model behind the reference node. Called from several threads at once."""
 
+    #: Replies it generates at once (None: no limit it knows of); a pool of backends
+    #: sends each reply to the member with the most free (``pool.py``).
+    slots: int | None = None
+
     def setup(self, options: Mapping[str, Any]) -> None:  # noqa: B027  (optional hook)
         """Check (and load) what a setup asks for; raise ValueError saying why it cannot
         be served. The default accepts everything."""

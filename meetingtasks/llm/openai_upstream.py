@@ -47,6 +47,8 @@ def is_openai_upstream(url: str) -> bool:
 
 
 class OpenAIUpstream(Backend):
+    slots: int  # its streams: always a limit
+
     def __init__(
         self,
         upstream: str,
@@ -76,9 +78,7 @@ class OpenAIUpstream(Backend):
             raise ConfigurationError(MISSING_EXTRA) from exc
         self.url = upstream
         self.base_url = upstream.removeprefix("openai+").rstrip("/")
-        self.model, self.streams, self.queue_timeout = model, streams, queue_timeout
-        #: Replies generated at once, as a backend pool reads it (``pool.py``).
-        self.slots = streams
+        self.model, self.slots, self.queue_timeout = model, streams, queue_timeout
         key = api_key or next((os.environ[v] for v in API_KEY_VARIABLES if os.environ.get(v)), "")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._http = httpx.Client(
@@ -94,18 +94,18 @@ class OpenAIUpstream(Backend):
         self._last_error: str | None = None
 
     def describe(self) -> str:
-        return f"OpenAI-compatible server at {self.base_url} ({self.streams} streams)"
+        return f"OpenAI-compatible server at {self.base_url} ({self.slots} streams)"
 
     @property
     def free_slots(self) -> int:
-        return self.streams - self._in_flight
+        return self.slots - self._in_flight
 
     def health(self) -> dict[str, Any]:
         return {
             "upstream": self.url,
             "state": self._state,
             "last_error": self._last_error,
-            "streams": self.streams,
+            "streams": self.slots,
             "in_flight": self._in_flight,
             "free_slots": self.free_slots,
         }
@@ -116,7 +116,7 @@ class OpenAIUpstream(Backend):
     def generate(self, request: Generation) -> Iterator[str]:
         if not self._free.acquire(timeout=self.queue_timeout):
             raise BackendError(
-                f"the OpenAI upstream {self.base_url} is busy: all {self.streams} streams "
+                f"the OpenAI upstream {self.base_url} is busy: all {self.slots} streams "
                 f"stayed taken for {self.queue_timeout:.3g}s",
                 ErrorCode.NOT_AVAILABLE,
             )

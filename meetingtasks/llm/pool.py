@@ -31,8 +31,7 @@ from meetingtasks.llm.protocol import ErrorCode
 
 def slots_of(backend: Backend) -> float:
     """How many replies ``backend`` generates at once, by its own account (inf: no limit)."""
-    slots = getattr(backend, "slots", None)
-    return float(slots) if isinstance(slots, int) and slots >= 1 else math.inf
+    return float(backend.slots) if backend.slots else math.inf
 
 
 @dataclass
@@ -55,10 +54,7 @@ class BackendPool(Backend):
         self.skip_for = skip_for
         self._lock = threading.Lock()
         self._turns = itertools.count()
-
-    @property
-    def slots(self) -> float:
-        return sum(member.slots for member in self._members)
+        self.slots = _number(sum(member.slots for member in self._members))
 
     def describe(self) -> str:
         return "pool of " + "; ".join(m.backend.describe() for m in self._members)
@@ -124,5 +120,5 @@ class BackendPool(Backend):
         return index
 
 
-def _number(value: float) -> float | int | None:
+def _number(value: float) -> int | None:
     return None if math.isinf(value) else int(value)

@@ -88,6 +88,9 @@ class _Forgotten(MeetingTasksError):
 
 
 class StackFlowBridge(Backend):
+    #: The peer answers one request at a time.
+    slots = 1
+
     def __init__(
         self,
         upstream: str,
