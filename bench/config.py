@@ -134,7 +134,7 @@ def parser() -> argparse.ArgumentParser:
         ("own_io_n", "200 ms tasks with two Redis round trips of their own, per worker"),
         ("model_rounds", "real-model prompts per path"),
         ("soak_rate", "tasks/s the soak aims at"),
-        ("soak_seconds", "seconds the soak sends (ours; plain Celery 30% of it)"),
+        ("soak_seconds", "seconds the soak sends (ours; plain Celery 30%% of it)"),
         ("redis_n", "requests per redis-benchmark test"),
         ("foreign_n", "foreign messages pushed on an inbox, one at a time"),
         ("cost_n", "tasks sent and drained per Redis cost measurement"),

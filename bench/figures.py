@@ -108,8 +108,41 @@ SPECS: tuple[FigureSpec, ...] = (
         "ws.memory_per_connection", "gateway", "gateway memory per idle connection (RSS)", "KB",
         "lower", target=30,
     ),
+    # Broadcast: publish → the frame at each client, clients in separate processes, at a
+    # tenth of `connections`, at `connections` (the target), and at twice as many.
+    FigureSpec(
+        "ws.broadcast_small_p50", "gateway", "broadcast event → each of N/10 clients, p50", MS,
+        "lower",
+    ),
+    FigureSpec(
+        "ws.broadcast_small_p99", "gateway", "broadcast event → each of N/10 clients, p99", MS,
+        "lower",
+    ),
     FigureSpec("ws.broadcast_p50", "gateway", "broadcast event → each client, p50", MS, "lower"),
-    FigureSpec("ws.broadcast_p99", "gateway", "broadcast event → each client, p99", MS, "lower"),
+    FigureSpec(
+        "ws.broadcast_p99", "gateway", "broadcast event → each client, p99", MS, "lower",
+        target=250,
+    ),
+    FigureSpec(
+        "ws.broadcast_large_p50", "gateway", "broadcast event → each of 2N clients, p50", MS,
+        "lower",
+    ),
+    FigureSpec(
+        "ws.broadcast_large_p99", "gateway", "broadcast event → each of 2N clients, p99", MS,
+        "lower",
+    ),
+    FigureSpec(
+        "ws.broadcast_slow_p99", "gateway",
+        "broadcast with 1% of clients not reading → each reading client, p99", MS, "lower",
+    ),
+    FigureSpec(
+        "ws.broadcast_slow_growth", "gateway",
+        "broadcast p99 growth when 1% of clients do not read", "%", "lower", target=20,
+    ),
+    FigureSpec(
+        "ws.broadcast_workers2_p99", "gateway",
+        "broadcast event → each client, `--workers 2` gateway, p99", MS, "lower",
+    ),
     # -- AI: I/O-bound tasks on the ai queue's own worker, and a real model -------------------
     FigureSpec(
         "ai.plain_wait_c8", "ai", "plain Celery prefork -c 8, tasks waiting 200 ms", TASKS,

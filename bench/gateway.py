@@ -7,13 +7,14 @@ library, asyncio, one process):
 
 - e2e: no-op submits at a stated rate over a few sessions, submit -> result frame;
 - llm: short prompts one after the other, submit -> first ``delta`` frame, and -> result;
-- idle: N connections held open on the gateway, its RSS growth per connection (/proc),
-  answered by a ping on each;
-- broadcast: every connection subscribes to one meeting channel, an event is published
-  on the EventBus, and the time until each client has it is recorded.
+- idle and broadcast, at N clients, N/10 and 2N: the connections are held by
+  ``CLIENT_PROCESSES`` processes of ``bench.ws_clients``, each subscribed to one
+  meeting channel; the gateway's RSS growth per connection (/proc); then events
+  published on the EventBus and the time until each client has each (one monotonic
+  clock for all processes); at N, again with 1% of the clients not reading.
 
-The client is one asyncio process on the same two cores: its own reading time is part
-of every figure here (notably broadcast to thousands of connections).
+The clients run on the same two cores as the gateway: their reading time is part of
+the broadcast figures.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import re
 import resource
 import subprocess
@@ -50,8 +52,16 @@ LLM_TYPE = "llm_chat"
 PROMPT = "Say hello to the meeting in five words."
 #: Submits per second per WebSocket session in the e2e run (stays under per-session limits).
 SESSION_RATE = 20.0
-#: Concurrent WebSocket handshakes while opening the idle connections.
-OPEN_CONCURRENCY = 64
+#: Processes of ``bench.ws_clients`` holding the idle connections between them.
+CLIENT_PROCESSES = 4
+#: Clients that stop reading in the slow-consumer broadcast.
+SLOW_FRACTION = 0.01
+#: The gateway's per-user and per-address limits, raised: every bench client is one user.
+GATEWAY_LIMITS = {
+    f"MEETINGTASKS_GATEWAY_{name}": "100000"
+    for name in ("MAX_CONNECTIONS_PER_USER", "MAX_CONNECTIONS_PER_ADDRESS",
+                 "MAX_SESSIONS_PER_USER")
+}  # fmt: skip
 
 
 def meetingtasks(*args: str) -> list[str]:
@@ -104,21 +114,27 @@ def measure(
     _raise_open_files_limit()
     bench_app = load(OURS)
     port, node = free_port(), f"tcp://127.0.0.1:{free_port()}"
-    env = {"MEETINGTASKS_LLM_NODES": node}
+    env = {"MEETINGTASKS_LLM_NODES": node, **GATEWAY_LIMITS}
     logs = Path(log_dir)
     gateway = Service(
         "gateway", meetingtasks("gateway", "--host", "127.0.0.1", "--port", str(port)), logs, env
     )
+    port2 = free_port()
+    argv2 = meetingtasks("gateway", "--host", "127.0.0.1", "--port", str(port2), "--workers", "2")
+    gateway2 = Service("gateway-workers2", argv2, logs, env)
     services = [
         Service("ai-node", meetingtasks("ai-node", "--bind", node), logs, env),
         worker(bench_app, 2, logs, queues=["default", "ai"], env=env),
         gateway,
+        gateway2,
     ]
     with contextlib.ExitStack() as stack:
         for service in services:
             stack.enter_context(service)
         _wait_healthy(f"http://127.0.0.1:{port}/healthz", gateway)
-        url = f"ws://127.0.0.1:{port}/ws?token={quote(mint_token(USER, MEETING))}"
+        _wait_healthy(f"http://127.0.0.1:{port2}/healthz", gateway2)
+        token = quote(mint_token(USER, MEETING))
+        url = f"ws://127.0.0.1:{port}/ws?token={token}"
         redis_client = bench_app.app.backend.client
         result = asyncio.run(
             _measure_all(
@@ -126,6 +142,13 @@ def measure(
                 broadcast_rounds,
             )
         )  # fmt: skip
+        url2 = f"ws://127.0.0.1:{port2}/ws?token={token}"
+        try:
+            result["workers2"] = asyncio.run(_idle_and_broadcast(
+                url2, gateway2, redis_client, connections, broadcast_rounds, only_main=True
+            ))  # fmt: skip
+        except Exception as exc:
+            result["workers2"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
     return result
 
 
@@ -152,14 +175,13 @@ async def _measure_all(
 
     await part("warmup", lambda: _warm_up(url))
     if "error" in parts["warmup"]:
-        return {name: parts["warmup"] for name in ("e2e", "llm", "idle", "broadcast")}
+        return {name: parts["warmup"] for name in ("e2e", "llm", "idle")}
     await part("e2e", lambda: _e2e(url, rate, duration))
     await part("llm", lambda: _llm(url, llm_samples))
     await part(
         "idle",
         lambda: _idle_and_broadcast(url, gateway, redis_client, connections, broadcast_rounds),
     )
-    parts["broadcast"] = parts["idle"].pop("broadcast", parts["idle"])
     return parts
 
 
@@ -290,111 +312,139 @@ async def _llm(url: str, samples: int) -> dict[str, Any]:
     }
 
 
+class _ClientProcesses:
+    """``CLIENT_PROCESSES`` processes of ``bench.ws_clients``, ``n`` connections in all."""
+
+    def __init__(self, url: str, n: int) -> None:
+        self.counts = [n // CLIENT_PROCESSES + (i < n % CLIENT_PROCESSES)
+                       for i in range(CLIENT_PROCESSES)]  # fmt: skip
+        self.processes = [self._start(url, count) for count in self.counts]
+
+    @staticmethod
+    def _start(url: str, count: int) -> subprocess.Popen[str]:
+        command = [sys.executable, "-m", "bench.ws_clients", url, CHANNEL, str(count)]
+        return subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=child_env()
+        )
+
+    async def ask(self, command: str | Callable[[int], str]) -> list[dict[str, Any]]:
+        """Send each process a command (or one made from its connection count); their
+        answers, waited for together."""
+        for process, count in zip(self.processes, self.counts, strict=True):
+            assert process.stdin is not None
+            process.stdin.write((command(count) if callable(command) else command) + "\n")
+            process.stdin.flush()
+        return await asyncio.gather(*(asyncio.to_thread(self._answer, p) for p in self.processes))
+
+    @staticmethod
+    def _answer(process: subprocess.Popen[str]) -> dict[str, Any]:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"a client process exited ({process.wait()})")
+        answer: dict[str, Any] = frames.decode(line) or {}
+        return answer
+
+    def close(self) -> None:
+        for process in self.processes:
+            with contextlib.suppress(OSError, ValueError):
+                assert process.stdin is not None
+                process.stdin.write("exit\n")
+                process.stdin.close()
+        for process in self.processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+
+
 async def _idle_and_broadcast(
-    url: str, gateway: Service, redis_client: Any, n: int, rounds: int
+    url: str, gateway: Service, redis_client: Any, n: int, rounds: int, only_main: bool = False
 ) -> dict[str, Any]:
+    """Idle memory and broadcasts at ``n`` clients, a tenth and twice as many (``only_main``:
+    ``n`` only); at ``n``, again with 1% of the clients not reading."""
     assert gateway.process is not None
     pid = gateway.process.pid
-    arrivals: defaultdict[int, list[float]] = defaultdict(list)
-    replies: Counter[str] = Counter()
-
-    def on_frame(frame: dict[str, Any], now: float) -> None:
-        op = frame.get("op")
-        if op == "event":
-            seq = frames.find_value(frame, "bench_seq")
-            if isinstance(seq, int):
-                arrivals[seq].append(now)
-        else:
-            replies[f"{op}:{frame.get('code')}" if op == "error" else str(op)] += 1
-
-    rss_before, redis_before = _tree_rss(pid), _redis_memory(redis_client)
-    connections, failures = await _open_many(url, n)
-    readers = [asyncio.create_task(_read(c, on_frame)) for c in connections]
-    try:
-        await asyncio.sleep(2)  # let the gateway settle before reading its memory
-        rss_after, redis_after = _tree_rss(pid), _redis_memory(redis_client)
-        await asyncio.gather(*(c.send(frames.ping()) for c in connections), return_exceptions=True)
-        deadline = time.monotonic() + 10 + n / 1000
-        while replies["pong"] < len(connections) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        held = replies["pong"]
-        opened = max(1, len(connections))
-        idle = {
-            "requested": n,
-            "opened": len(connections),
-            "held": held,
-            "open_failures": dict(failures),
-            "kb_per_connection": (rss_after - rss_before) / 1024 / opened,
-            "gateway_rss_mb": {"before": rss_before / 2**20, "after": rss_after / 2**20},
-            "redis_bytes_per_connection": (redis_after - redis_before) / opened,
-        }
+    out: dict[str, Any] = {}
+    sizes = {"small": max(10, n // 10), "main": n, "large": 2 * n}
+    for label, size in sizes.items():
+        if only_main and label != "main":
+            continue
+        rss_before, redis_before = _tree_rss(pid), _redis_memory(redis_client)
+        clients = _ClientProcesses(url, size)
         try:
-            idle["broadcast"] = await _broadcast(connections, arrivals, replies, held, rounds)
-        except Exception as exc:
-            idle["broadcast"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
-        return idle
-    finally:
-        await asyncio.gather(*(c.close() for c in connections), return_exceptions=True)
-        for reader in readers:
-            reader.cancel()
+            opened = await clients.ask("open")
+            held = sum(a["opened"] for a in opened)
+            failures: Counter[str] = Counter()
+            for answer in opened:
+                failures.update(answer["failures"])
+            await asyncio.sleep(2)  # let the gateway settle before reading its memory
+            rss_after, redis_after = _tree_rss(pid), _redis_memory(redis_client)
+            part: dict[str, Any] = {
+                "requested": size,
+                "held": held,
+                "open_failures": dict(failures),
+                "kb_per_connection": (rss_after - rss_before) / 1024 / max(1, held),
+                "gateway_rss_mb": {"before": rss_before / 2**20, "after": rss_after / 2**20},
+                "redis_bytes_per_connection": (redis_after - redis_before) / max(1, held),
+                "client_processes": CLIENT_PROCESSES,
+                "broadcast": await _broadcast(clients, held, rounds, pid),
+            }
+            if label == "main" and not only_main:
+                part["slow"] = await _broadcast(clients, held, rounds, pid, slow=SLOW_FRACTION)
+            out[label] = part
+        finally:
+            clients.close()
+        await asyncio.sleep(2)  # the gateway lets the closed connections go
+    return out
 
 
 async def _broadcast(
-    connections: list[Any],
-    arrivals: defaultdict[int, list[float]],
-    replies: Counter[str],
-    held: int,
-    rounds: int,
+    clients: _ClientProcesses, held: int, rounds: int, gateway_pid: int, slow: float = 0.0
 ) -> dict[str, Any]:
-    """Everyone subscribes to the meeting channel, then ``rounds`` events are published."""
+    """``rounds`` events published on the meeting channel every client follows; with
+    ``slow``, that fraction of each process's clients stops reading first. Beside the
+    latencies, the CPU the gateway and the clients spent per frame (/proc)."""
     from meetingtasks.events import Event, EventBus
 
-    await asyncio.gather(
-        *(c.send(frames.subscribe(CHANNEL)) for c in connections), return_exceptions=True
-    )
-    await asyncio.sleep(1 + len(connections) / 5000)
+    if slow:
+        await clients.ask(lambda count: f"slow {max(1, round(count * slow))}")
     bus = EventBus()
-    latencies: list[float] = []
-    reach_all: list[float] = []
+    sent_at: dict[int, float] = {}
+    client_pids = [process.pid for process in clients.processes]
+    cpu_before = _tree_cpu([gateway_pid]), _tree_cpu(client_pids)
     for seq in range(rounds):
-        sent = time.monotonic()
+        sent_at[seq] = time.monotonic()
         bus.publish(CHANNEL, Event("meeting.user_joined", {"bench_seq": seq}, "bench",
                                    meeting_id=MEETING))  # fmt: skip
-        deadline = sent + 10
-        while len(arrivals[seq]) < held and time.monotonic() < deadline:
-            await asyncio.sleep(0.002)
-        latencies += [t - sent for t in arrivals[seq]]
-        if len(arrivals[seq]) >= held:
-            reach_all.append(max(arrivals[seq]) - sent)
+        await asyncio.sleep(1 + held / 10_000)  # every frame is in before the next event
         progress(seq + 1, rounds)
-        await asyncio.sleep(0.2)
+    bus.stop()
+    gateway_cpu = _tree_cpu([gateway_pid]) - cpu_before[0]
+    client_cpu = _tree_cpu(client_pids) - cpu_before[1]
+    arrivals: defaultdict[int, list[float]] = defaultdict(list)
+    for answer in await clients.ask("report"):
+        for seq, times in answer["arrivals"].items():
+            arrivals[int(seq)] += times
+    latencies = [t - sent_at[seq] for seq, times in arrivals.items() for t in times]
+    readers = held - (sum(max(1, round(c * slow)) for c in clients.counts) if slow else 0)
+    reach_all = [max(times) - sent_at[seq] for seq, times in arrivals.items()
+                 if len(times) >= readers]  # fmt: skip
     return {
         **summary_ms(latencies),
         "subscribers": held,
+        "reading": readers,
         "rounds": rounds,
         "delivered": len(latencies),
-        "expected": held * rounds,
+        "expected": readers * rounds,
         "reach_all": summary_ms(reach_all),
-        "replies": dict(replies),
+        # Idle seconds between rounds cost ~nothing; the CPU is the frames'.
+        "gateway_cpu_us_per_frame": round(gateway_cpu * 1e6 / max(1, held * rounds), 2),
+        "client_cpu_us_per_frame": round(client_cpu * 1e6 / max(1, held * rounds), 2),
     }
-
-
-async def _open_many(url: str, n: int) -> tuple[list[Any], Counter[str]]:
-    connections: list[Any] = []
-    failures: Counter[str] = Counter()
-    gate = asyncio.Semaphore(OPEN_CONCURRENCY)
-    report = Progress(n)
-
-    async def one() -> None:
-        async with gate:
-            try:
-                connections.append(await _connect(url))
-            except Exception as exc:
-                failures[f"{type(exc).__name__}: {exc}"[:200]] += 1
-            report(len(connections) + sum(failures.values()))
-
-    await asyncio.gather(*(one() for _ in range(n)))
-    return connections, failures
 
 
 # -- processes ------------------------------------------------------------------------------
@@ -413,6 +463,20 @@ def _wait_healthy(url: str, gateway: Service, timeout: float = 60.0) -> None:
                 return
         time.sleep(0.2)
     raise TimeoutError(f"gateway not healthy at {url} in {timeout}s:\n{gateway.log_tail()}")
+
+
+def _tree_cpu(pids: Iterable[int]) -> float:
+    """CPU seconds (user + system) used so far by processes and all their descendants."""
+    total, pending = 0.0, list(pids)
+    tick = os.sysconf("SC_CLK_TCK")
+    while pending:
+        current = pending.pop()
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(p) for p in (task / "children").read_text().split()]
+    return total
 
 
 def _tree_rss(pid: int) -> int:
@@ -434,7 +498,11 @@ def _redis_memory(client: Any) -> int:
 
 
 def _raise_open_files_limit() -> None:
-    """Thousands of client sockets need as many descriptors as the hard limit allows."""
+    """Tens of thousands of sockets, the gateway's and the clients' (they inherit it):
+    as many descriptors as root may raise the limit to, else the hard limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(hard, 1 << 17), max(hard, 1 << 17)))
+        return
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

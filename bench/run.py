@@ -466,12 +466,27 @@ class BenchRun:
             r.set("latency.llm_first_delta", llm["first_delta"]["p50"], **llm)
             r.set("latency.llm_reply", llm["reply"]["p50"], **llm)
         if idle := part("idle", ["ws.idle_connections", "ws.memory_per_connection"]):
-            r.set("ws.idle_connections", idle["held"], **idle)
-            r.set("ws.memory_per_connection", idle["kb_per_connection"], **idle)
-        if broadcast := part("broadcast", ["ws.broadcast_p50", "ws.broadcast_p99"]):
-            for q in ("p50", "p99"):
-                label = f"broadcast event → each of {broadcast['subscribers']:,} clients, {q}"
-                r.set(f"ws.broadcast_{q}", broadcast[q], label=label, **broadcast)
+            main = idle["main"]
+            r.set("ws.idle_connections", main["held"], **main)
+            r.set("ws.memory_per_connection", main["kb_per_connection"], **main)
+            for name, prefix in (("small", "ws.broadcast_small"), ("main", "ws.broadcast"),
+                                 ("large", "ws.broadcast_large")):  # fmt: skip
+                broadcast = idle[name]["broadcast"]
+                for q in ("p50", "p99"):
+                    label = f"broadcast event → each of {broadcast['subscribers']:,} clients, {q}"
+                    r.set(f"{prefix}_{q}", broadcast[q], label=label, **broadcast)
+            slow, normal = main["slow"], main["broadcast"]
+            idle_ones = slow["subscribers"] - slow["reading"]
+            label = (f"broadcast with {idle_ones} of {slow['subscribers']:,} clients not "
+                     "reading → each reading client, p99")  # fmt: skip
+            r.set("ws.broadcast_slow_p99", slow["p99"], label=label, **slow)
+            growth = 100 * (slow["p99"] - normal["p99"]) / normal["p99"]
+            r.set("ws.broadcast_slow_growth", round(growth, 1), slow=slow, normal=normal)
+        if workers := part("workers2", ["ws.broadcast_workers2_p99"]):
+            broadcast = workers["main"]["broadcast"]
+            label = (f"broadcast event → each of {broadcast['subscribers']:,} clients, "
+                     "`--workers 2` gateway, p99")  # fmt: skip
+            r.set("ws.broadcast_workers2_p99", broadcast["p99"], label=label, **broadcast)
 
     def _redis(self, keys: tuple[str, ...]) -> Callable[[OnProgress], None]:
         def run(on_progress: OnProgress) -> None:

@@ -185,3 +185,26 @@ def test_kombu_reconnects_with_the_pauses_the_worker_passes() -> None:
     assert "conn.ensure_connection(" in source, _missing(
         "Consumer.ensure_connected calling conn.ensure_connection", "celery_ext/consumer.py"
     )
+
+
+def test_uvicorn_names_the_direct_send_relies_on() -> None:
+    """gateway/ws_protocol.py subclasses uvicorn's wsproto protocol and reads these."""
+    import asyncio
+
+    import uvicorn
+    from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
+    from uvicorn.server import ServerState
+
+    assert hasattr(WSProtocol, "handle_connect"), _missing("WSProtocol.handle_connect", "ws")
+    assert "self.scope" in inspect.getsource(WSProtocol.handle_connect), _missing(
+        "WSProtocol.handle_connect building self.scope", "gateway/ws_protocol.py"
+    )
+    config = uvicorn.Config(lambda *_: None, ws="wsproto")
+    config.load()
+    loop = asyncio.new_event_loop()
+    try:
+        protocol = WSProtocol(config, ServerState(), {}, _loop=loop)
+    finally:
+        loop.close()
+    for name in ("transport", "handshake_complete", "close_sent"):
+        assert hasattr(protocol, name), _missing(f"WSProtocol().{name}", "gateway/ws_protocol.py")

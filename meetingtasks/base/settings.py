@@ -302,7 +302,22 @@ class Settings(BaseSettings):
         1000,
         ge=10,
         description="Frames waiting for a client that does not read before the gateway closes "
-        "its connection (code 4429).",
+        "its connection (code 4429), where frames go through ASGI (close frames, or another "
+        "server than the gateway's own).",
+    )
+    gateway_max_unsent_bytes: int = Field(
+        1 << 20,
+        ge=1 << 16,
+        description="Bytes of frames written for one client that its socket has not taken "
+        "(it stopped reading) before the gateway cuts it off (code 4429 too_slow; the client "
+        "resumes its session). Besides the kernel's socket buffer.",
+    )
+    gateway_workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Gateway processes sharing the port (SO_REUSEPORT); each holds its own "
+        "connections, and sessions resume on any of them.",
     )
 
     @property

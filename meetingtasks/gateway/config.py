@@ -20,6 +20,7 @@ class GatewayConfig:
     idle_timeout: float = default("gateway_idle_timeout")
     auth_timeout: float = default("gateway_auth_timeout")
     outbox_frames: int = default("gateway_outbox_frames")
+    max_unsent_bytes: int = default("gateway_max_unsent_bytes")
     max_token_lifetime: float = default("gateway_max_token_lifetime")
     token_refresh_lead: float = default("gateway_token_refresh_lead")
     #: Origins whose pages may connect; empty: this gateway's own and loopback ones.
@@ -57,6 +58,7 @@ class GatewayConfig:
             idle_timeout=s.gateway_idle_timeout,
             auth_timeout=s.gateway_auth_timeout,
             outbox_frames=s.gateway_outbox_frames,
+            max_unsent_bytes=s.gateway_max_unsent_bytes,
             max_token_lifetime=s.gateway_max_token_lifetime,
             token_refresh_lead=s.gateway_token_refresh_lead,
             allowed_origins=s.gateway_allowed_origins,

@@ -13,10 +13,15 @@ the same user refreshes it (meeting channels the new token no longer grants are 
 and at expiry the connection closes (4401 ``token_expired``): nothing else goes out after
 it.
 
-Everything sent goes through one outbox in order: replies, the workers' frames and
-meeting events. An idle connection has no outbox and no task of its own (memory: see
-README); a short-lived flusher task exists only while frames are waiting. A client
-that leaves ``outbox_frames`` frames unread is closed rather than buffered forever.
+Everything sent goes out in order: replies, the workers' frames and meeting events.
+Served by ``ws_protocol.DirectSendWSProtocol`` (as ``serve`` does), a frame is written
+to the socket at once, already encoded for a broadcast, with no coroutine; a client
+that leaves more than ``max_unsent_bytes`` unread is cut off (4429 ``too_slow``, then
+dropped if it still does not read), so it holds no one else back. Close frames, and
+every frame under another ASGI server, go through an outbox and ASGI's
+``websocket.send`` instead: a short-lived flusher task exists only while frames wait
+there, and a client that leaves ``outbox_frames`` of them unread is closed. An idle
+connection has no outbox and no task of its own (memory: see README).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from meetingtasks.gateway import protocol as p
 from meetingtasks.gateway.auth import Principal, verify
 from meetingtasks.gateway.guard import origin_allowed
 from meetingtasks.gateway.tasks import UNREACHABLE, describe
+from meetingtasks.gateway.ws_protocol import DIRECT_SEND, DirectSend, text_frame
 
 if TYPE_CHECKING:
     from meetingtasks.dispatch import TaskResult
@@ -49,6 +55,7 @@ CLOSE_GRACE = 5.0
 class Connection:
     __slots__ = (
         "_address",
+        "_direct",
         "_expiry",
         "_flusher",
         "_outbox",
@@ -74,8 +81,11 @@ class Connection:
         self._address: str | None = None
         #: The timer of the token's next step (asking for a new one, then its expiry).
         self._expiry: asyncio.TimerHandle | None = None
+        #: Writes straight to the socket (None under another server than ``serve``'s).
+        self._direct: DirectSend | None = None
 
     async def serve(self, scope: Message, receive: Any) -> None:
+        self._direct = scope.get("extensions", {}).get(DIRECT_SEND)
         if (await receive())["type"] != "websocket.connect":
             return
         try:
@@ -356,25 +366,40 @@ class Connection:
         self.hub.counters.errors[code] += 1
         self.push(p.error(code, message, request_id))
 
-    def push(self, frame: str) -> None:
-        """Queue a frame; never blocks (the fan-out calls this for every client)."""
+    def push(self, frame: str, wire: bytes | None = None) -> None:
+        """Send a frame, ``wire`` its encoding if a broadcast made it once for everyone;
+        never blocks (the fan-out calls this for every client)."""
         if self.closing:
             return
         if self.principal is not None and self.principal.expired(time.time()):
             self._token_expired()  # its timer is late: nothing goes out after expiry
             return
+        direct = self._direct
+        if direct is not None and self._outbox is None:  # nothing waits ahead of it
+            cap = self.hub.config.max_unsent_bytes
+            if direct.unsent_bytes() > cap:
+                self._too_slow(f"over {cap} bytes unread")
+            elif direct.send_frame(wire if wire is not None else text_frame(frame)):
+                self.hub.counters.frames_out += 1
+            return
         if self._outbox is None:
             self._outbox = deque()
         elif len(self._outbox) >= self.hub.config.outbox_frames:
-            self._outbox.clear()
-            self.hub.counters.refusals[p.TOO_SLOW] += 1
-            self._close(
-                p.CLOSE_TOO_SLOW,
-                f"{p.TOO_SLOW}: over {self.hub.config.outbox_frames} frames unread",
-            )
+            self._too_slow(f"over {self.hub.config.outbox_frames} frames unread")
             return
         self._outbox.append(frame)
         self._start_flusher()
+
+    def _too_slow(self, detail: str) -> None:
+        """Cut off a client that does not read: what waits for it is dropped, a close
+        frame follows what its socket holds, and a client that reads none of it within
+        ``CLOSE_GRACE`` is dropped outright."""
+        if self._outbox is not None:
+            self._outbox.clear()
+        self.hub.counters.refusals[p.TOO_SLOW] += 1
+        self._close(p.CLOSE_TOO_SLOW, f"{p.TOO_SLOW}: {detail}")
+        if self._direct is not None:
+            asyncio.get_running_loop().call_later(CLOSE_GRACE, self._direct.abort)
 
     async def refuse(self, code: str, message: str, close_code: int) -> None:
         """Tell the client why in an error frame, close with ``close_code``, and wait

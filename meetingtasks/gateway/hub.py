@@ -4,7 +4,7 @@ It owns the process-wide parts every connection shares: the one Pub/Sub connecti
 (``Fanout``), the session store, the dispatcher's thread pool, the counters. A session
 channel's message goes to the connections of that session here (through the session's
 ordering rule); a meeting channel's event is framed once and pushed to every connection
-that subscribed to it.
+that subscribed to it, encoded once as a WebSocket frame for all of them.
 
 Two loops keep sessions honest: a keeper renews the TTL of sessions that still have a
 connection (so only abandoned ones expire), and after a Redis outage a catch-up reads
@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from typing import Any
 
@@ -36,6 +37,7 @@ from meetingtasks.gateway.guard import ClientLimits
 from meetingtasks.gateway.session import Member, Session
 from meetingtasks.gateway.sessions_store import SessionStore
 from meetingtasks.gateway.tasks import UNREACHABLE, ClientTasks
+from meetingtasks.gateway.ws_protocol import text_frame
 from meetingtasks.policies.tracking import session_frame
 from meetingtasks.store import sentinel
 
@@ -103,6 +105,7 @@ class Hub:
     def stats(self) -> dict[str, Any]:
         return {
             **self.counters.snapshot(),
+            "process": os.getpid(),
             "sessions": len(self.sessions),
             "meeting_channels": len(self.meetings),
             "fanout": self.fanout.stats(),
@@ -262,8 +265,9 @@ class Hub:
                 log.warning("dropped an event that is not JSON on %s", channel)
                 return
             frame = p.event(channel[len(self.keys.event_channel("")) :], data)
+            wire = text_frame(frame)  # encoded once for everyone
             for member in list(members):
-                member.push(frame)
+                member.push(frame, wire)
 
     async def catch_up(self) -> None:
         """After a Redis outage: results of this process's unfinished tasks that were

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.priority import Priority
-from meetingtasks.base.settings import REPO_ROOT
+from meetingtasks.base.settings import REPO_ROOT, get_settings
 from meetingtasks.base.status import TaskStatus
 from meetingtasks.dispatch import TaskDispatcher, TaskRequest
 from meetingtasks.dlq import DeadLetterQueue
@@ -465,6 +465,13 @@ def bench(ctx: typer.Context) -> None:
 def gateway(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="Processes sharing the port (SO_REUSEPORT)."),
+    ] = None,
+    reuse_port: Annotated[
+        bool, typer.Option(help="Share the port with other gateways started with it too.")
+    ] = False,
 ) -> None:
     """Run the client gateway: WebSocket at ws://HOST:PORT/ws, and its HTTP endpoints.
 
@@ -472,7 +479,8 @@ def gateway(
     Start several against the same Redis: any of them resumes any client session.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    serve(host, port)
+    workers = workers or get_settings().gateway_workers
+    serve(host, port, workers=workers, reuse_port=reuse_port)
 
 
 @cli.command()

@@ -50,17 +50,24 @@ class GatewayProcess:
     """One gateway server in its own process, stopped (SIGTERM, then -9) by ``stop``."""
 
     def __init__(
-        self, log_path: Path, port: int | None = None, host: str = "127.0.0.1", **settings: object
+        self,
+        log_path: Path,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        reuse_port: bool = False,
+        **settings: object,
     ) -> None:
         """``port``: a given one (to restart a gateway where its clients expect it);
-        ``host``: the address it listens on (``0.0.0.0``: beyond loopback)."""
+        ``host``: the address it listens on (``0.0.0.0``: beyond loopback);
+        ``reuse_port``: share the port with other gateways started so (SO_REUSEPORT)."""
         self.port = port or free_port()
         self.log_path = log_path
         env = {**os.environ, "PYTHONPATH": str(REPO), "MEETINGTASKS_SECRET": SECRET}
         env.update({f"MEETINGTASKS_{k.upper()}": str(v) for k, v in settings.items()})
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "tests.support.gateways", str(self.port), host],
+                [sys.executable, "-m", "tests.support.gateways", str(self.port), host]
+                + (["--reuse-port"] if reuse_port else []),
                 cwd=REPO,
                 env=env,
                 stdout=log,
@@ -210,15 +217,17 @@ class Client:
         self._stack.close()
 
 
-def main(port: int, host: str = "127.0.0.1") -> None:
-    """The test gateways' entry point: the real server, with the test tasks' client names."""
+def main(port: int, host: str = "127.0.0.1", *flags: str) -> None:
+    """The test gateways' entry point: the real server, with the test tasks' client names
+    (in this process: a ``gateway_workers`` gateway's own processes know only routes/)."""
     import tests.worker_tasks  # noqa: F401  (the test tasks' payload checks, here too)
+    from meetingtasks.base.settings import get_settings
     from meetingtasks.gateway.server import serve
 
     for route in CLIENT_ROUTES:
         get_route_table().register(route)
-    serve(host, port)
+    serve(host, port, workers=get_settings().gateway_workers, reuse_port="--reuse-port" in flags)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), *sys.argv[2:3])
+    main(int(sys.argv[1]), *sys.argv[2:])
