@@ -31,7 +31,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -465,31 +465,35 @@ def _wait_healthy(url: str, gateway: Service, timeout: float = 60.0) -> None:
     raise TimeoutError(f"gateway not healthy at {url} in {timeout}s:\n{gateway.log_tail()}")
 
 
+def _tree(pids: Iterable[int]) -> Iterator[Path]:
+    """/proc directories of processes and all their descendants (gone ones skipped)."""
+    pending = list(pids)
+    while pending:
+        current = Path(f"/proc/{pending.pop()}")
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            for task in (current / "task").iterdir():
+                pending += [int(p) for p in (task / "children").read_text().split()]
+            yield current
+
+
 def _tree_cpu(pids: Iterable[int]) -> float:
     """CPU seconds (user + system) used so far by processes and all their descendants."""
-    total, pending = 0.0, list(pids)
-    tick = os.sysconf("SC_CLK_TCK")
-    while pending:
-        current = pending.pop()
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    for proc in _tree(pids):
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / tick
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending += [int(p) for p in (task / "children").read_text().split()]
     return total
 
 
 def _tree_rss(pid: int) -> int:
     """Resident bytes of a process and all its descendants, from /proc."""
-    total, pending = 0, [pid]
-    while pending:
-        current = pending.pop()
+    total = 0
+    for proc in _tree([pid]):
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+            for line in (proc / "status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1]) * 1024
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending += [int(p) for p in (task / "children").read_text().split()]
     return total
 
 
