@@ -280,6 +280,13 @@ class Settings(BaseSettings):
         ge=1,
         description="WebSocket connections one client address may hold on one gateway process.",
     )
+    gateway_max_connections: int = Field(
+        0,
+        ge=0,
+        description="WebSocket connections one gateway process holds; past them a new one is "
+        "closed with 1013 gateway_full (try again later). 0: as many as the process's open-file "
+        "limit allows, less a reserve for Redis connections and files.",
+    )
     gateway_max_sessions_per_user: int = Field(
         10, ge=1, description="Client sessions one user may have open on one gateway process."
     )

@@ -25,6 +25,9 @@ class GatewayConfig:
     token_refresh_lead: float = default("gateway_token_refresh_lead")
     #: Origins whose pages may connect; empty: this gateway's own and loopback ones.
     allowed_origins: tuple[str, ...] = default("gateway_allowed_origins")
+    #: Connections of this process (0: ``guard.connection_cap`` sets it from the
+    #: open-file limit when the app is built).
+    max_connections: int = default("gateway_max_connections")
     max_connections_per_user: int = default("gateway_max_connections_per_user")
     max_connections_per_address: int = default("gateway_max_connections_per_address")
     max_sessions_per_user: int = default("gateway_max_sessions_per_user")
@@ -62,6 +65,7 @@ class GatewayConfig:
             max_token_lifetime=s.gateway_max_token_lifetime,
             token_refresh_lead=s.gateway_token_refresh_lead,
             allowed_origins=s.gateway_allowed_origins,
+            max_connections=s.gateway_max_connections,
             max_connections_per_user=s.gateway_max_connections_per_user,
             max_connections_per_address=s.gateway_max_connections_per_address,
             max_sessions_per_user=s.gateway_max_sessions_per_user,

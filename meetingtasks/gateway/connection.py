@@ -106,6 +106,14 @@ class Connection:
             self.hub.leave(self)
 
     async def _serve(self, scope: Message, receive: Any) -> None:
+        cap = self.hub.config.max_connections
+        if cap and self.hub.counters.connections > cap:
+            await self.refuse(
+                p.GATEWAY_FULL,
+                f"this gateway process holds its {cap} connections: try again shortly",
+                p.CLOSE_TRY_AGAIN,
+            )
+            return
         headers = {
             name.decode("latin-1").lower(): value.decode("latin-1")
             for name, value in scope.get("headers", [])

@@ -10,11 +10,19 @@ and the limits per user and per address that hold on the WebSocket and HTTP path
   user, and a submit rate per user over all its sessions and ``POST /tasks``. Each
   refusal has its code (``too_many_connections``, ``too_many_sessions``,
   ``rate_limited``), and ``/metrics`` counts them (``refusals``, ``errors``).
+- **Connections of the process** (``connection_cap``): every client holds a descriptor.
+  A process that ran out of them could not accept, nor reach Redis, nor open a file;
+  asyncio retries its accept every second and logs each failure. So the gateway stops
+  short of its open-file limit and closes the clients past it with 1013 ``gateway_full``
+  (try again later): the JS client retries, and a deployment adds processes
+  (``--workers``) or gateways.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
+import resource
 from collections import Counter
 from collections.abc import Iterable
 from urllib.parse import urlsplit
@@ -24,6 +32,28 @@ from meetingtasks.gateway.session import TokenBucket
 
 #: Submit rate budgets kept before the rested ones are forgotten.
 BUCKETS_KEPT = 10_000
+#: Descriptors a gateway process keeps beside its clients' (Redis connections, the
+#: listening socket, the event loop's, log files), as a share of its open-file limit.
+RESERVED_FILES_SHARE, RESERVED_FILES_MIN, RESERVED_FILES_MAX = 1 / 16, 64, 1024
+
+log = logging.getLogger(__name__)
+
+
+def connection_cap(configured: int) -> int:
+    """The connections this process may hold: ``configured`` (0: no wish) within its
+    open-file limit, less the reserve."""
+    files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if files == resource.RLIM_INFINITY:
+        return configured or 1_000_000
+    reserve = int(min(RESERVED_FILES_MAX, max(RESERVED_FILES_MIN, files * RESERVED_FILES_SHARE)))
+    ceiling = max(1, files - reserve)
+    if configured > ceiling:
+        log.warning(
+            "MEETINGTASKS_GATEWAY_MAX_CONNECTIONS=%d is more than this process's open-file "
+            "limit allows (%d, ulimit -n %d): holding at most %d",
+            configured, ceiling, files, ceiling,
+        )  # fmt: skip
+    return min(configured, ceiling) if configured else ceiling
 
 
 def is_loopback(host: str) -> bool:

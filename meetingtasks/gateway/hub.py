@@ -106,6 +106,7 @@ class Hub:
         return {
             **self.counters.snapshot(),
             "process": os.getpid(),
+            "max_connections": self.config.max_connections,
             "sessions": len(self.sessions),
             "meeting_channels": len(self.meetings),
             "fanout": self.fanout.stats(),

@@ -58,6 +58,7 @@ TOKEN_NOT_YET_VALID = "token_not_yet_valid"
 TOKEN_TOO_LONG_LIVED = "token_too_long_lived"
 ORIGIN_REFUSED = "origin_refused"
 TOO_MANY_CONNECTIONS = "too_many_connections"
+GATEWAY_FULL = "gateway_full"
 TOO_MANY_SESSIONS = "too_many_sessions"
 OPERATOR_TOKEN_REQUIRED = "operator_token_required"
 USER_MISMATCH = "user_mismatch"
@@ -76,7 +77,8 @@ CLOSE_AUTH_TIMEOUT = 4408
 #: as many connections or sessions as it may.
 CLOSE_TOO_SLOW = 4429
 CLOSE_TOO_MANY = 4429
-#: Redis did not answer while the session was being opened: try again later (RFC 6455).
+#: Redis did not answer while the session was being opened, or the gateway process
+#: holds as many connections as it may: try again later (RFC 6455).
 CLOSE_TRY_AGAIN = 1013
 
 #: Longest ids and names a client may send.

@@ -26,6 +26,7 @@ import socket
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 from starlette.applications import Starlette
@@ -36,7 +37,7 @@ from meetingtasks.gateway import web
 from meetingtasks.gateway.auth import get_secret
 from meetingtasks.gateway.config import GatewayConfig
 from meetingtasks.gateway.connection import Connection
-from meetingtasks.gateway.guard import is_loopback
+from meetingtasks.gateway.guard import connection_cap, is_loopback
 from meetingtasks.gateway.http import routes
 from meetingtasks.gateway.hub import Hub
 from meetingtasks.gateway.ws_protocol import DirectSendWSProtocol
@@ -54,7 +55,8 @@ class GatewayApp:
     """The ASGI application of one gateway process."""
 
     def __init__(self, config: GatewayConfig | None = None) -> None:
-        self.config = config or GatewayConfig.from_settings()
+        config = config or GatewayConfig.from_settings()
+        self.config = replace(config, max_connections=connection_cap(config.max_connections))
         self.hub = Hub(self.config)
         self.http = Starlette(routes=routes(self.hub) + web.routes(), lifespan=self._lifespan)
 
@@ -120,6 +122,8 @@ def _serve_process(host: str, port: int, config: GatewayConfig, reuse_port: bool
         host=host,
         port=port,
         ws=DirectSendWSProtocol,
+        # asyncio's own loop: uvloop measured no faster for the fan-out (README).
+        loop="asyncio",
         ws_max_size=app.config.hard_frame_bytes,
         # Compression would keep a zlib state of over 200 KB per connection, for
         # frames mostly too small to gain from it (and the direct send writes raw frames).

@@ -55,11 +55,13 @@ class GatewayProcess:
         port: int | None = None,
         host: str = "127.0.0.1",
         reuse_port: bool = False,
+        open_files: int | None = None,
         **settings: object,
     ) -> None:
         """``port``: a given one (to restart a gateway where its clients expect it);
         ``host``: the address it listens on (``0.0.0.0``: beyond loopback);
-        ``reuse_port``: share the port with other gateways started so (SO_REUSEPORT)."""
+        ``reuse_port``: share the port with other gateways started so (SO_REUSEPORT);
+        ``open_files``: its open-file limit, soft and hard (``ulimit -n``)."""
         self.port = port or free_port()
         self.log_path = log_path
         env = {**os.environ, "PYTHONPATH": str(REPO), "MEETINGTASKS_SECRET": SECRET}
@@ -74,6 +76,7 @@ class GatewayProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=None if open_files is None else lambda: _limit_files(open_files),
             )
         self._wait_healthy()
 
@@ -137,6 +140,13 @@ class GatewayProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+
+
+def _limit_files(count: int) -> None:
+    """In the child, before exec: soft and hard open-file limits of ``count``."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
 
 
 class Client:
