@@ -124,12 +124,12 @@ SPECS: tuple[FigureSpec, ...] = (
         target=250,
     ),
     FigureSpec(
-        "ws.broadcast_large_p50", "gateway", "broadcast event → each of 2N clients, p50", MS,
-        "lower",
+        "ws.broadcast_large_p50", "gateway",
+        "broadcast event → each of 2N clients, `--workers 2` gateway, p50", MS, "lower",
     ),
     FigureSpec(
-        "ws.broadcast_large_p99", "gateway", "broadcast event → each of 2N clients, p99", MS,
-        "lower",
+        "ws.broadcast_large_p99", "gateway",
+        "broadcast event → each of 2N clients, `--workers 2` gateway, p99", MS, "lower",
     ),
     FigureSpec(
         "ws.broadcast_slow_p99", "gateway",

@@ -469,8 +469,7 @@ class BenchRun:
             main = idle["main"]
             r.set("ws.idle_connections", main["held"], **main)
             r.set("ws.memory_per_connection", main["kb_per_connection"], **main)
-            for name, prefix in (("small", "ws.broadcast_small"), ("main", "ws.broadcast"),
-                                 ("large", "ws.broadcast_large")):  # fmt: skip
+            for name, prefix in (("small", "ws.broadcast_small"), ("main", "ws.broadcast")):
                 broadcast = idle[name]["broadcast"]
                 for q in ("p50", "p99"):
                     label = f"broadcast event → each of {broadcast['subscribers']:,} clients, {q}"
@@ -482,11 +481,17 @@ class BenchRun:
             r.set("ws.broadcast_slow_p99", slow["p99"], label=label, **slow)
             growth = 100 * (slow["p99"] - normal["p99"]) / normal["p99"]
             r.set("ws.broadcast_slow_growth", round(growth, 1), slow=slow, normal=normal)
-        if workers := part("workers2", ["ws.broadcast_workers2_p99"]):
+        workers2 = ["ws.broadcast_workers2_p99", "ws.broadcast_large_p50", "ws.broadcast_large_p99"]
+        if workers := part("workers2", workers2):
             broadcast = workers["main"]["broadcast"]
             label = (f"broadcast event → each of {broadcast['subscribers']:,} clients, "
                      "`--workers 2` gateway, p99")  # fmt: skip
             r.set("ws.broadcast_workers2_p99", broadcast["p99"], label=label, **broadcast)
+            broadcast = workers["large"]["broadcast"]
+            for q in ("p50", "p99"):
+                label = (f"broadcast event → each of {broadcast['subscribers']:,} clients, "
+                         f"`--workers 2` gateway, {q}")  # fmt: skip
+                r.set(f"ws.broadcast_large_{q}", broadcast[q], label=label, **broadcast)
 
     def _redis(self, keys: tuple[str, ...]) -> Callable[[OnProgress], None]:
         def run(on_progress: OnProgress) -> None:
