@@ -85,6 +85,27 @@ def test_websocket_submits_end_completed_failed_timeout_and_cancelled(
     client.close()
 
 
+def test_a_client_is_told_when_its_task_starts_running(
+    app, start_worker, gateway: GatewayProcess
+) -> None:
+    """Between ``accepted`` (queued) and the result, a ``progress`` frame says a worker
+    took the task, with the request id, so a page can show it running."""
+    client = Client(gateway.ws_url(token("alice")))
+    submit = {"op": "submit", "request_id": "nap", "type": "sleep", "data": {"seconds": 1}}
+    accepted = client.request(submit)
+    assert accepted["status"] == "queued"
+    start_worker(["default", "user"])
+    started = client.until(lambda f: f["op"] in ("progress", "result"))
+    assert started == {
+        "op": "progress",
+        "task_id": accepted["task_id"],
+        "status": "processing",
+        "request_id": "nap",
+    }
+    assert client.result("nap")["status"] == "completed"
+    client.close()
+
+
 def test_http_submit_and_status_with_a_bearer_token(app, start_worker, gateway) -> None:
     start_worker(["default", "user"])
     alice = token("alice", ("m1",))

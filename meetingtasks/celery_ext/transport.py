@@ -168,7 +168,8 @@ class QueueingChannelMixin:
             command: list[Any] = ["BRPOP", *bells, wait or 0]
         else:
             head, tail, _, self._taken_from = self._fetch_command(tuple(queues))
-            command = [*head, time.time(), *tail, self._room(), h.UNTRACKED]
+            command = [*head, time.time(), *tail, self._room(), h.UNTRACKED, h.SESSION,
+                       h.REQUEST, get_keys().session_channel("")]  # fmt: skip
         self._in_poll = self.client.connection  # type: ignore[attr-defined]
         self._brpop_sent_at = monotonic()
         self.client.connection.send_command(*command)  # type: ignore[attr-defined]

@@ -304,8 +304,8 @@ class Connection:
 
     async def _subscribe(self, command: p.Subscribe) -> None:
         assert self.principal is not None
-        await self.hub.subscribe(self, self.principal, command.channel)
-        self.push(p.subscribed("subscribed", command.channel, command.request_id))
+        state = await self.hub.subscribe(self, self.principal, command.channel)
+        self.push(p.subscribed("subscribed", command.channel, command.request_id, state))
 
     async def _unsubscribe(self, command: p.Unsubscribe) -> None:
         self.hub.unsubscribe(self, command.channel)

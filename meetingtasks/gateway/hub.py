@@ -201,8 +201,12 @@ class Hub:
                 dropped.append(channel)
         return dropped
 
-    async def subscribe(self, connection: Member, principal: Principal, channel: str) -> None:
-        """Follow a meeting's events; ProtocolError if the token does not grant it."""
+    async def subscribe(
+        self, connection: Member, principal: Principal, channel: str
+    ) -> dict[str, Any]:
+        """Follow a meeting's events; returns the meeting's state as it stands once they
+        flow (so no change falls between the two); ProtocolError if the token does not
+        grant it."""
         meeting_id = channel.removeprefix("meeting.")
         if not channel.startswith("meeting.") or not principal.allows(meeting_id):
             raise ProtocolError(
@@ -224,6 +228,20 @@ class Hub:
         connection.channels.add(redis_channel)
         self.fanout.want(redis_channel)
         await self.fanout.ready(redis_channel, SUBSCRIBE_TIMEOUT)
+        return await self.meeting_state(meeting_id)
+
+    async def meeting_state(self, meeting_id: str) -> dict[str, Any]:
+        """Who is in a meeting and its live streams, as the meeting and media tasks keep
+        them (``tasks/meeting.py``, ``tasks/media.py``): what a late joiner needs."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.smembers(self.keys.participants(meeting_id))
+            pipe.hgetall(self.keys.streams(meeting_id))
+            participants, streams = await pipe.execute()
+        live: dict[str, Any] = {}
+        for stream_id, description in streams.items():
+            with contextlib.suppress(ValueError):
+                live[stream_id] = json.loads(description)
+        return {"participants": sorted(participants), "streams": live}
 
     def unsubscribe(self, connection: Member, channel: str) -> None:
         redis_channel = self.keys.event_channel(channel)

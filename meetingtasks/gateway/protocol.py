@@ -5,7 +5,9 @@ Every frame is one JSON object with an ``op``. Client ops: ``auth``, ``submit``,
 ``cancel``, ``status``, ``subscribe``, ``unsubscribe``, ``ping``; every one may carry a
 ``request_id`` that the answer repeats (``auth`` on an open connection refreshes its
 token). Server ops: ``session`` (after auth), ``accepted``, ``progress``/``delta``/
-``result`` (from the workers, forwarded as they are), ``status``,
+``result`` (from the workers, forwarded as they are: ``progress`` with ``status``
+``processing`` when a worker takes the task, built by ``store/lua/fetch.lua``; deltas by
+``streaming.py``; the rest by ``policies/tracking.py``), ``status``,
 ``subscribed``/``unsubscribed``, ``event``, ``error``, ``pong``, ``token_expiring``
 (send a new token before ``expires_at``) and ``authenticated`` (a refresh took).
 
@@ -411,9 +413,16 @@ def pong(request_id: str | None) -> str:
     return _with_request({"op": "pong"}, request_id)
 
 
-def subscribed(op: str, channel: str, request_id: str | None) -> str:
-    """``subscribed`` or ``unsubscribed``: from now on events of ``channel`` (no longer) flow."""
-    return _with_request({"op": op, "channel": channel}, request_id)
+def subscribed(
+    op: str, channel: str, request_id: str | None, meeting: dict[str, Any] | None = None
+) -> str:
+    """``subscribed`` or ``unsubscribed``: from now on events of ``channel`` (no longer) flow;
+    ``subscribed`` carries the meeting's state as it stood then (``participants``,
+    ``streams``)."""
+    frame: dict[str, Any] = {"op": op, "channel": channel}
+    if meeting is not None:
+        frame["meeting"] = meeting
+    return _with_request(frame, request_id)
 
 
 def status(record: dict[str, Any], request_id: str | None) -> str:

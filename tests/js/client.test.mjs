@@ -172,3 +172,27 @@ test("an expiring token is swapped through getToken on the open connection", asy
   const task = await c.submit("echo", { value: "fresh" });
   assert.equal(await task.result, "fresh");
 });
+
+/** Adds a user to meeting m1's roster, as the meeting service's task does. */
+function joinRoster(user) {
+  const code = "import sys; from meetingtasks.base.keys import get_keys; from meetingtasks.store import get_redis; "
+    + "get_redis().sadd(get_keys().participants('m1'), sys.argv[1])";
+  execFileSync(env.PYTHON, ["-c", code, user], { cwd: env.REPO, env: { ...env, PYTHONPATH: env.REPO } });
+}
+
+test("a subscription gets the meeting's state, and again after a reconnect", async () => {
+  joinRoster("bob");
+  const c = client();
+  await c.connect();
+  const states = [];
+  const subscription = await c.subscribe("meeting.m1", () => {}, { onState: (meeting) => states.push(meeting) });
+  assert.deepEqual(subscription.meeting, { participants: ["bob"], streams: {} });
+  assert.deepEqual(states, [subscription.meeting]);
+  joinRoster("carol"); // while the page is away
+  await stopGateway();
+  await until(() => c.state === "reconnecting", 10000, "reconnecting");
+  await startGateway();
+  await until(() => states.length === 2, 20000, "the state after the reconnect");
+  assert.deepEqual(states[1].participants, ["bob", "carol"]);
+  await subscription.unsubscribe();
+});

@@ -100,8 +100,16 @@ export interface SubmitOptions {
   meetingId?: string;
 }
 
+/** A meeting as it stands: who is in it and its live streams (stream id -> description). */
+export interface MeetingState {
+  participants: string[];
+  streams: Record<string, { user_id: string; kind: string }>;
+}
+
 export interface Subscription {
   channel: string;
+  /** The meeting's state when the gateway confirmed the subscription. */
+  meeting: MeetingState | null;
   unsubscribe(): Promise<void>;
 }
 
@@ -132,7 +140,11 @@ export declare class MeetingTasksClient {
   submit<Result = unknown>(type: string, data?: Record<string, unknown>, options?: SubmitOptions): Promise<Task<Result>>;
   status(taskId: string): Promise<StatusFrame>;
   cancel(taskId: string): Promise<TaskStatus>;
-  subscribe(channel: string, onEvent: (event: MeetingEvent, frame: ServerFrame) => void): Promise<Subscription>;
+  subscribe(
+    channel: string,
+    onEvent: (event: MeetingEvent, frame: ServerFrame) => void,
+    options?: { onState?: (meeting: MeetingState) => void },
+  ): Promise<Subscription>;
   /** Sends a new token on an open connection; resolves with the gateway's ``authenticated``
    * answer (null when not connected: the token is used at the next connection). */
   refreshToken(token: string): Promise<ServerFrame | null>;

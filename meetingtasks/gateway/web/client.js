@@ -73,13 +73,16 @@ export class Task {
       [Symbol.asyncIterator]() {
         return this;
       },
-      next: () => {
-        if (next < this._deltas.length) return Promise.resolve({ value: this._deltas[next++], done: false });
-        if (this.done) return Promise.resolve({ value: undefined, done: true });
-        return new Promise((resolve) => this._waiters.push(() => resolve(
-          next < this._deltas.length ? { value: this._deltas[next++], done: false } : { value: undefined, done: true },
-        )));
-      },
+      // Woken by every frame of the task: one that brings no delta (a progress, a status)
+      // neither ends the stream nor yields anything; it waits again.
+      next: () => new Promise((resolve) => {
+        const attempt = () => {
+          if (next < this._deltas.length) resolve({ value: this._deltas[next++], done: false });
+          else if (this.done) resolve({ value: undefined, done: true });
+          else this._waiters.push(attempt);
+        };
+        attempt();
+      }),
       return: () => Promise.resolve({ value: undefined, done: true }),
     };
   }
@@ -102,6 +105,10 @@ export class Task {
       this.progress = frame;
     }
     if (frame.status) this.status = frame.status;
+    else if ((frame.op === "delta" || frame.op === "progress") && !FINAL_STATUSES.includes(this.status)) {
+      // Only a running task streams; a retry's progress says it waits for another run.
+      this.status = frame.state === "retrying" ? "retrying" : "processing";
+    }
     if (this.done) {
       if (this.status === "completed") this._resolve(frame.result);
       else this._reject(new MeetingTasksError(this.status, frame.error || `task ${this.status}`, { taskId: this.id }));
@@ -213,29 +220,37 @@ export class MeetingTasksClient {
     return over ?? "cancelled";
   }
 
-  /** Subscribes to a channel (``meeting.<id>``); ``onEvent(event, frame)`` gets each event.
-   * Resolves with an object whose ``unsubscribe()`` ends it. Kept across reconnects. */
-  async subscribe(channel, onEvent) {
+  /** Subscribes to a channel (``meeting.<id>``); ``onEvent(event, frame)`` gets each event,
+   * and ``options.onState(meeting)`` the meeting's state (``participants``, ``streams``)
+   * each time the gateway confirms the subscription: now, and after every reconnect,
+   * before the events that follow it. Resolves with an object whose ``unsubscribe()``
+   * ends it, and ``meeting``, the state as it stood. Kept across reconnects. */
+  async subscribe(channel, onEvent, options = {}) {
     let entry = this._channels.get(channel);
     if (!entry) {
-      entry = { handlers: new Set(), confirmed: false };
+      entry = { handlers: new Set(), stateHandlers: new Set(), confirmed: false, meeting: null };
       this._channels.set(channel, entry);
     }
     entry.handlers.add(onEvent);
+    if (options.onState) entry.stateHandlers.add(options.onState);
     if (!entry.confirmed) {
       try {
-        await this._request({ op: "subscribe", channel });
-        entry.confirmed = true;
+        this._onSubscribed(entry, await this._request({ op: "subscribe", channel }));
       } catch (error) {
         entry.handlers.delete(onEvent);
+        entry.stateHandlers.delete(options.onState);
         if (!entry.handlers.size) this._channels.delete(channel);
         throw error;
       }
+    } else if (options.onState && entry.meeting) {
+      options.onState(entry.meeting);
     }
     return {
       channel,
+      meeting: entry.meeting,
       unsubscribe: async () => {
         entry.handlers.delete(onEvent);
+        entry.stateHandlers.delete(options.onState);
         if (entry.handlers.size || !this._channels.has(channel)) return;
         this._channels.delete(channel);
         if (this.state === "open") await this._request({ op: "unsubscribe", channel });
@@ -356,7 +371,7 @@ export class MeetingTasksClient {
     const listed = new Map((frame.tasks || []).map((entry) => [entry.task_id, entry]));
     const byRequest = new Map((frame.tasks || []).filter((e) => e.request_id).map((e) => [e.request_id, e]));
     for (const [channel, entry] of this._channels) {
-      this._request({ op: "subscribe", channel }).then(() => (entry.confirmed = true), (error) => this._emit("error", error));
+      this._request({ op: "subscribe", channel }).then((answer) => this._onSubscribed(entry, answer), (error) => this._emit("error", error));
     }
     for (const [requestId, { task, frame: submit }] of this._unaccepted) {
       const known = byRequest.get(requestId);
@@ -496,6 +511,13 @@ export class MeetingTasksClient {
         pending.resolve(frame);
       }
     }
+  }
+
+  _onSubscribed(entry, frame) {
+    entry.confirmed = true;
+    if (!frame.meeting) return;
+    entry.meeting = frame.meeting;
+    for (const handler of entry.stateHandlers) handler(frame.meeting);
   }
 
   _onEvent(frame) {

@@ -26,6 +26,9 @@
 -- ARGV[9]      most messages to take (the consumer's free prefetch slots)
 -- ARGV[10]     the header that says nobody watches a task (base/headers.py UNTRACKED):
 --              such a task has no record to mark processing
+-- ARGV[11]     the header naming the client session that submitted a task (SESSION)
+-- ARGV[12]     the header naming the client's request (REQUEST)
+-- ARGV[13]     Keys.session_channel(""): a session's channel = prefix .. session id
 -- returns      {index of the list popped (1-based), message, index, message, ...} in the
 --              order taken (priority order), then {0, JSON header} for each entry set
 --              aside (its reason, list and task id: the worker ends its status), or nil
@@ -110,6 +113,13 @@ local function hold(i, raw, message)
     redis.call('HSET', status_key, 'status', 'processing', 'started_at', ARGV[2],
                'attempts', (tonumber(headers['retries']) or 0) + 1, 'worker', ARGV[3])
     redis.call('EXPIRE', status_key, tonumber(ARGV[6]))
+    local session = optional(headers[ARGV[11]])
+    if type(session) == 'string' then  -- a client waits on it: tell it the run started
+      local frame = {op = 'progress', task_id = id, status = 'processing'}
+      local request = optional(headers[ARGV[12]])
+      if type(request) == 'string' then frame['request_id'] = request end
+      redis.call('PUBLISH', ARGV[13] .. session, cjson.encode(frame))
+    end
     if limit then redis.call('ZADD', KEYS[2 * n + 1], now + limit + tonumber(ARGV[7]), id) end
   end
   redis.call('HSET', KEYS[n + i], properties['delivery_tag'], raw)
