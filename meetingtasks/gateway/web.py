@@ -1,9 +1,14 @@
-"""The browser side the gateway serves: the live meeting page and the JavaScript client.
+"""The browser side the gateway serves: the meeting page, the operator's page and the
+JavaScript client.
 
-``GET /`` is the page (``web/index.html`` with its ``page.js`` and ``page.css``), and
-``GET /client.js`` the client module any web app may import (``web/client.d.ts`` its
-types; ``web/package.json`` makes the folder an npm package). Only these files are
-served, read once at start; nothing is built.
+``GET /`` is the meeting page, for people in a meeting (``web/index.html`` with
+``page.js``); ``GET /ops`` the operator's (``ops.html``, ``ops.js``: any task, queue
+depths); both share ``ui.js`` (words in English and Chinese, notices, the connection)
+and ``page.css``. Replies render as Markdown through the two libraries kept in
+``web/vendor`` (marked, and DOMPurify to sanitise). ``GET /client.js`` is the client
+module any web app may import (``web/client.d.ts`` its types; ``web/package.json``
+makes the folder an npm package). Only these files are served, read once at start;
+nothing is built.
 """
 
 from __future__ import annotations
@@ -23,6 +28,14 @@ FILES = {
     "/page.css": ("page.css", "text/css; charset=utf-8"),
     "/client.js": ("client.js", "text/javascript; charset=utf-8"),
     "/client.d.ts": ("client.d.ts", "application/typescript; charset=utf-8"),
+    "/ops": ("ops.html", "text/html; charset=utf-8"),
+    "/ops.js": ("ops.js", "text/javascript; charset=utf-8"),
+    "/ui.js": ("ui.js", "text/javascript; charset=utf-8"),
+    "/vendor/marked.js": ("vendor/marked.js", "text/javascript; charset=utf-8"),
+    "/vendor/purify.js": ("vendor/purify.js", "text/javascript; charset=utf-8"),
+    "/favicon.svg": ("favicon.svg", "image/svg+xml"),
+    # Browsers and tools that ask for it without reading the page's <link rel="icon">.
+    "/favicon.ico": ("favicon.svg", "image/svg+xml"),
 }
 
 

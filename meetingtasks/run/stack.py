@@ -149,7 +149,9 @@ class Stack:
         # Printed as they are: the console would fold the token and read [...] as markup.
         print(f"Client token (user {CLIENT_USER}, meeting {CLIENT_MEETING}, 24 h): {token}")
         print(f"Client: {example_client(url)}")
-        print(f"Live meeting page: http://127.0.0.1:{self.gateway_port}/?token={token}", flush=True)
+        base = f"http://127.0.0.1:{self.gateway_port}"
+        print(f"Meeting page: {base}/?token={token}")
+        print(f"Operator page: {base}/ops?token={token}", flush=True)
         self.out("Stop: Ctrl-C")
 
     def _client_token(self, env: dict[str, str]) -> str:

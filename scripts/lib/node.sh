@@ -1,5 +1,6 @@
 # Sourced by scripts/test: the Node packages the tests use (tests/js/package.json:
-# celery-node, a Celery client of another language), installed from the npm registry
+# celery-node, a Celery client of another language, and axe-core, the pages' accessibility
+# checker), installed from the npm registry
 # when missing or when the lock file changed since the last install.
 ensure_node_packages() {
     local dir=tests/js
