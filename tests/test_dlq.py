@@ -132,6 +132,7 @@ def test_a_requeued_client_task_still_reaches_its_session(app, redis, worker) ->
     request = TaskRequest(type="test.until_fixed", payload=payload, session_id="s-42",
                           request_id="r-7", user_id="u-1", meeting_id="m-1")  # fmt: skip
     task_id = TaskDispatcher().dispatch(request).task_id
+    assert _next_frame(pubsub) == _started(task_id)
     assert _next_frame(pubsub) == {**_next_frame_fields(task_id), "status": "failed",
                                    "error": "Permanent: fix-session is not set"}  # fmt: skip
     letter = wait_until(lambda: DeadLetterQueue().get(task_id), "the dead letter")
@@ -139,6 +140,7 @@ def test_a_requeued_client_task_still_reaches_its_session(app, redis, worker) ->
 
     redis.set("fix-session", "1")
     DeadLetterQueue().requeue(ids=[task_id])
+    assert _next_frame(pubsub) == _started(task_id)
     frame = _next_frame(pubsub)
     assert frame == {**_next_frame_fields(task_id), "status": "completed", "result": "fixed"}
     record = TaskDispatcher().status(task_id)
@@ -148,3 +150,8 @@ def test_a_requeued_client_task_still_reaches_its_session(app, redis, worker) ->
 
 def _next_frame_fields(task_id: str) -> dict:
     return {"op": "result", "task_id": task_id, "request_id": "r-7"}
+
+
+def _started(task_id: str) -> dict:
+    """The frame a worker publishes when it takes the task (fetch.lua)."""
+    return {"op": "progress", "task_id": task_id, "status": "processing", "request_id": "r-7"}
