@@ -137,7 +137,8 @@ SPECS: tuple[FigureSpec, ...] = (
     ),
     FigureSpec(
         "ws.broadcast_slow_growth", "gateway",
-        "broadcast p99 growth when 1% of clients do not read", "%", "lower", target=20,
+        "broadcast p99 growth when 1% of clients do not read (each event's p99, median "
+        "over events)", "%", "lower", target=20,
     ),
     FigureSpec(
         "ws.broadcast_workers2_p99", "gateway",

@@ -25,6 +25,7 @@ import math
 import os
 import re
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -38,7 +39,7 @@ from urllib.parse import quote
 
 from bench import frames
 from bench.child import Progress, child_env, progress
-from bench.stats import summary_ms
+from bench.stats import percentile, summary_ms
 from bench.workers import Service, worker
 
 USER = "bench-user"
@@ -440,8 +441,13 @@ async def _broadcast(
     readers = held - (sum(max(1, round(c * slow)) for c in clients.counts) if slow else 0)
     reach_all = [max(times) - sent_at[seq] for seq, times in arrivals.items()
                  if len(times) >= readers]  # fmt: skip
+    # One event's p99 over its clients, then the median over events: a pause of the
+    # shared machine during one event moves the pooled p99, hardly this one.
+    round_p99 = sorted(percentile([t - sent_at[seq] for t in times], 99) * 1000
+                       for seq, times in arrivals.items() if times)  # fmt: skip
     return {
         **summary_ms(latencies),
+        "round_p99_median": round(statistics.median(round_p99), 3) if round_p99 else None,
         "subscribers": held,
         "reading": readers,
         "rounds": rounds,
