@@ -32,7 +32,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from meetingtasks.base.keys import get_keys
 from tests.support.gateways import REPO, GatewayProcess, token
 from tests.support.llm_nodes import NodeProcess
-from tests.test_scheduler import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -487,8 +487,10 @@ def test_refusals_are_shown_and_the_page_stays_usable(stack: Stack, page: Page) 
     expect(page.locator(".notice").first).to_have_attribute("data-code", re.compile("too_large"))
     expect(page.locator(".notice").first).to_have_text("That is too long to send.")
 
-    # a flood: past the session's burst of submits and its unfinished-task limit
+    # a flood past the session's unfinished-task limit: delayed, its tasks stay unfinished
+    # however slowly the gateway takes them in
     page.fill("#task-data", '{"value": "flood"}')
+    page.fill("#task-delay", "600")
     page.evaluate(
         """() => {
         for (let i = 0; i < 150; i++) document.querySelector("#task-form").requestSubmit();
@@ -502,6 +504,10 @@ def test_refusals_are_shown_and_the_page_stays_usable(stack: Stack, page: Page) 
     expect(page.locator('.notice[data-code="bad_json"]')).to_be_visible()
 
     page.wait_for_timeout(1500)  # the submit budget refills
+    for row in page.locator("#task-list tbody tr").all()[:5]:
+        row.locator("button.cancel").click()  # room for one more unfinished task
+    expect(page.locator('td.status[data-status="cancelled"]')).to_have_count(5)
+    page.fill("#task-delay", "")
     page.fill("#task-data", '{"value": "still here"}')
     page.click("#task-form button")
     expect(page.locator("#task-list tbody tr").first.locator(".status")).to_have_text("completed")

@@ -10,7 +10,7 @@ from meetingtasks.base.keys import get_keys
 from meetingtasks.base.priority import Priority
 from meetingtasks.scheduler import TaskScheduler
 from tests.support.held import held_now
-from tests.test_scheduler import wait_until
+from tests.support.waiting import wait_until
 from tests.worker_tasks import cooperative, read_journal, record, sleep
 
 

@@ -15,8 +15,7 @@ from celery import chain, chord, group, signals
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.priority import Priority
 from meetingtasks.dispatch import TaskDispatcher
-from tests.test_priority import wait_for_journal
-from tests.test_scheduler import wait_until
+from tests.support.waiting import wait_for_journal, wait_until
 from tests.worker_tasks import (
     add,
     boom,

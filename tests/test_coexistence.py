@@ -16,8 +16,8 @@ from kombu.transport import TRANSPORT_ALIASES
 
 from meetingtasks.base.keys import get_keys
 from tests.support.plain_celery_app import plain, whoami
+from tests.support.waiting import wait_until
 from tests.support.workers import REPO
-from tests.test_scheduler import wait_until
 from tests.worker_tasks import record
 
 #: Prints kombu's tables of URL schemes as a process that never imported meetingtasks

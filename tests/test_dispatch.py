@@ -19,8 +19,8 @@ from meetingtasks.errors import (
     UnknownTaskType,
 )
 from meetingtasks.policies.routing import SHARED_CHECK, get_route_table
-from tests.test_dlq import cli
-from tests.test_scheduler import queued_ids, wait_until
+from tests.support.cli import meetingtasks_cli
+from tests.support.waiting import queued_ids, wait_until
 from tests.worker_tasks import read_journal, record
 
 
@@ -266,10 +266,10 @@ def test_a_route_registered_at_run_time_reaches_every_process(
         assert len(read_journal("shared")) == 2  # the worker's own table said 5 attempts
 
         payload = '{"journal_name": "cli", "fail_times": 0}'
-        done = cli("dispatch", "test.flaky", "--data", payload, "--wait")
+        done = meetingtasks_cli("dispatch", "test.flaky", "--data", payload, "--wait")
         assert done.returncode == 0, done.stderr
         assert '"status": "completed"' in done.stdout and '"result": 0' in done.stdout
-        failing = cli(
+        failing = meetingtasks_cli(
             "dispatch",
             "test.flaky",
             "--data",

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from celery import states
@@ -18,16 +15,9 @@ from meetingtasks.base.settings import get_settings
 from meetingtasks.dispatch import TaskDispatcher, TaskRequest
 from meetingtasks.dlq import DeadLetterQueue
 from meetingtasks.errors import Permanent, Retryable
-from tests.support.workers import REPO
-from tests.test_scheduler import wait_until
+from tests.support.cli import meetingtasks_cli
+from tests.support.waiting import wait_until
 from tests.worker_tasks import flaky, read_journal, sleep, until_fixed
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "meetingtasks", *args],
-        cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"},
-    )  # fmt: skip
 
 
 @pytest.fixture
@@ -100,21 +90,22 @@ def test_cli_lists_requeues_and_purges(app, redis, worker) -> None:
             result.get(timeout=60)
     wait_until(lambda: DeadLetterQueue().count() == 3, "three dead letters")
 
-    listed = cli("dlq", "list", "--json")
+    listed = meetingtasks_cli("dlq", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     assert sorted(e["task_id"] for e in json.loads(listed.stdout)) == sorted(r.id for r in failed)
-    table = cli("dlq", "list")
+    table = meetingtasks_cli("dlq", "list")
     assert "test.until_fixed" in table.stdout and "Permanent" in table.stdout
 
     redis.set("fix-cli-0", "1")
-    requeued = cli("dlq", "requeue", "-n", "1")
+    requeued = meetingtasks_cli("dlq", "requeue", "-n", "1")
     assert requeued.returncode == 0, requeued.stderr
     assert failed[0].id in requeued.stdout
     assert app.AsyncResult(failed[0].id).get(timeout=60) == "fixed"
 
-    assert cli("dlq", "count").stdout.strip() == "2"
-    assert cli("dlq", "requeue").returncode != 0  # says what to give instead of guessing
-    purged = cli("dlq", "purge", "--yes")
+    assert meetingtasks_cli("dlq", "count").stdout.strip() == "2"
+    no_ids = meetingtasks_cli("dlq", "requeue")
+    assert no_ids.returncode != 0  # says what to give instead of guessing
+    purged = meetingtasks_cli("dlq", "purge", "--yes")
     assert "purged 2" in purged.stdout
     assert DeadLetterQueue().count() == 0
 

@@ -9,7 +9,8 @@ import pytest
 from redis import Redis
 
 from meetingtasks.events import Event, EventType, LocalEventBus, bridge
-from tests.support.events_helpers import Buses, Recorder, event, wait_until
+from tests.support.events_helpers import Buses, Recorder, event
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ import pytest
 
 from meetingtasks.errors import InvalidEvent
 from meetingtasks.events import Event, LocalEventBus
-from tests.support.events_helpers import WAIT, Recorder, wait_until
+from tests.support.events_helpers import WAIT, Recorder
+from tests.support.waiting import wait_until
 
 
 def test_emit_never_blocks_and_drops_are_counted_exactly() -> None:

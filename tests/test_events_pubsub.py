@@ -14,7 +14,8 @@ from meetingtasks.base.keys import get_keys
 from meetingtasks.errors import InvalidEvent
 from meetingtasks.events import Event
 from meetingtasks.run.embedded_redis import RedisServer
-from tests.support.events_helpers import WAIT, Buses, Recorder, event, settled, wait_until
+from tests.support.events_helpers import WAIT, Buses, Recorder, event, settled
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture

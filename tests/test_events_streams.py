@@ -16,7 +16,8 @@ from redis import Redis
 from meetingtasks.base.keys import get_keys
 from meetingtasks.errors import InvalidEvent
 from meetingtasks.run.embedded_redis import RedisServer
-from tests.support.events_helpers import WAIT, Buses, Recorder, event, wait_until
+from tests.support.events_helpers import WAIT, Buses, Recorder, event
+from tests.support.waiting import wait_until
 
 STREAM = get_keys().event_stream("durable.ai")
 

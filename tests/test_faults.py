@@ -9,7 +9,7 @@ import pytest
 
 from meetingtasks.base.keys import get_keys
 from tests.support.held import holders
-from tests.test_scheduler import wait_until
+from tests.support.waiting import wait_until
 from tests.worker_tasks import read_journal, record
 
 FAST_RECOVERY = {"MEETINGTASKS_HEARTBEAT_TTL": "3"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import httpx
 import pytest
 
 from meetingtasks.run.embedded_redis import free_port
+from tests.support.waiting import wait_until
 from tests.support.workers import REPO
 
 
@@ -28,7 +28,12 @@ def flower(app, tmp_path: Path) -> Iterator[str]:
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        poll(lambda: httpx.get(f"{url}/healthcheck", timeout=2).text == "OK", "Flower to start")
+        wait_until(
+            lambda: httpx.get(f"{url}/healthcheck", timeout=2).text == "OK",
+            "Flower to start",
+            ignoring=(httpx.HTTPError,),
+            interval=0.25,
+        )
         yield url
     finally:
         process.terminate()
@@ -36,27 +41,16 @@ def flower(app, tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-def poll(check, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-        except httpx.HTTPError:
-            value = None
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_flower_shows_our_worker_and_a_finished_task(app, flower: str, start_worker) -> None:
     worker = start_worker(["user", "default"])
     result = app.send_task("system.echo", kwargs={"value": "hello flower"})
     assert result.get(timeout=60) == "hello flower"
 
-    workers = poll(
+    workers = wait_until(
         lambda: httpx.get(f"{flower}/api/workers", params={"refresh": 1}, timeout=10).json(),
         "Flower to list the worker",
+        ignoring=(httpx.HTTPError,),
+        interval=0.25,
     )
     assert worker.name in workers
     assert {q["name"] for q in workers[worker.name]["active_queues"]} == {"user", "default"}
@@ -67,7 +61,9 @@ def test_flower_shows_our_worker_and_a_finished_task(app, flower: str, start_wor
             info.json() if info.status_code == 200 and info.json()["state"] == "SUCCESS" else None
         )
 
-    task = poll(finished_task, "Flower to see the task succeed")
+    task = wait_until(
+        finished_task, "Flower to see the task succeed", ignoring=(httpx.HTTPError,), interval=0.25
+    )
     assert task["name"] == "system.echo"
     assert task["routing_key"] == "default"
     assert task["worker"] == worker.name

@@ -21,8 +21,8 @@ from meetingtasks.base.priority import Priority
 from meetingtasks.manager import cluster_stats
 from meetingtasks.store import malformed
 from meetingtasks.store import status as status_store
+from tests.support.waiting import wait_until
 from tests.support.workers import REPO
-from tests.test_scheduler import wait_until
 from tests.worker_tasks import read_journal, sleep
 
 NODE_PRODUCER = REPO / "tests" / "js" / "foreign_producer.cjs"

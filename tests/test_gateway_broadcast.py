@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from tests.support.gateways import Client, Frame, GatewayProcess, token
-from tests.test_scheduler import wait_until
+from tests.support.gateways import Client, Frame, GatewayProcess, publish_notes, subscribe, token
+from tests.support.waiting import wait_until
 
 #: The smallest unsent-bytes cap the settings allow.
 CAP = 1 << 16
@@ -50,19 +50,6 @@ class Reader:
     def close(self) -> None:
         self.client.close()
         self._thread.join(10)
-
-
-def subscribe(client: Client, channel: str = "meeting.m1") -> None:
-    client.request({"op": "subscribe", "channel": channel, "request_id": "sub"})
-
-
-def publish(count: int, pad: str = "", channel: str = "meeting.m1") -> None:
-    from meetingtasks.events import Event, EventBus
-
-    bus = EventBus()
-    for n in range(count):
-        bus.publish(channel, Event("meeting.note", {"n": n, "pad": pad}, "test"))
-    bus.stop()
 
 
 def completed(client: Client, task_id: str) -> Frame:
@@ -100,7 +87,7 @@ def test_a_client_that_stops_reading_is_cut_off_and_resumes_its_session(
     # `slow` reads nothing from here on: its client library stops taking from the socket
     # once a few frames wait, then the kernel's buffers fill, then the gateway's cap.
     count = 400
-    publish(count, pad="p" * 60_000)  # 24 MB to each client
+    publish_notes(count, pad="p" * 60_000)  # 24 MB to each client
 
     wait_until(lambda: len(reader.events()) == count, "the reading client's events", 120)
     assert reader.events() == list(range(count))  # all of them, in order, meanwhile
@@ -128,7 +115,7 @@ def test_each_client_gets_its_frames_in_order_under_a_broadcast_storm(
     start_worker(["default"])
     readers = [Reader(Client(gateway.ws_url(token(user, ("m1",))))) for user in ("a", "b", "c")]
     count = 3000
-    storm = threading.Thread(target=publish, args=(count,))
+    storm = threading.Thread(target=publish_notes, args=(count,))
     storm.start()
     for n in range(20):  # the sessions' own frames go out between the events
         readers[n % 3].client.send(

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.support.gateways import Client, GatewayProcess, token
-from tests.test_gateway_broadcast import publish, subscribe
-from tests.test_scheduler import wait_until
+from tests.support.gateways import Client, GatewayProcess, publish_notes, subscribe, token
+from tests.support.waiting import wait_until
 
 
 def refused(client: Client) -> bool:
@@ -68,7 +67,7 @@ def test_near_its_open_file_limit_a_gateway_refuses_and_keeps_serving(
         assert (len(clients), turned_away) == (cap, 20)
         for client in clients:
             subscribe(client)
-        publish(1)
+        publish_notes(1)
         for client in clients:
             client.until(lambda f: f["op"] == "event")
         assert gateway.http("GET", "/healthz")[0] == 200

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from meetingtasks.base.keys import get_keys
-from tests.support.gateways import Client, GatewayProcess, token
+from tests.support.gateways import Client, GatewayProcess, subscribe, token
 
 
 @pytest.fixture
@@ -18,12 +18,6 @@ def gateway(redis, tmp_path: Path) -> Iterator[GatewayProcess]:
     process = GatewayProcess(tmp_path / "gateway.log")
     yield process
     process.stop()
-
-
-def subscribe(client: Client, channel: str) -> dict:
-    answer = client.request({"op": "subscribe", "channel": channel, "request_id": "s"})
-    assert answer["op"] == "subscribed", answer
-    return answer
 
 
 def test_the_subscribe_answer_carries_who_is_in_the_meeting(

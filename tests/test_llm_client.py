@@ -22,7 +22,7 @@ from meetingtasks.errors import (
 from meetingtasks.llm import Backend, Generation, InferenceNode, LLMClient, NodeConfig
 from meetingtasks.llm.transport import parse_address
 from tests.support.llm_nodes import FakeNode, chunk, reply
-from tests.test_scheduler import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 TRANSPORTS = ["zmq", "tcp"]

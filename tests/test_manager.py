@@ -10,7 +10,8 @@ import pytest
 
 from meetingtasks.events import Event
 from meetingtasks.manager import ManagerConfig, QueueManager
-from tests.support.events_helpers import FAST, WAIT, Recorder, wait_until
+from tests.support.events_helpers import FAST, WAIT, Recorder
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from meetingtasks.llm.pool import BackendPool
 from meetingtasks.run.embedded_redis import free_port
 from tests.support.gateways import Client, GatewayProcess, token
 from tests.support.llm_nodes import NodeProcess
-from tests.test_scheduler import wait_until
+from tests.support.waiting import wait_until
 
 llama = pytest.importorskip("meetingtasks.llm.llama")
 pytestmark = [

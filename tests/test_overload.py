@@ -20,7 +20,7 @@ from meetingtasks.policies.recovery import Heartbeat
 from meetingtasks.run.embedded_redis import free_port
 from meetingtasks.store.memory import UNSAFE_POLICIES, check_eviction_policy, family_of
 from tests.support.gateways import Client, GatewayProcess, token
-from tests.test_scheduler import wait_until
+from tests.support.waiting import wait_until
 from tests.worker_tasks import add
 
 ROOM = 2 * 1024 * 1024

@@ -26,7 +26,8 @@ from meetingtasks.base.priority import Priority
 from meetingtasks.dlq import DeadLetterQueue
 from meetingtasks.store import malformed
 from meetingtasks.store import status as status_store
-from tests.test_scheduler import wait_until
+from tests.support.cli import meetingtasks_cli
+from tests.support.waiting import wait_until
 from tests.worker_tasks import crash, leak, read_journal, record, sleep
 
 GOOD = 20
@@ -298,7 +299,6 @@ def test_a_leaking_task_recycles_its_pool_process_by_default(app, redis, start_w
 
 def test_people_see_what_was_set_aside_in_the_cli_stats_and_metrics(app, redis) -> None:
     from meetingtasks.manager import cluster_stats
-    from tests.test_sentinel import run_cli
 
     url = f"redis://127.0.0.1:{redis.connection_pool.connection_kwargs['port']}/0"
     poison_raw = b'{"not": "a task", "bytes": "\xff"}'
@@ -306,11 +306,15 @@ def test_people_see_what_was_set_aside_in_the_cli_stats_and_metrics(app, redis) 
     malformed.set_aside(get_keys(), poison_raw, reason, "queue user")
     assert cluster_stats()["malformed"] == 1
 
-    listed = run_cli(url, "malformed", "list", "--json", MEETINGTASKS_NAMESPACE="mttest")
+    listed = meetingtasks_cli(
+        "malformed", "list", "--json", redis_url=url, MEETINGTASKS_NAMESPACE="mttest"
+    )
     assert listed.returncode == 0, listed.stderr
     [entry] = json.loads(listed.stdout)
     assert entry["reason"] == reason
     assert entry["source"] == "queue user" and entry["raw_encoding"].startswith("latin-1")
-    purged = run_cli(url, "malformed", "purge", "--yes", MEETINGTASKS_NAMESPACE="mttest")
+    purged = meetingtasks_cli(
+        "malformed", "purge", "--yes", redis_url=url, MEETINGTASKS_NAMESPACE="mttest"
+    )
     assert purged.returncode == 0 and "purged 1" in purged.stdout
     assert cluster_stats()["malformed"] == 0

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.priority import Priority
 from meetingtasks.errors import InvalidPriority
-from tests.worker_tasks import read_journal, record
+from tests.support.waiting import wait_for_journal
+from tests.worker_tasks import record
 
 
 @pytest.mark.parametrize(
@@ -37,16 +37,6 @@ def test_parse_accepts_names_and_numbers(given: object, expected: Priority) -> N
 def test_parse_refuses_anything_else_with_the_valid_choices(given: object) -> None:
     with pytest.raises(InvalidPriority, match="critical, high, normal, low"):
         Priority.parse(given)
-
-
-def wait_for_journal(name: str, count: int, timeout: float = 120.0) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        entries = read_journal(name)
-        if len(entries) >= count:
-            return entries
-        time.sleep(0.1)
-    raise AssertionError(f"only {len(read_journal(name))} of {count} tasks ran in {timeout}s")
 
 
 def test_backlog_runs_in_priority_order(app, redis, start_worker) -> None:

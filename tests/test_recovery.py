@@ -13,7 +13,7 @@ from meetingtasks.base.priority import Priority
 from meetingtasks.policies.recovery import Heartbeat, Recoverer
 from meetingtasks.store import get_redis, held, script
 from tests.support.held import held_now, holders
-from tests.test_scheduler import wait_until
+from tests.support.waiting import wait_until
 from tests.worker_tasks import read_journal, record, sleep
 
 

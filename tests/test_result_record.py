@@ -19,7 +19,7 @@ from meetingtasks.base.status import TaskStatus
 from meetingtasks.celery_ext.result_record import fields_of, meta_of
 from meetingtasks.dispatch import TaskDispatcher, TaskRequest, TaskResult
 from meetingtasks.errors import Permanent
-from tests.test_scheduler import wait_until
+from tests.support.waiting import wait_until
 from tests.worker_tasks import add, flaky
 
 RESULT_TIMEOUT = 60

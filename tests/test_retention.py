@@ -20,7 +20,7 @@ from meetingtasks.errors import InvalidOption, Permanent
 from meetingtasks.policies.retention import retention
 from meetingtasks.policies.routing import Route, get_route_table
 from tests.support.gateways import Client, GatewayProcess, token
-from tests.test_scheduler import wait_until
+from tests.support.waiting import wait_until
 from tests.worker_tasks import add, flaky, kept_here
 
 UNWATCHED = 2  # seconds, in the workers of these tests

@@ -14,6 +14,7 @@ from meetingtasks.base.keys import get_keys
 from meetingtasks.base.priority import Priority
 from meetingtasks.scheduler import TaskScheduler
 from meetingtasks.store import delayed, script
+from tests.support.waiting import queued_ids, wait_until
 from tests.support.workers import REPO
 from tests.worker_tasks import flaky, read_journal, record
 
@@ -23,25 +24,6 @@ SHORT_VISIBILITY = {
     "MEETINGTASKS_TIMEOUT_GRACE": "0.5",
     "MEETINGTASKS_ROUTES_DIR": TEST_ROUTES,
 }
-
-
-def wait_until(check, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def queued_ids(redis, queue: str) -> list[str]:
-    keys = get_keys()
-    return [
-        json.loads(raw)["headers"]["id"]
-        for p in Priority
-        for raw in redis.lrange(keys.queue(queue, p), 0, -1)
-    ]
 
 
 def test_a_delayed_task_waits_in_redis_not_in_a_queue(app, redis) -> None:

@@ -30,10 +30,11 @@ from meetingtasks.celery_ext.transport import (
 from meetingtasks.errors import ConfigurationError
 from meetingtasks.run.embedded_redis import free_port
 from meetingtasks.store import sentinel
+from tests.support.cli import meetingtasks_cli
 from tests.support.gateways import Client, GatewayProcess, token
 from tests.support.held import held_now
 from tests.support.sentinels import SentinelTopology
-from tests.test_flower import poll
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(300)
 REPO = Path(__file__).resolve().parents[1]
@@ -100,14 +101,6 @@ def test_a_replicated_write_survives_a_failover_and_the_client_rides_it_out(
     assert client.get("before") == "1"
 
 
-def run_cli(url: str, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MEETINGTASKS_REDIS_URL": url, "PYTHONPATH": str(REPO), **settings}
-    return subprocess.run(
-        [sys.executable, "-m", "meetingtasks", *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-
-
 def test_a_connection_that_fails_over_to_the_next_url_keeps_our_transport() -> None:
     """kombu takes a connection's transport from the next URL's scheme when it fails over
     (one URL per sentinel): unless the app's connection class keeps ours, a worker
@@ -130,10 +123,18 @@ def test_stats_and_dispatch_work_on_a_sentinel_url_across_a_failover(
     of a later generation (our channels take one on each connection) is left."""
     start_worker(["default"], env={"MEETINGTASKS_REDIS_URL": topology.url})
     for round_ in range(2):
-        stats = run_cli(topology.url, "stats", "--json")
+        stats = meetingtasks_cli("stats", "--json", redis_url=topology.url, timeout=60)
         assert stats.returncode == 0, stats.stderr
         assert json.loads(stats.stdout)["workers"]["online"] == 1
-        sent = run_cli(topology.url, "dispatch", "system.echo", "--data", '{"value": 7}', "--wait")
+        sent = meetingtasks_cli(
+            "dispatch",
+            "system.echo",
+            "--data",
+            '{"value": 7}',
+            "--wait",
+            redis_url=topology.url,
+            timeout=60,
+        )
         assert sent.returncode == 0, sent.stderr
         assert "completed" in sent.stdout and "7" in sent.stdout
         roster = retrying_client(topology.url).zrange(get_keys().consumers(), 0, -1)
@@ -176,13 +177,15 @@ def test_a_write_no_replica_confirms_raises_instead_of_counting(
     topology: SentinelTopology,
 ) -> None:
     env = {"MEETINGTASKS_MIN_REPLICAS": "1", "MEETINGTASKS_REPLICA_WAIT": "1"}
-    sent = run_cli(topology.url, "dispatch", "system.noop", **env)
+    sent = meetingtasks_cli("dispatch", "system.noop", **env, redis_url=topology.url, timeout=60)
     assert sent.returncode == 0, sent.stderr
     topology.kill_replicas()
-    refused = run_cli(topology.url, "dispatch", "system.noop", **env)
+    refused = meetingtasks_cli("dispatch", "system.noop", **env, redis_url=topology.url, timeout=60)
     assert refused.returncode != 0
     assert "0 of the 1 replicas" in refused.stdout + refused.stderr
-    plain = run_cli(topology.url, "dispatch", "system.noop")  # the setting off: accepted
+    plain = meetingtasks_cli(
+        "dispatch", "system.noop", redis_url=topology.url, timeout=60
+    )  # the setting off: accepted
     assert plain.returncode == 0, plain.stderr
 
 
@@ -359,9 +362,19 @@ def test_flower_follows_a_failover(
     url = f"http://127.0.0.1:{port}"
     try:
         for round_ in range(2):
-            queues = poll(lambda: _json(f"{url}/api/queues/length"), "Flower's broker page")
+            queues = wait_until(
+                lambda: _json(f"{url}/api/queues/length"),
+                "Flower's broker page",
+                ignoring=(httpx.HTTPError,),
+                interval=0.25,
+            )
             assert "default" in {queue["name"] for queue in queues["active_queues"]}
-            workers = poll(lambda: _json(f"{url}/api/workers?refresh=1"), "the worker list")
+            workers = wait_until(
+                lambda: _json(f"{url}/api/workers?refresh=1"),
+                "the worker list",
+                ignoring=(httpx.HTTPError,),
+                interval=0.25,
+            )
             assert worker.name in workers
             if round_ == 0:
                 topology.wait_for_promotion(topology.kill_primary())

@@ -11,7 +11,7 @@ import pytest
 
 from meetingtasks.llm.stackflow_text import as_received, carry, request_line, unpaired_braces
 from tests.support.stackflow_peer import StackFlowPeer
-from tests.test_scheduler import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 

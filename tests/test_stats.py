@@ -19,8 +19,8 @@ from meetingtasks.dispatch import TaskDispatcher
 from meetingtasks.dlq import DeadLetterQueue
 from meetingtasks.manager import QueueManager, cluster_stats
 from tests.support.backlog import DEAD, DELAYED, dead_letter, expected_queues, make_backlog
+from tests.support.waiting import wait_until
 from tests.support.workers import REPO
-from tests.test_scheduler import wait_until
 from tests.worker_tasks import read_journal, sleep
 
 

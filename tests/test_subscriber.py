@@ -13,7 +13,8 @@ from redis import Redis
 from meetingtasks.base.settings import get_settings
 from meetingtasks.run.embedded_redis import RedisServer
 from meetingtasks.store.subscriber import BATCH, Subscriber
-from tests.support.events_helpers import WAIT, wait_until
+from tests.support.events_helpers import WAIT
+from tests.support.waiting import wait_until
 
 
 class Inbox:

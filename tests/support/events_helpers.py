@@ -4,13 +4,13 @@ always stopped (their sockets closed) when a test ends, pass or fail."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, cast
 
 from meetingtasks.base.keys import Keys
 from meetingtasks.events import Event, EventBus, EventBusConfig
+from tests.support.waiting import wait_until
 
 #: Generous bound on every wait: long enough for a loaded machine, short enough that a
 #: broken feature fails instead of hanging.
@@ -27,14 +27,6 @@ FAST = EventBusConfig(
     start_timeout=10.0,
     durable_channels=("durable.*",),
 )
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = WAIT, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout}s waiting for {what or predicate}")
-        time.sleep(0.02)
 
 
 def settled(bus: EventBus) -> None:
@@ -79,7 +71,7 @@ class Recorder:
         return sorted(cast(int, e.payload["n"]) for e in self.wait_for(count))
 
     def wait_for(self, count: int, timeout: float = WAIT) -> list[Event]:
-        wait_until(lambda: len(self.events) >= count, timeout, f"{count} events")
+        wait_until(lambda: len(self.events) >= count, f"{count} events", timeout)
         return self.events
 
 

@@ -142,6 +142,23 @@ class GatewayProcess:
                 self.process.wait()
 
 
+def subscribe(client: Client, channel: str = "meeting.m1") -> Frame:
+    """Follow a meeting's events; the gateway's ``subscribed`` answer."""
+    answer = client.request({"op": "subscribe", "channel": channel, "request_id": "sub"})
+    assert answer["op"] == "subscribed", answer
+    return answer
+
+
+def publish_notes(count: int, pad: str = "", channel: str = "meeting.m1") -> None:
+    """``count`` ``meeting.note`` events on a meeting's channel, numbered in ``n``."""
+    from meetingtasks.events import Event, EventBus
+
+    bus = EventBus()
+    for n in range(count):
+        bus.publish(channel, Event("meeting.note", {"n": n, "pad": pad}, "test"))
+    bus.stop()
+
+
 def _limit_files(count: int) -> None:
     """In the child, before exec: soft and hard open-file limits of ``count``."""
     import resource
