@@ -29,6 +29,7 @@ from kombu import Connection
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from redis.asyncio.sentinel import SentinelManagedConnection as AsyncSentinelManagedConnection
+from redis.connection import Connection as RedisConnection
 from redis.sentinel import SentinelConnectionPool, SentinelManagedConnection
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
@@ -80,6 +81,9 @@ CLASS_NAMES = [
     (SentinelConnectionPool, "get_master_address", "store/sentinel.py"),
     (AsyncSentinelManagedConnection, "connect_check_health", "store/sentinel.py"),
     (AsyncSentinelManagedConnection, "is_connected", "store/sentinel.py"),
+    (RedisConnection, "pack_commands", "store/__init__.py"),
+    (RedisConnection, "send_packed_command", "store/__init__.py"),
+    (RedisConnection, "read_response", "store/__init__.py, store/replication.py"),
 ]
 
 #: (module, name, the file of ours that relies on it)
@@ -185,6 +189,23 @@ def test_kombu_reconnects_with_the_pauses_the_worker_passes() -> None:
     assert "conn.ensure_connection(" in source, _missing(
         "Consumer.ensure_connected calling conn.ensure_connection", "celery_ext/consumer.py"
     )
+
+
+def test_redis_py_instance_names_of_a_live_pool_and_connection(redis) -> None:
+    """What ``store/__init__.py`` opens its script connections with, and the socket the
+    subscriber thread polls (``store/subscriber.py``, ``store/sentinel.py``)."""
+    from meetingtasks.store import get_redis
+
+    pool = get_redis().connection_pool
+    assert isinstance(pool.connection_kwargs, dict), _missing(
+        "ConnectionPool.connection_kwargs", "store/__init__.py"
+    )
+    connection = pool.connection_class(**pool.connection_kwargs)
+    try:
+        connection.connect()
+        assert connection._sock is not None, _missing("Connection._sock", "store/subscriber.py")
+    finally:
+        connection.disconnect()
 
 
 def test_uvicorn_names_the_direct_send_relies_on() -> None:

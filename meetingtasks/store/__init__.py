@@ -1,8 +1,16 @@
 """The one place that talks to Redis for meetingtasks' own structures.
 
-Kombu owns the queue lists and Celery the result keys; everything else (meeting
-state, and later the delay store, dead letters, status, sessions) goes through the
-client and Lua scripts here, with names from ``meetingtasks.base.keys``.
+Every structure of ours (the queue lists with their doorbells, delays, status records,
+dead letters, sessions, meeting state) goes through the client and the Lua scripts
+here, with names from ``meetingtasks.base.keys``; Celery's own result keys stay its
+result backend's (``celery_ext/backend.py``).
+
+A script runs on a connection of its own (``_ScriptConnections``), its reply read
+straight off it, so that a ``WAIT`` for replicas rides in the same round trip. That
+uses redis-py names below its documented API, checked by ``tests/test_private_api.py``:
+a pool's ``connection_class`` and ``connection_kwargs`` (to open one like the pool's),
+and a connection's ``pack_commands``, ``send_packed_command`` and ``read_response``
+(``replication.py`` reads WAIT's answer with the last).
 """
 
 from __future__ import annotations
