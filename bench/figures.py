@@ -29,7 +29,7 @@ class FigureSpec:
     better: Literal["higher", "lower"] = "higher"
     #: Key of the plain Celery equivalent this figure is divided by.
     baseline: str | None = None
-    #: The target (README, Benchmark), in ``unit``.
+    #: The target (docs/benchmark.md), in ``unit``.
     target: float | None = None
 
 

@@ -1,4 +1,4 @@
-"""The client side of the gateway's wire protocol (README, Client gateway), without sockets.
+"""The client side of the gateway's wire protocol (docs/gateway.md), without sockets.
 
 Frames are built and read here, and a RequestTracker turns the frames a client receives
 into timings per request (accepted, first delta, result), so the WebSocket layer in

@@ -150,7 +150,7 @@ class TaskDispatcher:
     def dispatch_batch(self, requests: list[TaskRequest | dict[str, Any]]) -> list[TaskResponse]:
         """Queue many tasks in one round trip to Redis. Each request is checked on its
         own: a bad one is answered ``rejected`` with its error, the others are queued.
-        Their task-sent events go out grouped (``messages.sent_event_messages``)."""
+        Their task-sent events go out grouped (``celery_ext.envelopes.sent_event_messages``)."""
         responses: list[TaskResponse] = []
         with queueing.batch():
             for item in requests:

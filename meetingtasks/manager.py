@@ -141,7 +141,7 @@ class QueueManager:
 
 
 def cluster_stats(keys: Keys | None = None) -> dict[str, Any]:
-    """The numbers every process sees alike, JSON-able (layout in README.md):
+    """The numbers every process sees alike, JSON-able (layout in docs/operations.md):
 
     ``queues``: per service queue, messages waiting by priority and in total;
     ``delayed``, ``processing`` (taken by a worker, not acknowledged), ``dlq``, ``malformed``

@@ -365,7 +365,7 @@ def get_settings() -> Settings:
     except ValidationError as exc:
         raise ConfigurationError(
             f"bad MEETINGTASKS_* environment setting: {exc}. "
-            "See the configuration table in README.md."
+            "See the configuration table in docs/operations.md."
         ) from exc
 
 

