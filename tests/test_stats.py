@@ -114,7 +114,13 @@ def test_scheduler_counters_are_cluster_wide(redis) -> None:
 def test_cli_watch_json_prints_fresh_stats_until_interrupted(backlog) -> None:
     command = [sys.executable, "-m", "meetingtasks", "stats", "--json", "--watch"]
     with subprocess.Popen(
-        [*command, "--interval", "0.1"], cwd=REPO, stdout=subprocess.PIPE, text=True
+        [*command, "--interval", "0.1"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        # A test run started in the background ignores SIGINT, and its children inherit
+        # that: the watcher must hear Ctrl-C as a terminal's user would send it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     ) as watcher:
         try:
             assert watcher.stdout is not None
