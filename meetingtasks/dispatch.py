@@ -34,6 +34,7 @@ from meetingtasks.base import headers as h
 from meetingtasks.base import ids
 from meetingtasks.base.keys import Keys, get_keys
 from meetingtasks.base.priority import Priority
+from meetingtasks.base.record import RecordField, TaskRecord
 from meetingtasks.base.settings import get_settings
 from meetingtasks.base.status import TaskStatus
 from meetingtasks.celery_ext import sending
@@ -226,10 +227,7 @@ class TaskDispatcher:
     def statuses(self, task_ids: list[str]) -> list[TaskResult | None]:
         """Several at once, in one round trip (a result is a field of its record)."""
         records = store.read(self.keys, task_ids)
-        return [
-            _result(task_id, record) if record else None
-            for task_id, record in zip(task_ids, records, strict=True)
-        ]
+        return [_result(record) if record.exists else None for record in records]
 
     def wait(self, task_id: str, timeout: float) -> TaskResult:
         """Block until the task ends; TimeoutError if it has not within ``timeout``."""
@@ -365,29 +363,25 @@ def _run_callback(callback: Callback, result: TaskResult) -> None:
         log.exception("callback for task %s failed", result.task_id)
 
 
-def _result(task_id: str, record: dict[str, str]) -> TaskResult:
-    def number(name: str) -> float | None:
-        value = record.get(name)
-        return float(value) if value else None
-
-    status = TaskStatus(record.get("status", TaskStatus.QUEUED))
-    kept = status is TaskStatus.COMPLETED and "result" in record
+def _result(record: TaskRecord) -> TaskResult:
+    status = record.status or TaskStatus.QUEUED
+    kept = status is TaskStatus.COMPLETED and record.has_result
     return TaskResult(
-        task_id=task_id,
+        task_id=record.task_id,
         status=status,
-        type=record.get("type"),
-        result=app.backend.decode(record["result"]) if kept else None,
-        error=record.get("error"),
-        attempts=int(record.get("attempts", 0)),
-        priority=int(record["priority"]) if "priority" in record else None,
-        queue=record.get("queue"),
-        session_id=record.get("session"),
-        user_id=record.get("user"),
-        meeting_id=record.get("meeting"),
-        request_id=record.get("request_id"),
-        created_at=number("created_at"),
-        started_at=number("started_at"),
-        updated_at=number("updated_at"),
+        type=record.type,
+        result=app.backend.decode(record.get(RecordField.RESULT)) if kept else None,
+        error=record.get(RecordField.ERROR),
+        attempts=record.attempts,
+        priority=record.priority,
+        queue=record.get(RecordField.QUEUE),
+        session_id=record.get(RecordField.SESSION),
+        user_id=record.get(RecordField.USER),
+        meeting_id=record.get(RecordField.MEETING),
+        request_id=record.get(RecordField.REQUEST),
+        created_at=record.time(RecordField.CREATED_AT),
+        started_at=record.time(RecordField.STARTED_AT),
+        updated_at=record.time(RecordField.UPDATED_AT),
     )
 
 

@@ -7,7 +7,7 @@ process): every scrape shows what Redis holds now. ``render_metrics()`` is what 
 
 Cluster-wide: queue depth by queue and priority, delayed, processing and dead-letter
 counts, workers online, the scheduler's counters. When the source is a
-``QueueManager.stats``, this process's local and event bus counters as well.
+``Runtime.stats``, this process's local and event bus counters as well.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from meetingtasks.manager import cluster_stats
+from meetingtasks.runtime import cluster_stats
 
 #: The Content-Type header of ``render_metrics()``'s body.
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 Stats = Mapping[str, Any]
 
-#: Per-process counters of the components a QueueManager runs: (component, stats field,
+#: Per-process counters of the components a Runtime runs: (component, stats field,
 #: metric name without ``_total``, help).
 _COMPONENT_COUNTERS = (
     ("local_bus", "total", "meetingtasks_local_events_emitted", "Local events emitted."),
@@ -40,7 +40,7 @@ _COMPONENT_COUNTERS = (
 
 
 class StatsCollector(Collector):
-    """Reads ``source()`` (``cluster_stats`` or a ``QueueManager.stats``) on each collect."""
+    """Reads ``source()`` (``cluster_stats`` or a ``Runtime.stats``) on each collect."""
 
     def __init__(self, source: Callable[[], Stats] = cluster_stats) -> None:
         self._source = source

@@ -24,6 +24,19 @@ Fixtures:
   (``-Q`` queues, ``-I`` your task modules), stopped after the test; ``kill()`` one for a
   crash.
 
+Celery's own fixtures, from pytest-celery (the ``testing`` extra installs it: its plugin
+gives ``celery.contrib.pytest``'s fixtures, and its Docker parts stay unused unless
+asked for), are answered by meetingtasks here, so a test written against Celery's
+documentation runs unchanged:
+- ``celery_app``: ``meetingtasks_app``, with the test's ``celery_config`` (and
+  ``@pytest.mark.celery(...)``) applied for the test, except the broker and the result
+  backend: those stay the private Redis;
+- ``celery_worker``: a worker inside the test process, as Celery's, honouring
+  ``celery_includes``, ``celery_worker_pool`` and ``celery_worker_parameters``, on every
+  declared queue;
+- ``celery_session_app``, ``celery_session_worker``: the same for the whole session (its
+  tests share one database: nothing empties it between them).
+
 Options: ``--meetingtasks-namespace`` (default ``mttest``) names the keys of the run.
 """
 
@@ -120,8 +133,75 @@ def meetingtasks_worker(meetingtasks_app: Any) -> Iterator[Any]:
         yield worker
 
 
+#: Settings a test's ``celery_config`` may not change: the private Redis stays.
+_KEPT_SETTINGS = frozenset(
+    {"broker_url", "result_backend", "broker_transport", "broker_transport_options"}
+)
+
+
+@pytest.fixture
+def celery_app(
+    request: pytest.FixtureRequest, meetingtasks_app: Any, celery_config: dict[str, Any]
+) -> Iterator[Any]:
+    """Celery's ``celery_app``: meetingtasks' app, with the test's settings applied."""
+    mark = request.node.get_closest_marker("celery")
+    config = {**celery_config, **(mark.kwargs if mark else {})}
+    changed = {key: value for key, value in config.items() if key not in _KEPT_SETTINGS}
+    before = {key: meetingtasks_app.conf.get(key) for key in changed}
+    meetingtasks_app.conf.update(changed)
+    yield meetingtasks_app
+    meetingtasks_app.conf.update(before)
+
+
+@pytest.fixture
+def celery_worker(
+    celery_app: Any,
+    celery_includes: Any,
+    celery_worker_pool: Any,
+    celery_worker_parameters: Any,
+) -> Iterator[Any]:
+    """Celery's ``celery_worker``, on meetingtasks' app and every declared queue."""
+    with _celery_worker(celery_app, celery_includes, celery_worker_pool,
+                        celery_worker_parameters) as worker:  # fmt: skip
+        yield worker
+
+
+@pytest.fixture(scope="session")
+def celery_session_app(meetingtasks_redis_server: RedisServer) -> Any:
+    """Celery's ``celery_session_app``: meetingtasks' app for the whole session."""
+    if not redis_reachable(meetingtasks_redis_server.url):
+        meetingtasks_redis_server.start()
+    app.loader.import_default_modules()
+    return app
+
+
+@pytest.fixture(scope="session")
+def celery_session_worker(
+    celery_session_app: Any,
+    celery_includes: Any,
+    celery_worker_pool: Any,
+    celery_worker_parameters: Any,
+) -> Iterator[Any]:
+    """Celery's ``celery_session_worker``, on meetingtasks' app and every queue."""
+    with _celery_worker(celery_session_app, celery_includes, celery_worker_pool,
+                        celery_worker_parameters) as worker:  # fmt: skip
+        yield worker
+
+
+@contextlib.contextmanager
+def _celery_worker(celery: Any, includes: Any, pool: Any, parameters: Any) -> Iterator[Any]:
+    for module in includes:
+        celery.loader.import_task_module(module)
+    options = {
+        "queues": ",".join(get_route_table().queues), "perform_ping_check": False,
+        "shutdown_timeout": 30.0, **parameters,
+    }  # fmt: skip
+    with start_worker(celery, pool=pool, **options) as worker:
+        yield worker
+
+
 @dataclass
-class WorkerProcess:
+class WorkerSubprocess:
     """``celery -A meetingtasks worker`` in its own process group, logging to a file."""
 
     queues: list[str]
@@ -142,7 +222,7 @@ class WorkerProcess:
     def log_path(self) -> Path:
         return self.log_dir / f"{self.name.split('@')[0]}.log"
 
-    def start(self, wait: bool = True, timeout: float = 60.0) -> WorkerProcess:
+    def start(self, wait: bool = True, timeout: float = 60.0) -> WorkerSubprocess:
         command = [
             sys.executable, "-m", "celery", "-A", "meetingtasks", "worker",
             "-Q", ",".join(self.queues),
@@ -218,15 +298,15 @@ class WorkerProcess:
 @pytest.fixture
 def meetingtasks_worker_process(
     request: pytest.FixtureRequest, meetingtasks_app: Any, tmp_path: Path
-) -> Iterator[Callable[..., WorkerProcess]]:
+) -> Iterator[Callable[..., WorkerSubprocess]]:
     """Start real worker processes; every one still running is killed after the test.
 
     ``start(queues, include=["my.tasks"], concurrency=2, env={...}, wait=True)``.
     """
-    started: list[WorkerProcess] = []
+    started: list[WorkerSubprocess] = []
 
-    def start(queues: list[str], wait: bool = True, **options: Any) -> WorkerProcess:
-        worker = WorkerProcess(
+    def start(queues: list[str], wait: bool = True, **options: Any) -> WorkerSubprocess:
+        worker = WorkerSubprocess(
             queues=queues, log_dir=tmp_path / "workers", cwd=request.config.rootpath, **options
         )
         started.append(worker)

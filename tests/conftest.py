@@ -16,7 +16,7 @@ import pytest
 from meetingtasks.run.embedded_redis import RedisServer
 
 if TYPE_CHECKING:  # the plugin is loaded by pytest (which rewrites its asserts), not here
-    from meetingtasks.testing import WorkerProcess
+    from meetingtasks.testing import WorkerSubprocess
 
 pytest_plugins = ["meetingtasks.testing", "pytester"]
 
@@ -46,11 +46,11 @@ def app(meetingtasks_app: Any) -> Any:
 
 @pytest.fixture
 def start_worker(
-    app: Any, meetingtasks_worker_process: Callable[..., WorkerProcess]
-) -> Callable[..., WorkerProcess]:
+    app: Any, meetingtasks_worker_process: Callable[..., WorkerSubprocess]
+) -> Callable[..., WorkerSubprocess]:
     """Start real worker processes that run the test tasks (tests/worker_tasks.py)."""
 
-    def start(queues: list[str], wait: bool = True, **options: Any) -> WorkerProcess:
+    def start(queues: list[str], wait: bool = True, **options: Any) -> WorkerSubprocess:
         return meetingtasks_worker_process(
             queues, wait=wait, include=["tests.worker_tasks"], **options
         )

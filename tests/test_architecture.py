@@ -13,11 +13,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "meetingtasks"
 #: Top to bottom. A module may import its own layer and the layers below it.
 LAYERS = {
     "entry points": ("meetingtasks.run", "meetingtasks.__main__", "meetingtasks.testing"),
+    "services": ("meetingtasks.gateway", "meetingtasks.node", "meetingtasks.tasks"),
     "public API": (
         "meetingtasks.app", "meetingtasks.dispatch", "meetingtasks.scheduler",
-        "meetingtasks.dlq", "meetingtasks.manager", "meetingtasks.streaming",
-        "meetingtasks.metrics", "meetingtasks.events",
-        "meetingtasks.gateway", "meetingtasks.llm", "meetingtasks.tasks",
+        "meetingtasks.dead_letter_queue", "meetingtasks.runtime", "meetingtasks.task_output",
+        "meetingtasks.metrics", "meetingtasks.events", "meetingtasks.llm",
     ),
     "Celery and kombu overrides": ("meetingtasks.celery_ext",),
     "policies": ("meetingtasks.policies",),
@@ -78,6 +78,23 @@ def test_layers_import_only_their_own_layer_and_below() -> None:
         for target, line, _ in imports(module) if layer_of(target) < layer_of(module)
     ]  # fmt: skip
     assert not upward, "imports that climb a layer:\n" + "\n".join(upward)
+
+
+def test_services_do_not_import_one_another() -> None:
+    """The gateway, the inference node and the service tasks meet only through the
+    public API (a task, a channel, the LLM protocol), so each deploys on its own."""
+    services = LAYERS["services"]
+
+    def service_of(module: str) -> str | None:
+        return next((s for s in services if module == s or module.startswith(s + ".")), None)
+
+    crossing = [
+        f"{module}:{line} imports {target}"
+        for module in MODULES if service_of(module)
+        for target, line, _ in imports(module)
+        if service_of(target) not in (None, service_of(module))
+    ]  # fmt: skip
+    assert not crossing, "services importing one another:\n" + "\n".join(crossing)
 
 
 def test_no_import_inside_a_function() -> None:
@@ -176,3 +193,27 @@ def test_lua_scripts_touch_only_the_keys_they_are_given() -> None:
 
 def test_the_lua_key_check_sees_a_built_key() -> None:
     assert "ARGV[5] .. id" in keys_each_script_touches()["fetch.lua"]
+
+
+#: Helpers called on every send and at every run's end: the component calling them (the
+#: send path's ``_Sender``, the transport's channel, the inbox forwarder, the tracking
+#: policy) read the settings once and pass what they need.
+_GIVEN_THEIR_SETTINGS = (
+    "policies/submission.py", "store/queueing.py", "store/status.py", "policies/foreign.py",
+    "celery_ext/celery_app.py",
+)  # fmt: skip
+
+
+def settings_reads(path: Path) -> list[int]:
+    """Lines of ``path`` that call ``get_settings()``."""
+    tree = ast.parse(path.read_text())
+    return [
+        node.lineno for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "get_settings"
+    ]  # fmt: skip
+
+
+def test_per_call_helpers_are_given_their_settings() -> None:
+    reading = {name: settings_reads(PACKAGE / name) for name in _GIVEN_THEIR_SETTINGS}
+    assert not {name: lines for name, lines in reading.items() if lines}
+    assert settings_reads(PACKAGE / "celery_ext" / "sending.py")  # where they are read

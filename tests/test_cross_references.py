@@ -25,6 +25,7 @@ EXAMPLES = {
     "response.json", "dir/package-lock.json", "OUT.json", "info.json", "load.json",
     "meetingtasks.direct_send",  # an ASGI scope extension's name, not a module
     "broker.md",  # the broken link tests/test_docs.py makes on purpose
+    "x/y.py",  # a file tests/test_docs.py names in a made-up page
 }  # fmt: skip
 
 

@@ -8,12 +8,13 @@ import pytest
 from celery import states
 from celery.exceptions import TimeLimitExceeded
 
+from meetingtasks.base import frames
 from meetingtasks.base import headers as h
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.priority import Priority
 from meetingtasks.base.settings import get_settings
+from meetingtasks.dead_letter_queue import DeadLetterQueue
 from meetingtasks.dispatch import TaskDispatcher, TaskRequest
-from meetingtasks.dlq import DeadLetterQueue
 from meetingtasks.errors import Permanent, Retryable
 from tests.support.cli import meetingtasks_cli
 from tests.support.waiting import wait_until
@@ -144,5 +145,6 @@ def _next_frame_fields(task_id: str) -> dict:
 
 
 def _started(task_id: str) -> dict:
-    """The frame a worker publishes when it takes the task (fetch.lua)."""
-    return {"op": "progress", "task_id": task_id, "status": "processing", "request_id": "r-7"}
+    """The frame a worker publishes when it takes the task: fetch.lua builds it in Lua,
+    and it must be the one ``frames.task_processing`` names."""
+    return json.loads(frames.task_processing(task_id, "r-7"))

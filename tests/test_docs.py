@@ -4,6 +4,7 @@ that does not exist fails the build, and so this test."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -44,3 +45,21 @@ def test_the_readme_stays_short_and_starts_with_the_two_commands() -> None:
     assert len(readme) <= 250
     first_screen = "\n".join(readme[:20])
     assert "scripts/run" in first_screen and "scripts/test" in first_screen
+
+
+def path_files(architecture: str) -> list[str]:
+    """The files "One task's path" names, in order (``routes/*.toml`` counts as one)."""
+    start = architecture.index("## One task's path")
+    end = architecture.index("### Beside the path", start)
+    return re.findall(r"`([\w/.*-]+\.(?:py|lua|toml))`", architecture[start:end])
+
+
+def test_one_tasks_path_walks_at_most_20_files_each_named_once() -> None:
+    files = path_files((REPO / "docs" / "architecture.md").read_text())
+    assert len(files) <= 20 and len(set(files)) == len(files), files
+    package = REPO / "meetingtasks"
+    for name in files:
+        assert list(package.glob(name)) or list(REPO.glob(name)), f"{name} does not exist"
+    # The walk reaches the client: the gateway's frame and its connection are on it.
+    assert {"base/frames.py", "gateway/connection.py", "celery_ext/sending.py"} <= set(files)
+    assert len(path_files("## One task's path\n`x/y.py` `x/y.py`\n### Beside the path")) == 2

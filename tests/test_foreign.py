@@ -18,7 +18,7 @@ import pytest
 
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.priority import Priority
-from meetingtasks.manager import cluster_stats
+from meetingtasks.runtime import cluster_stats
 from meetingtasks.store import malformed
 from meetingtasks.store import status as status_store
 from tests.support.waiting import wait_until
@@ -115,8 +115,10 @@ def test_a_foreign_task_gets_a_record_like_ours_and_its_delay_is_honoured(
     out = PRODUCERS[producer](redis, "eta")
     assert out["result"] == "later"
     record = status_store.read(get_keys(), [out["id"]])[0]
-    assert record["status"] == "completed" and record["type"] == "test.record"
-    assert record["queue"] == "user" and record["priority"] == str(int(Priority.NORMAL))
+    assert record.fields["status"] == "completed" and record.fields["type"] == "test.record"
+    assert record.fields["queue"] == "user" and record.fields["priority"] == str(
+        int(Priority.NORMAL)
+    )
     [run] = read_journal(f"{'plain' if producer == 'plain Celery' else 'node'}-eta")
     eta = out["sent"] + 2 if "sent" in out else _iso(out["eta"])
     assert run["at"] >= eta - 0.05  # not before its eta (clocks of one machine)
@@ -146,7 +148,7 @@ def test_a_foreign_priority_is_honoured(app, redis, workers, producer: str) -> N
 def test_plain_celerys_revoke_cancels_a_delayed_task(app, redis, workers) -> None:
     out = plain(redis, "revoke")
     assert out["state"] == "REVOKED"
-    assert status_store.read(get_keys(), [out["id"]])[0]["status"] == "cancelled"
+    assert status_store.read(get_keys(), [out["id"]])[0].fields["status"] == "cancelled"
     assert not read_journal("plain-revoke")
 
 
@@ -176,7 +178,7 @@ def test_a_message_no_worker_can_run_is_set_aside_from_the_inbox(app, redis, wor
     wait_until(lambda: malformed.count(keys) == 2, "both to be set aside")
     reasons = " | ".join(entry.reason for entry in malformed.entries(keys))
     assert "[args, kwargs, embed]" in reasons and "UTF-8" in reasons
-    assert status_store.read(keys, [task_id])[0]["status"] == "failed"
+    assert status_store.read(keys, [task_id])[0].fields["status"] == "failed"
     assert not redis.llen(keys.landing("default"))
     assert plain(redis, "result") == {"result": 42}  # the worker goes on
 

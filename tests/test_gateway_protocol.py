@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from meetingtasks.base import frames
 from meetingtasks.base.priority import Priority
 from meetingtasks.errors import ProtocolError
 from meetingtasks.gateway import protocol as p
@@ -125,19 +126,19 @@ def test_the_frame_limit_counts_bytes_not_characters() -> None:
 
 
 def test_server_frames_are_compact_json_with_the_request_id_when_known() -> None:
-    assert json.loads(p.accepted("t1", "queued", "r1")) == {
+    assert json.loads(frames.accepted("t1", "queued", "r1")) == {
         "op": "accepted",
         "task_id": "t1",
         "status": "queued",
         "request_id": "r1",
     }
-    assert json.loads(p.error(p.RATE_LIMITED, "slow down")) == {
+    assert json.loads(frames.error(p.RATE_LIMITED, "slow down")) == {
         "op": "error",
         "code": "rate_limited",
         "message": "slow down",
     }
-    assert json.loads(p.pong(None)) == {"op": "pong"}
-    event = p.event("meeting.m1", '{"type": "meeting.user_joined", "payload": {"n": 1}}')
+    assert json.loads(frames.pong(None)) == {"op": "pong"}
+    event = frames.event("meeting.m1", '{"type": "meeting.user_joined", "payload": {"n": 1}}')
     assert json.loads(event) == {
         "op": "event",
         "channel": "meeting.m1",

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from meetingtasks.errors import ConfigurationError
-from meetingtasks.llm import llama
-from meetingtasks.llm.backends import Generation, load_backend
-from meetingtasks.llm.llama import LlamaBackend
+from meetingtasks.node import llama
+from meetingtasks.node.backends import Generation, load_backend
+from meetingtasks.node.llama import LlamaBackend
 from tests.support.gateways import Client, GatewayProcess, token
 from tests.support.llm_nodes import NodeProcess
 

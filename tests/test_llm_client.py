@@ -19,8 +19,9 @@ from meetingtasks.errors import (
     MeetingTasksError,
     NodeUnavailable,
 )
-from meetingtasks.llm import Backend, Generation, InferenceNode, LLMClient, NodeConfig
+from meetingtasks.llm import LLMClient
 from meetingtasks.llm.transport import parse_address
+from meetingtasks.node import Backend, Generation, InferenceNode, NodeConfig
 from tests.support.llm_nodes import FakeNode, chunk, reply
 from tests.support.waiting import wait_until
 

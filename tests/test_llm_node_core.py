@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from meetingtasks.errors import ConfigurationError
-from meetingtasks.llm.backends import Backend, EchoBackend, Generation, load_backend
-from meetingtasks.llm.node_core import NodeCore
 from meetingtasks.llm.protocol import Response
+from meetingtasks.node.backends import Backend, EchoBackend, Generation, load_backend
+from meetingtasks.node.core import NodeCore
 
 
 def ask(core: NodeCore, owner: str = "tcp:a", **message: Any) -> list[Response]:
@@ -174,8 +174,8 @@ def test_a_stopping_node_ends_replies_with_a_retryable_error() -> None:
 
 
 def test_load_backend_from_a_spec() -> None:
-    assert isinstance(load_backend("meetingtasks.llm.backends:EchoBackend"), EchoBackend)
-    for spec in ("nowhere.module:Thing", "meetingtasks.llm.backends:Missing", "json:dumps"):
+    assert isinstance(load_backend("meetingtasks.node.backends:EchoBackend"), EchoBackend)
+    for spec in ("nowhere.module:Thing", "meetingtasks.node.backends:Missing", "json:dumps"):
         with pytest.raises(ConfigurationError, match="backend"):
             load_backend(spec)
 

@@ -6,8 +6,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from meetingtasks.base.keys import get_keys
 from meetingtasks.events import Event
-from meetingtasks.manager import ManagerConfig, QueueManager
 from meetingtasks.metrics import render_metrics
+from meetingtasks.runtime import Runtime, RuntimeConfig
 from tests.support.backlog import make_backlog
 from tests.support.events_helpers import FAST
 
@@ -42,7 +42,7 @@ def test_metrics_show_the_backlog_as_it_is_now(app, redis) -> None:
 
 
 def test_a_managers_metrics_add_its_event_buses(redis) -> None:
-    with QueueManager(ManagerConfig(event_bus=FAST)) as manager:
+    with Runtime(RuntimeConfig(event_bus=FAST)) as manager:
         for n in range(3):
             manager.local_bus.emit("work.item", {"n": n}, "tests")
         manager.event_bus.publish("meeting.m1", Event("meeting.user_joined", {}, "tests"))

@@ -18,15 +18,16 @@ from typing import Any
 import pytest
 
 from meetingtasks.errors import NodeUnavailable
-from meetingtasks.llm import InferenceNode, LLMClient, NodeConfig
-from meetingtasks.llm.openai_upstream import OpenAIUpstream
-from meetingtasks.llm.pool import BackendPool
+from meetingtasks.llm import LLMClient
+from meetingtasks.node import InferenceNode, NodeConfig
+from meetingtasks.node.openai_upstream import OpenAIUpstream
+from meetingtasks.node.pool import BackendPool
 from meetingtasks.run.embedded_redis import free_port
 from tests.support.gateways import Client, GatewayProcess, token
 from tests.support.llm_nodes import NodeProcess
 from tests.support.waiting import wait_until
 
-llama = pytest.importorskip("meetingtasks.llm.llama")
+llama = pytest.importorskip("meetingtasks.node.llama")
 pytestmark = [
     pytest.mark.timeout(240),
     pytest.mark.skipif(not llama.available(), reason="the model extra is not installed"),

@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 
 from meetingtasks.errors import ConfigurationError, InferenceError, NodeUnavailable
-from meetingtasks.llm import InferenceNode, LLMClient, NodeConfig
-from meetingtasks.llm.backends import BackendError, EchoBackend, Generation
-from meetingtasks.llm.openai_upstream import OpenAIUpstream
-from meetingtasks.llm.pool import BackendPool
+from meetingtasks.llm import LLMClient
 from meetingtasks.llm.protocol import ErrorCode
+from meetingtasks.node import InferenceNode, NodeConfig
+from meetingtasks.node.backends import BackendError, EchoBackend, Generation
+from meetingtasks.node.openai_upstream import OpenAIUpstream
+from meetingtasks.node.pool import BackendPool
 from meetingtasks.run.embedded_redis import free_port
 from tests.support.llm_nodes import NodeProcess
 
@@ -238,8 +239,8 @@ def test_the_node_command_pools_repeated_upstreams_and_refuses_an_unknown_scheme
 
 
 def test_each_backend_tells_the_pool_its_slots() -> None:
-    from meetingtasks.llm.pool import slots_of
-    from meetingtasks.llm.stackflow import StackFlowBridge
+    from meetingtasks.node.pool import slots_of
+    from meetingtasks.node.stackflow import StackFlowBridge
 
     # The StackFlow peer answers one request at a time: in a pool it must not look free.
     assert slots_of(StackFlowBridge("tcp+json://127.0.0.1:1")) == 1

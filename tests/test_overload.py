@@ -14,10 +14,10 @@ from meetingtasks.base.keys import get_keys
 from meetingtasks.base.status import TaskStatus
 from meetingtasks.dispatch import TaskDispatcher, TaskRequest
 from meetingtasks.errors import ConfigurationError, RedisFull
-from meetingtasks.manager import cluster_stats
 from meetingtasks.metrics import render_metrics
 from meetingtasks.policies.recovery import Heartbeat
 from meetingtasks.run.embedded_redis import free_port
+from meetingtasks.runtime import cluster_stats
 from meetingtasks.store.memory import UNSAFE_POLICIES, check_eviction_policy, family_of
 from tests.support.gateways import Client, GatewayProcess, token
 from tests.support.waiting import wait_until

@@ -23,7 +23,7 @@ from redis import Redis
 
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.priority import Priority
-from meetingtasks.dlq import DeadLetterQueue
+from meetingtasks.dead_letter_queue import DeadLetterQueue
 from meetingtasks.store import malformed
 from meetingtasks.store import status as status_store
 from tests.support.cli import meetingtasks_cli
@@ -173,8 +173,8 @@ def test_a_message_that_cannot_run_is_set_aside_and_the_worker_goes_on(
     status = status_store.read(get_keys(), [task_id])[0]
     if has_id:
         assert entry.task_id == task_id
-        assert status["status"] == "failed"
-        assert reason in status["error"]
+        assert status.fields["status"] == "failed"
+        assert reason in status.fields["error"]
     wait_until(lambda: events, "the task.malformed event")
     assert events[0]["type"] == "task.malformed"
     assert reason in events[0]["payload"]["reason"]
@@ -242,9 +242,9 @@ def test_a_task_that_kills_its_pool_process_is_dead_lettered_after_three_runs(
         return record_ if record_.get("status") == "failed" else None
 
     ended = wait_until(final, "the task to fail for good", timeout=90)
-    assert "WorkerLost" in ended["error"] and "3 times" in ended["error"]
-    assert ("exitcode 1" if how == "exit" else "signal") in ended["error"]
-    assert ended["worker_lost"] == "3"
+    assert "WorkerLost" in ended.fields["error"] and "3 times" in ended.fields["error"]
+    assert ("exitcode 1" if how == "exit" else "signal") in ended.fields["error"]
+    assert ended.fields["worker_lost"] == "3"
     assert len(read_journal(f"crash-{how}")) == 3
     assert [letter.task_id for letter in DeadLetterQueue().list(10)] == [task_id]
     time.sleep(3)
@@ -261,7 +261,7 @@ def test_a_memory_error_is_the_tasks_failure_not_the_workers(app, redis, start_w
     with pytest.raises(MemoryError):
         result.get(timeout=30)
     status = status_store.read(get_keys(), [result.id])[0]
-    assert status["status"] == "failed" and "MemoryError" in status["error"]
+    assert status.fields["status"] == "failed" and "MemoryError" in status.fields["error"]
     assert running.get(timeout=30) == "slept"  # the other task was not disturbed
     assert worker.process.poll() is None
     assert record.apply_async(("after", "after-memory"), queue="user").get(timeout=30) == "after"
@@ -298,7 +298,7 @@ def test_a_leaking_task_recycles_its_pool_process_by_default(app, redis, start_w
 
 
 def test_people_see_what_was_set_aside_in_the_cli_stats_and_metrics(app, redis) -> None:
-    from meetingtasks.manager import cluster_stats
+    from meetingtasks.runtime import cluster_stats
 
     url = f"redis://127.0.0.1:{redis.connection_pool.connection_kwargs['port']}/0"
     poison_raw = b'{"not": "a task", "bytes": "\xff"}'

@@ -19,7 +19,7 @@ from celery import Celery, signals
 from celery.app.amqp import AMQP
 from celery.app.routes import Router
 from celery.app.task import Task
-from celery.backends.redis import RedisBackend, ResultConsumer
+from celery.backends.redis import RedisBackend, ResultConsumer, SentinelBackend
 from celery.concurrency.thread import TaskPool as ThreadTaskPool
 from celery.events.dispatcher import EventDispatcher
 from celery.worker.consumer import Consumer as CeleryConsumer
@@ -59,6 +59,7 @@ CLASS_NAMES = [
     (RedisBackend, "task_keyprefix", "celery_ext/backend.py"),
     (ResultConsumer, "_reconnect_pubsub", "celery_ext/backend.py"),
     (ResultConsumer, "_locked", "celery_ext/backend.py"),
+    (SentinelBackend, "_get_sentinel_instance", "celery_ext/backend.py"),
     (EventDispatcher, "_publish", "celery_ext/event_dispatcher.py"),
     (Task, "_get_exec_options", "celery_ext/task.py"),
     (Task, "Request", "celery_ext/task.py, request.py"),

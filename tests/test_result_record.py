@@ -14,6 +14,7 @@ import pytest
 from celery import group, states
 
 from meetingtasks.base.keys import get_keys
+from meetingtasks.base.record import TaskRecord
 from meetingtasks.base.settings import get_settings
 from meetingtasks.base.status import TaskStatus
 from meetingtasks.celery_ext.result_record import fields_of, meta_of
@@ -46,7 +47,7 @@ def test_fields_hold_only_what_the_status_does_not_say(app) -> None:
     stored = _pairs(fields_of(failure, "failed", encode))
     assert set(stored) == {"result", "traceback", "meta"}  # FAILURE is what failed says
     record = {"status": "failed", "updated_at": "1796000000.5", **stored}
-    meta = meta_of("t1", record, decode)
+    meta = meta_of(TaskRecord("t1", record), decode)
     assert meta is not None
     assert (meta["status"], meta["traceback"], meta["parent_id"]) == (
         states.FAILURE, "Traceback ...", "p1",
@@ -58,7 +59,7 @@ def test_fields_hold_only_what_the_status_does_not_say(app) -> None:
     assert _pairs(fields_of(started, None, encode))["state"] == states.STARTED
     expired = {"status": states.REVOKED, "result": {"exc_type": "TaskRevokedError"}}
     assert "state" not in _pairs(fields_of(expired, "timeout", encode))  # timeout implies it
-    assert meta_of("t2", {"status": "completed"}, decode) is None  # result ignored
+    assert meta_of(TaskRecord("t2", {"status": "completed"}), decode) is None  # result ignored
 
 
 def test_a_task_leaves_one_key_and_celery_reads_its_result_there(app, redis, worker) -> None:

@@ -14,8 +14,8 @@ import pytest
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.settings import get_settings
 from meetingtasks.base.status import TaskStatus
+from meetingtasks.dead_letter_queue import DeadLetterQueue
 from meetingtasks.dispatch import TaskDispatcher, TaskRequest
-from meetingtasks.dlq import DeadLetterQueue
 from meetingtasks.errors import InvalidOption, Permanent
 from meetingtasks.policies.retention import retention
 from meetingtasks.policies.routing import Route, get_route_table

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.priority import Priority
+from meetingtasks.celery_ext import sending
 from meetingtasks.celery_ext.sending import fast_saferepr
 from meetingtasks.dispatch import TaskDispatcher, TaskRequest
 from meetingtasks.policies import submission
@@ -39,7 +40,7 @@ PER_SEND_NUMBERS = {"mt_enqueued_at", "mt_due_at", "timestamp", "clock"}
 
 def celerys_send_task(self: Celery, name: str, args: Any = None, kwargs: Any = None, **options):
     """Celery's own send_task, after the checks and option translation ours applies."""
-    submission.apply_options(options)
+    submission.apply_options(options, sending.limits(self))
     return Celery.send_task(self, name, args, kwargs, **options)
 
 

@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from meetingtasks.errors import MeetingTasksError, NodeUnavailable
-from meetingtasks.llm import InferenceNode, LLMClient, NodeConfig
-from meetingtasks.llm.stackflow import StackFlowBridge
+from meetingtasks.llm import LLMClient
+from meetingtasks.node import InferenceNode, NodeConfig
+from meetingtasks.node.stackflow import StackFlowBridge
 from tests.support.llm_nodes import REPO, NodeProcess
 from tests.support.stackflow_peer import StackFlowPeer
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from meetingtasks.llm.stackflow_text import as_received, carry, request_line, unpaired_braces
+from meetingtasks.node.stackflow.text import as_received, carry, request_line, unpaired_braces
 from tests.support.stackflow_peer import StackFlowPeer
 from tests.support.waiting import wait_until
 

@@ -1,4 +1,4 @@
-"""Cluster stats (``QueueManager.stats()``, ``meetingtasks stats``) against real Redis and
+"""Cluster stats (``Runtime.stats()``, ``meetingtasks stats``) against real Redis and
 real workers: exactly the depths, delayed, processing, dead-letter and worker counts the
 test made."""
 
@@ -15,9 +15,9 @@ import pytest
 
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.status import TaskStatus
+from meetingtasks.dead_letter_queue import DeadLetterQueue
 from meetingtasks.dispatch import TaskDispatcher
-from meetingtasks.dlq import DeadLetterQueue
-from meetingtasks.manager import QueueManager, cluster_stats
+from meetingtasks.runtime import Runtime, cluster_stats
 from tests.support.backlog import DEAD, DELAYED, dead_letter, expected_queues, make_backlog
 from tests.support.waiting import wait_until
 from tests.support.workers import REPO
@@ -38,7 +38,7 @@ def assert_backlog(stats: dict[str, Any]) -> None:
 
 
 def test_stats_report_exactly_the_backlog(backlog) -> None:
-    manager = QueueManager()
+    manager = Runtime()
     try:
         stats = manager.stats()
     finally:

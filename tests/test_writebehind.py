@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from meetingtasks.base.keys import get_keys
-from meetingtasks.celery_ext.transport import _release
+from meetingtasks.store.held import release
 from meetingtasks.store.writebehind import WriteBehind
 
 
@@ -20,7 +20,7 @@ def test_acknowledgements_of_a_flush_go_out_as_one_command_per_held_hash(redis) 
     redis.hset(media, "kept", "{}")
     writes = WriteBehind()
     for tag in tags:
-        writes.add_to_group(_release, (media if tag != "tag-4" else user, tag))
+        writes.add_to_group(release, (media if tag != "tag-4" else user, tag))
     writes.add(lambda pipe: pipe.set("other-write", "1"))
     writes.count(keys.task_stats(), "completed:6:x")
     writes.count(keys.task_stats(), "completed:6:x")

@@ -99,7 +99,8 @@ class Keys:
         return f"{self.prefix}delayed"
 
     def delayed_messages(self) -> str:
-        """HASH: task id -> JSON [queue list key, kombu message] of a delayed task."""
+        """HASH: task id -> JSON [queue list key, kombu message, status key, doorbell key]
+        of a delayed task (``lua/enqueue.lua`` writes it, ``lua/move_due.lua`` reads it)."""
         return f"{self.prefix}delayed:messages"
 
     def cancelled(self, task_id: str) -> str:

@@ -8,7 +8,7 @@ place that sees every end, so our policies hook here:
 - status tracking (``policies/tracking.py``): the result and the status change are written by
   one Lua script, one round trip where Celery alone takes two (it reads the result
   before writing it);
-- the dead-letter queue (``policies/dead_letters.py``): a failing policy is logged,
+- the dead-letter queue (``policies/final_failure.py``): a failing policy is logged,
   never fatal.
 
 A task keeps one record: the result is a few fields of its status hash
@@ -22,7 +22,8 @@ Private names of Celery 5.7 relied on (``tests/test_private_api.py`` checks each
 ``_MAX_STR_VALUE_SIZE``, ``celery.backends.base._is_request_ignore_result``; of its
 ``ResultConsumer``, ``_reconnect_pubsub`` (extended: after a lost connection Celery
 reads the results it missed with MGET on its own keys, which hold nothing here),
-``_locked``, ``subscribed_to`` and ``_decode_result``.
+``_locked``, ``subscribed_to`` and ``_decode_result``; and
+``SentinelBackend._get_sentinel_instance`` (extended: its connections follow the primary).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from meetingtasks.base import headers as h
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.status import TaskStatus
 from meetingtasks.celery_ext import result_record
-from meetingtasks.policies import dead_letters, tracking
+from meetingtasks.policies import final_failure, tracking
 from meetingtasks.store import status as status_store
 from meetingtasks.store.sentinel import PrimaryConnection, is_sentinel
 from meetingtasks.store.status import StoredResult
@@ -123,7 +124,7 @@ class TrackingMixin:
             if task_id is None:
                 found.append(next(theirs))
                 continue
-            meta = result_record.meta_of(task_id, next(records), self.decode)  # type: ignore[attr-defined]
+            meta = result_record.meta_of(next(records), self.decode)  # type: ignore[attr-defined]
             found.append(None if meta is None else self.encode(meta))  # type: ignore[attr-defined]
         return found
 
@@ -166,8 +167,8 @@ class TrackingMixin:
     ) -> Any:
         # Filed first: whoever sees the failure (a result, a callback) finds its letter.
         if request is not None and getattr(request, "task", None):
-            letter = dead_letters.DeadLetter.from_request(request, exc, traceback)
-            _policy(dead_letters.file, letter)
+            letter = final_failure.DeadLetter.from_request(request, exc, traceback)
+            _policy(final_failure.file, letter)
         outcome = super().mark_as_failure(  # type: ignore[misc]
             task_id, exc, traceback, request, store_result, call_errbacks, state
         )

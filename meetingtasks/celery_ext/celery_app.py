@@ -18,7 +18,6 @@ from celery.result import AsyncResult
 
 from meetingtasks.base import ids
 from meetingtasks.base.keys import get_keys
-from meetingtasks.base.settings import get_settings
 from meetingtasks.celery_ext import sending
 from meetingtasks.celery_ext.transport import BrokerConnection
 from meetingtasks.policies import retention, submission
@@ -80,7 +79,7 @@ class MeetingTasksApp(Celery):
         """
         task_id = options.pop("task_id", None) or ids.uuid4()
         redis_key = get_keys().idempotency(key)
-        window = get_settings().idempotency_window
+        window = sending.idempotency_window(self)
         if not get_redis().set(redis_key, task_id, nx=True, ex=window):
             first = get_redis().get(redis_key)
             if first is not None:

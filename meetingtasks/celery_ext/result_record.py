@@ -2,7 +2,7 @@
 
 Celery's Redis backend stores each result as a JSON string under its own key, beside
 our status hash: two keys per task, saying the same things twice (state, dates, task
-id). Here the result lives in the status record (``store/status.py``, its
+id). Here the result lives in the task's record (``base/record.py``, its
 ``RESULT_FIELDS``), with only what the record does not already say:
 
 - ``result``: the encoded value (a failure's exception in Celery's JSON form); its
@@ -26,6 +26,7 @@ from typing import Any
 
 from celery import states
 
+from meetingtasks.base.record import RecordField, TaskRecord
 from meetingtasks.policies.tracking import celery_state_of
 
 #: Keys of Celery's meta that the record holds in fields of their own, or implies.
@@ -35,38 +36,38 @@ _OWN_KEYS = frozenset({"status", "result", "traceback", "children", "date_done",
 def fields_of(meta: dict[str, Any], status: str | None, encode: Callable[[Any], str]) -> list[str]:
     """The record's result fields for Celery's ``meta`` of a run that moves the task
     to ``status`` (None: the status stays, as for STARTED), as field, value pairs."""
-    fields = ["result", encode(meta["result"])]
+    fields = [RecordField.RESULT.value, encode(meta["result"])]
     if meta["status"] != celery_state_of(status, meta["result"]):
-        fields += ["state", meta["status"]]
+        fields += [RecordField.STATE.value, meta["status"]]
     if meta.get("traceback"):
-        fields += ["traceback", meta["traceback"]]
+        fields += [RecordField.TRACEBACK.value, meta["traceback"]]
     if meta.get("children"):
-        fields += ["children", encode(meta["children"])]
+        fields += [RecordField.CHILDREN.value, encode(meta["children"])]
     extra = {key: value for key, value in meta.items() if key not in _OWN_KEYS}
     if extra:
-        fields += ["meta", encode(extra)]
+        fields += [RecordField.META.value, encode(extra)]
     return fields
 
 
-def meta_of(
-    task_id: str, record: dict[str, str], decode: Callable[[str], Any]
-) -> dict[str, Any] | None:
-    """Celery's meta from a status record, or None when it holds no result."""
-    if "result" not in record:
+def meta_of(record: TaskRecord, decode: Callable[[str], Any]) -> dict[str, Any] | None:
+    """Celery's meta from a task's record, or None when it holds no result."""
+    encoded = record.get(RecordField.RESULT)
+    if encoded is None:
         return None
-    result = decode(record["result"])
-    state = record.get("state") or celery_state_of(record.get("status"), result)
-    done = state in states.READY_STATES and "updated_at" in record
+    result = decode(encoded)
+    state = record.get(RecordField.STATE) or celery_state_of(record.get(RecordField.STATUS), result)
+    done_at = record.time(RecordField.UPDATED_AT)
+    children, extra = record.get(RecordField.CHILDREN), record.get(RecordField.META)
     meta = {
         "status": state,
         "result": result,
-        "traceback": record.get("traceback"),
-        "children": decode(record["children"]) if "children" in record else [],
-        "date_done": _iso(float(record["updated_at"])) if done else None,
-        "task_id": task_id,
+        "traceback": record.get(RecordField.TRACEBACK),
+        "children": decode(children) if children is not None else [],
+        "date_done": _iso(done_at) if done_at and state in states.READY_STATES else None,
+        "task_id": record.task_id,
     }
-    if "meta" in record:
-        meta.update(decode(record["meta"]))
+    if extra is not None:
+        meta.update(decode(extra))
     return meta
 
 

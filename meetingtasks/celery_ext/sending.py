@@ -54,6 +54,7 @@ from meetingtasks.base import headers as h
 from meetingtasks.base import ids
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.priority import Priority
+from meetingtasks.base.settings import get_settings
 from meetingtasks.celery_ext import envelopes
 from meetingtasks.errors import InvalidOption
 from meetingtasks.policies import submission, tracking
@@ -114,6 +115,11 @@ class _Sender:
         self.args_size = app.amqp.argsrepr_maxsize
         self.kwargs_size = app.amqp.kwargsrepr_maxsize
         self.encode_sent = functools.partial(envelopes.sent_event_messages, app)
+        # Our settings, read once here too: the checks' limits, how long a record lives.
+        settings = get_settings()
+        self.limits = submission.Limits.from_settings(settings)
+        self.status_ttl = settings.status_ttl
+        self.idempotency_window = settings.idempotency_window
 
     def send(self, name: str, args: Any, kwargs: Any, options: dict[str, Any]) -> Sent:
         app = self.app
@@ -122,10 +128,13 @@ class _Sender:
             # A plain send_task takes the defaults of the task (its route) as Celery
             # does; apply_async merged them already.
             task = app.tasks.get(name)
-            defaults = task._get_exec_options() if task is not None else _route_defaults(name)
+            defaults = (
+                task._get_exec_options() if task is not None
+                else _route_defaults(name, self.limits.timeout_grace)
+            )  # fmt: skip
             options = {**defaults, **options}
-        payload = submission.check_payload(task, name, args, kwargs)
-        submission.apply_options(options)
+        payload = submission.check_payload(task, name, args, kwargs, self.limits)
+        submission.apply_options(options, self.limits)
         task_id = options.pop("task_id", None) or ids.uuid4()
         options = self.route(options, options.pop("route_name", None) or name, payload, task)
         if _not_ours(options):
@@ -266,7 +275,9 @@ class _Sender:
                 "exchange": "", "routing_key": routing_key, "timestamp": time.time(),
                 "type": "task-sent",
             }  # fmt: skip
-        queueing.put_task(get_keys(), queue.name, step, message, event, self.encode_sent)
+        queueing.put_task(
+            get_keys(), queue.name, step, message, self.status_ttl, event, self.encode_sent
+        )
         if signals.after_task_publish.receivers:
             signals.after_task_publish.send(
                 sender=name, body=body, headers=headers, exchange="", routing_key=routing_key
@@ -283,6 +294,16 @@ def _sender(app: Celery) -> _Sender:
     return _Sender(app)
 
 
+def limits(app: Celery) -> submission.Limits:
+    """The submission limits the send path of ``app`` checks."""
+    return _sender(app).limits
+
+
+def idempotency_window(app: Celery) -> int:
+    """Seconds an ``idempotency_key`` keeps naming its first task."""
+    return _sender(app).idempotency_window
+
+
 def send(app: Celery, name: str, args: Any, kwargs: Any, options: dict[str, Any]) -> Sent:
     """Send task ``name``: Celery's ``send_task`` semantics, our checks, one round trip.
 
@@ -292,7 +313,7 @@ def send(app: Celery, name: str, args: Any, kwargs: Any, options: dict[str, Any]
     return _sender(app).send(name, args, kwargs, options)
 
 
-def _route_defaults(name: str) -> dict[str, Any]:
+def _route_defaults(name: str, grace: float) -> dict[str, Any]:
     """The exec options of a routed type no task of this process implements."""
     route = get_route_table().find(name)
     if route is None:
@@ -300,7 +321,7 @@ def _route_defaults(name: str) -> dict[str, Any]:
     return {
         "priority": int(route.priority),
         "soft_time_limit": route.timeout,
-        "time_limit": submission.hard_limit(route.timeout),
+        "time_limit": submission.hard_limit(route.timeout, grace),
         "expires": route.expires,
         "retention": route.retention,
     }

@@ -22,6 +22,7 @@ from celery.exceptions import Ignore
 
 from meetingtasks.base import headers
 from meetingtasks.base.settings import get_settings
+from meetingtasks.celery_ext import sending
 from meetingtasks.policies.cancellation import REASON, is_cancelled
 from meetingtasks.policies.retry import RETRYABLE_ERRORS, retry_delay
 from meetingtasks.policies.routing import Route, get_route_table
@@ -54,7 +55,7 @@ class MeetingTask(Task):
     @property
     def time_limit(self) -> float | None:
         route = self.route
-        return hard_limit(route.timeout) if route else None
+        return hard_limit(route.timeout, sending.limits(self.app).timeout_grace) if route else None
 
     @property
     def max_retries(self) -> int:

@@ -40,6 +40,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
+from functools import cached_property
 from queue import Empty
 from time import monotonic
 from typing import Any
@@ -120,6 +121,11 @@ class QueueingChannelMixin:
     _waiting = False  # blocked on the doorbells, not taking a message
     _taken_from: list[str] = []
 
+    @cached_property
+    def _status_ttl(self) -> int:
+        """Seconds a task's record lives while the task is not over (read once)."""
+        return get_settings().status_ttl
+
     def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
         self._fetch_commands = {}
         # A fanout queue (remote control's) is read over Pub/Sub, never fetched: its
@@ -197,7 +203,7 @@ class QueueingChannelMixin:
         head = ["EVALSHA", script("fetch").sha, 2 * len(lists) + 2 + len(bells),
                 *lists, *held, *running, *bells, len(lists)]  # fmt: skip
         tail = [self.owner_id, keys.status_prefix(), keys.cancelled_prefix(),
-                get_settings().status_ttl, MONITOR_SLACK, malformed.MALFORMED_KEPT]  # fmt: skip
+                self._status_ttl, MONITOR_SLACK, malformed.MALFORMED_KEPT]  # fmt: skip
         return head, tail, bells, [queue for queue, _ in order]
 
     def _room(self) -> int:
@@ -289,7 +295,7 @@ class QueueingChannelMixin:
         step = self.priority(self._get_message_priority(message, reverse=False))  # type: ignore[attr-defined]
         if not tracking.watched(headers):
             headers[h.UNTRACKED] = 1
-        queueing.put_task(get_keys(), queue, step, message)
+        queueing.put_task(get_keys(), queue, step, message, self._status_ttl)
 
     def _put_fanout(self, exchange: str, message: Any, routing_key: str, **kwargs: Any) -> None:
         """Events (task-sent…) go out as ``queueing.publish`` says."""
@@ -311,9 +317,9 @@ class OwnedQoS(kombu_redis.QoS):
         held = self._held(delivery_tag)
         writes = writebehind.here()
         if writes is None:
-            _release(get_redis().pipeline(), [(held, delivery_tag)]).execute()
+            held_store.release(get_redis().pipeline(), [(held, delivery_tag)]).execute()
         else:
-            writes.add_to_group(_release, (held, delivery_tag))
+            writes.add_to_group(held_store.release, (held, delivery_tag))
         kombu_redis.virtual.QoS.ack(self, delivery_tag)
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
@@ -326,7 +332,7 @@ class OwnedQoS(kombu_redis.QoS):
         if requeue and held:
             held_store.give_back_tags(get_keys(), held, [delivery_tag])
         else:
-            _release(get_redis().pipeline(), [(held, delivery_tag)]).execute()
+            held_store.release(get_redis().pipeline(), [(held, delivery_tag)]).execute()
         kombu_redis.virtual.QoS.ack(self, delivery_tag)
 
     def append(self, message: Any, delivery_tag: str) -> None:
@@ -380,20 +386,8 @@ class OwnedQoS(kombu_redis.QoS):
         if self.channel.owner_id is None:
             return super()._remove_from_indices(delivery_tag, pipe)
         # Kombu's reject (requeue) and visibility paths: the message is held by us.
-        return _release(pipe if pipe is not None else get_redis().pipeline(),
+        return held_store.release(pipe if pipe is not None else get_redis().pipeline(),
                         [(self._held(delivery_tag), delivery_tag)])  # fmt: skip
-
-
-def _release(pipe: Any, held: list[tuple[str, str]]) -> Any:
-    """Add to ``pipe`` (one of our clients, not kombu's prefixed one) what acknowledges
-    messages held as (hash, delivery tag): one command per hash, however many there are."""
-    by_hash: dict[str, list[str]] = {}
-    for key, tag in held:
-        if key:
-            by_hash.setdefault(key, []).append(tag)
-    for key, tags in by_hash.items():
-        pipe.hdel(key, *tags)
-    return pipe
 
 
 class Channel(QueueingChannelMixin, kombu_redis.Channel):  # type: ignore[misc]

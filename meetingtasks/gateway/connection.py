@@ -33,6 +33,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
+from meetingtasks.base import frames
 from meetingtasks.errors import AuthError, ProtocolError, RedisFull
 from meetingtasks.gateway import protocol as p
 from meetingtasks.gateway.auth import Principal, verify
@@ -262,7 +263,7 @@ class Connection:
             assert task_id is not None
             self.hub.counters.submitted += 1
             log.debug("session %s submitted %s as %s", session.id, command.type, task_id)
-            self.push(p.accepted(task_id, response.status, command.request_id))
+            self.push(frames.accepted(task_id, response.status, command.request_id))
         finally:
             for frame in session.submitted(task_id):
                 for member in session.members:
@@ -290,7 +291,7 @@ class Connection:
 
     async def _status(self, command: p.Status) -> None:
         result = await self._owned(command.task_id, command.request_id)
-        self.push(p.status(describe(result), command.request_id))
+        self.push(frames.status(describe(result), command.request_id))
 
     async def _cancel(self, command: p.Cancel) -> None:
         """No answer of its own: the task's ``result`` frame (``cancelled``) follows."""
@@ -305,14 +306,14 @@ class Connection:
     async def _subscribe(self, command: p.Subscribe) -> None:
         assert self.principal is not None
         state = await self.hub.subscribe(self, self.principal, command.channel)
-        self.push(p.subscribed("subscribed", command.channel, command.request_id, state))
+        self.push(frames.subscribed("subscribed", command.channel, command.request_id, state))
 
     async def _unsubscribe(self, command: p.Unsubscribe) -> None:
         self.hub.unsubscribe(self, command.channel)
-        self.push(p.subscribed("unsubscribed", command.channel, command.request_id))
+        self.push(frames.subscribed("unsubscribed", command.channel, command.request_id))
 
     async def _ping(self, command: p.Ping) -> None:
-        self.push(p.pong(command.request_id))
+        self.push(frames.pong(command.request_id))
 
     async def _auth(self, command: p.Auth) -> None:
         """A token refresh: the same user's new token replaces the connection's."""
@@ -331,9 +332,9 @@ class Connection:
             return
         self.principal = principal
         for channel in self.hub.revoke_channels(self, principal):
-            self.push(p.subscribed("unsubscribed", channel, None))
+            self.push(frames.subscribed("unsubscribed", channel, None))
         self._watch_expiry()
-        self.push(p.authenticated(principal.expires_at, command.request_id))
+        self.push(frames.authenticated(principal.expires_at, command.request_id))
 
     # -- the token's expiry ------------------------------------------------------------
 
@@ -350,7 +351,7 @@ class Connection:
 
     def _token_expiring(self) -> None:
         assert self.principal is not None
-        self.push(p.token_expiring(self.principal.expires_at))
+        self.push(frames.token_expiring(self.principal.expires_at))
         left = self.principal.expires_at - time.time()
         self._expiry = asyncio.get_running_loop().call_later(max(left, 0.0), self._token_expired)
 
@@ -365,14 +366,14 @@ class Connection:
         if self._outbox is None:
             self._outbox = deque()
         self._outbox.clear()  # in place: a flusher may be sending from it
-        self._outbox.append(p.error(code, why))
+        self._outbox.append(frames.error(code, why))
         self._close(p.CLOSE_UNAUTHENTICATED, f"{code}: {why}")
 
     # -- sending -----------------------------------------------------------------------
 
     def error(self, code: str, message: str, request_id: str | None = None) -> None:
         self.hub.counters.errors[code] += 1
-        self.push(p.error(code, message, request_id))
+        self.push(frames.error(code, message, request_id))
 
     def push(self, frame: str, wire: bytes | None = None) -> None:
         """Send a frame, ``wire`` its encoding if a broadcast made it once for everyone;

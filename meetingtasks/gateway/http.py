@@ -32,8 +32,8 @@ from meetingtasks.gateway.auth import Principal, verify
 from meetingtasks.gateway.hub import Hub
 from meetingtasks.gateway.metrics import render
 from meetingtasks.gateway.tasks import UNREACHABLE, describe
-from meetingtasks.manager import cluster_stats
 from meetingtasks.metrics import CONTENT_TYPE
+from meetingtasks.runtime import cluster_stats
 
 #: HTTP status of each error code; 400 for the others.
 _STATUS = {

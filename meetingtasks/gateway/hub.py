@@ -23,7 +23,9 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
+from kombu.utils.json import dumps
 
+from meetingtasks.base import frames
 from meetingtasks.base.keys import Keys, get_keys
 from meetingtasks.errors import ProtocolError
 from meetingtasks.events import EventBusConfig, meeting_channel
@@ -38,7 +40,6 @@ from meetingtasks.gateway.session import Member, Session
 from meetingtasks.gateway.sessions_store import SessionStore
 from meetingtasks.gateway.tasks import UNREACHABLE, ClientTasks
 from meetingtasks.gateway.ws_protocol import text_frame
-from meetingtasks.policies.tracking import session_frame
 from meetingtasks.store import sentinel
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ class Hub:
         listing = await self._listing(session, task_ids or [])
         limits = self.config.client_limits()
         resumed = task_ids is not None
-        return p.session(
+        return frames.session(
             session_id, principal.user_id, resumed, listing, limits, principal.expires_at
         )
 
@@ -283,7 +284,7 @@ class Hub:
             except ValueError:
                 log.warning("dropped an event that is not JSON on %s", channel)
                 return
-            frame = p.event(channel[len(self.keys.event_channel("")) :], data)
+            frame = frames.event(channel[len(self.keys.event_channel("")) :], data)
             wire = text_frame(frame)  # encoded once for everyone
             for member in list(members):
                 member.push(frame, wire)
@@ -301,9 +302,10 @@ class Hub:
             for (session, task_id), result in zip(batch, results, strict=True):
                 if result is None or not result.done or task_id not in session.active:
                     continue
-                frame = session_frame(
-                    task_id, result.status, result.request_id, result.result, result.error or ""
-                )
+                frame = frames.task_result(
+                    task_id, result.status.value, result.result, result.error or "",
+                    result.request_id, dumps,
+                )  # fmt: skip
                 if session.route(frame, task_id, "result"):
                     for member in session.members:
                         member.push(frame)

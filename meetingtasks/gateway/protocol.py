@@ -1,13 +1,12 @@
 """The client wire protocol (docs/gateway.md) without I/O: client text in, commands or a
-``ProtocolError`` out; server frames built here.
+``ProtocolError`` out. The server frames are built in ``base/frames.py``, whoever sends
+them.
 
 Every frame is one JSON object with an ``op``. Client ops: ``auth``, ``submit``,
 ``cancel``, ``status``, ``subscribe``, ``unsubscribe``, ``ping``; every one may carry a
 ``request_id`` that the answer repeats (``auth`` on an open connection refreshes its
 token). Server ops: ``session`` (after auth), ``accepted``, ``progress``/``delta``/
-``result`` (from the workers, forwarded as they are: ``progress`` with ``status``
-``processing`` when a worker takes the task, built by ``store/lua/fetch.lua``; deltas by
-``streaming.py``; the rest by ``policies/tracking.py``), ``status``,
+``result`` (from the workers, forwarded as they are), ``status``,
 ``subscribed``/``unsubscribed``, ``event``, ``error``, ``pong``, ``token_expiring``
 (send a new token before ``expires_at``) and ``authenticated`` (a refresh took).
 
@@ -386,74 +385,3 @@ def _refuse_constant(text: str) -> float:
 
 def _kind(value: Any) -> str:
     return "null" if value is None else f"{type(value).__name__} {str(value)[:40]!r}"
-
-
-# -- server frames --------------------------------------------------------------------
-
-
-def encode(frame: dict[str, Any]) -> str:
-    return json.dumps(frame, separators=(",", ":"))
-
-
-def _with_request(frame: dict[str, Any], request_id: str | None) -> str:
-    if request_id is not None:
-        frame["request_id"] = request_id
-    return encode(frame)
-
-
-def error(code: str, message: str, request_id: str | None = None) -> str:
-    return _with_request({"op": "error", "code": code, "message": message}, request_id)
-
-
-def accepted(task_id: str, status: str, request_id: str | None) -> str:
-    return _with_request({"op": "accepted", "task_id": task_id, "status": status}, request_id)
-
-
-def pong(request_id: str | None) -> str:
-    return _with_request({"op": "pong"}, request_id)
-
-
-def subscribed(
-    op: str, channel: str, request_id: str | None, meeting: dict[str, Any] | None = None
-) -> str:
-    """``subscribed`` or ``unsubscribed``: from now on events of ``channel`` (no longer) flow;
-    ``subscribed`` carries the meeting's state as it stood then (``participants``,
-    ``streams``)."""
-    frame: dict[str, Any] = {"op": op, "channel": channel}
-    if meeting is not None:
-        frame["meeting"] = meeting
-    return _with_request(frame, request_id)
-
-
-def status(record: dict[str, Any], request_id: str | None) -> str:
-    """The answer to ``status``: a task's status, with its result or error once over."""
-    return _with_request({"op": "status", **record}, request_id)
-
-
-def session(
-    session_id: str,
-    user_id: str,
-    resumed: bool,
-    tasks: list[dict[str, Any]],
-    limits: dict[str, Any],
-    expires_at: float,
-) -> str:
-    """The first frame after auth: the session to resume later with ``?session=``, and
-    when the token it was opened with expires (the connection closes then)."""
-    frame = {"op": "session", "session_id": session_id, "user_id": user_id, "resumed": resumed}
-    return encode({**frame, "tasks": tasks, "limits": limits, "expires_at": expires_at})
-
-
-def token_expiring(expires_at: float) -> str:
-    """Asks the client for a fresh token (``auth``) before the connection's expires."""
-    return encode({"op": "token_expiring", "expires_at": expires_at})
-
-
-def authenticated(expires_at: float, request_id: str | None) -> str:
-    """A token refresh took: the connection now lasts until ``expires_at``."""
-    return _with_request({"op": "authenticated", "expires_at": expires_at}, request_id)
-
-
-def event(channel: str, raw_event: str) -> str:
-    """An EventBus event as it came from Redis (already JSON), built once per event."""
-    return f'{{"op":"event","channel":{json.dumps(channel)},"event":{raw_event}}}'

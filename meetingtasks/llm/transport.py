@@ -6,8 +6,9 @@ The address says which transport:
                                   object per frame (our reference node, the default)
     tcp+json://HOST[:PORT]        plain TCP, one JSON object per line: our node's
                                   --tcp-port, or StackFlow's unit manager (port 10001 when
-                                  none is given), which only the bridge (stackflow.py)
-                                  should talk to: it breaks under several clients
+                                  none is given), which only the StackFlow bridge
+                                  (``node/stackflow/channel.py``) should talk to: it
+                                  breaks under several clients
 
 Failing to reach a node, losing it, or hearing nothing from it in time is NodeUnavailable
 (retryable); bytes that cannot be a message are InferenceError. A dead node never hangs

@@ -27,11 +27,11 @@ def cancel(app: Celery, task_id: str, keys: Keys | None = None) -> bool:
     result backend and the running workers."""
     keys = keys or get_keys()
     record = status_store.read(keys, [task_id])[0]
-    if record and TaskStatus(record["status"]).terminal:
+    if record.status is not None and record.status.terminal:
         return False
     get_redis().set(keys.cancelled(task_id), REASON, ex=get_settings().cancel_ttl)
     delayed.remove(keys, task_id)
-    running = record.get("status") == TaskStatus.PROCESSING
+    running = record.status is TaskStatus.PROCESSING
     if not running:
         app.backend.mark_as_revoked(task_id, reason=REASON)
     app.control.revoke(task_id, terminate=running, signal="SIGTERM")

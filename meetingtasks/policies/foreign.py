@@ -39,9 +39,10 @@ log = logging.getLogger(__name__)
 DEFAULT_PRIORITY = Priority.NORMAL
 
 
-def adopt(keys: Keys, queue: str, raw: bytes, accept: Collection[str]) -> bool:
-    """Adopt ``raw``, a message on the landing list of ``queue``; False if it was set
-    aside, or another worker adopted it first."""
+def adopt(keys: Keys, queue: str, raw: bytes, accept: Collection[str], status_ttl: int) -> bool:
+    """Adopt ``raw``, a message on the landing list of ``queue`` (its record kept
+    ``status_ttl`` seconds while the task is not over); False if it was set aside, or
+    another worker adopted it first."""
     checked = message_check.check(raw, accept)
     landing = keys.landing(queue)
     if isinstance(checked, message_check.Refused):
@@ -61,7 +62,7 @@ def adopt(keys: Keys, queue: str, raw: bytes, accept: Collection[str]) -> bool:
         headers[h.DUE_AT] = maybe_iso8601(eta).timestamp()
     if not tracking.watched(headers):
         headers[h.UNTRACKED] = 1
-    return queueing.put_task(keys, queue, step, checked, claim=(landing, raw))
+    return queueing.put_task(keys, queue, step, checked, status_ttl, claim=(landing, raw))
 
 
 def _step(priority: int | None) -> int:
@@ -75,9 +76,16 @@ class InboxForwarder:
     """Waits on one queue's inbox and adopts what arrives; a thread with a connection of
     its own, started and stopped with the worker (``run/worker.py``)."""
 
-    def __init__(self, keys: Keys, queue: str, accept_content: Collection[str] = ("json",)):
+    def __init__(
+        self,
+        keys: Keys,
+        queue: str,
+        status_ttl: int,
+        accept_content: Collection[str] = ("json",),
+    ) -> None:
         self.keys = keys
         self.queue = queue
+        self.status_ttl = status_ttl
         self.accept = prepare_accept_content(list(accept_content))
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -116,7 +124,7 @@ class InboxForwarder:
 
     def _adopt(self, raw: bytes) -> None:
         try:
-            adopt(self.keys, self.queue, raw, self.accept)
+            adopt(self.keys, self.queue, raw, self.accept, self.status_ttl)
         except Exception as exc:  # not left to fail every sweep again
             log.exception("could not adopt a message from the inbox of %s", self.queue)
             poison.set_aside(raw, f"it could not be adopted: {exc!r}", f"inbox {self.queue}",

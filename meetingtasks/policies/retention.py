@@ -57,6 +57,11 @@ def retention(
     return settings.retention_unwatched
 
 
+def while_running() -> int:
+    """Seconds the record of a task not over yet is kept from its last change."""
+    return get_settings().status_ttl
+
+
 def read(keys: Keys, task_ids: list[str]) -> None:
     """Whoever awaited these tasks has read their results: what is left of their window
     shrinks to the unwatched one, where nothing else keeps them (``lua/release.lua``)."""

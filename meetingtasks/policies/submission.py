@@ -2,7 +2,8 @@
 
 Every way of sending a task (``delay``, ``apply_async``, ``send_task``, retries,
 canvas, the dispatcher) ends in the one send path (``sending.py``), which calls these,
-so bad input is refused the same way everywhere, before anything is queued.
+so bad input is refused the same way everywhere, before anything is queued. The limits
+they check are read from the settings once, by the send path (``Limits``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -17,7 +19,7 @@ from kombu.utils.json import JSONEncoder
 
 from meetingtasks.base import headers as h
 from meetingtasks.base.priority import Priority
-from meetingtasks.base.settings import get_settings
+from meetingtasks.base.settings import Settings
 from meetingtasks.errors import InvalidOption, InvalidPayload
 
 MAX_DELAY_SECONDS = 366 * 24 * 3600
@@ -30,6 +32,19 @@ _ENCODER = JSONEncoder()
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What a submission may be: the payload's size, and the grace between a run's
+    timeout and its hard time limit."""
+
+    max_payload_bytes: int
+    timeout_grace: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(settings.max_payload_bytes, settings.timeout_grace)
+
+
 class Payload(NamedTuple):
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
@@ -37,7 +52,7 @@ class Payload(NamedTuple):
     json: str
 
 
-def check_payload(task: Any, name: str, args: Any, kwargs: Any) -> Payload:
+def check_payload(task: Any, name: str, args: Any, kwargs: Any, limits: Limits) -> Payload:
     """Arguments that are JSON, within the size limit, and fit the task's signature."""
     if args is not None and not isinstance(args, list | tuple):
         raise InvalidPayload(f"args of {name} must be a list, not {type(args).__name__}")
@@ -52,7 +67,7 @@ def check_payload(task: Any, name: str, args: Any, kwargs: Any) -> Payload:
     if _SURROGATE_ESCAPE.search(text):
         _refuse_lone_surrogates(name, [args, kwargs])
     size = len(text.encode())
-    limit = get_settings().max_payload_bytes
+    limit = limits.max_payload_bytes
     if size > limit:
         raise InvalidPayload(
             f"payload of {name} is {size} bytes, over the {limit}-byte limit "
@@ -79,7 +94,7 @@ def _refuse_lone_surrogates(name: str, payload: Any) -> None:
         ) from exc
 
 
-def apply_options(options: dict[str, Any]) -> None:
+def apply_options(options: dict[str, Any], limits: Limits) -> None:
     """Check and translate our per-message options in place (see MeetingTasksApp)."""
     now = time.time()
     priority = options.get("priority")
@@ -97,7 +112,7 @@ def apply_options(options: dict[str, Any]) -> None:
         if not _positive_number(timeout):
             raise InvalidOption(f"timeout must be a positive number of seconds, not {timeout!r}")
         options["soft_time_limit"] = timeout
-        options["time_limit"] = hard_limit(timeout)
+        options["time_limit"] = hard_limit(timeout, limits.timeout_grace)
     max_retries = options.pop("max_retries", None)
     if max_retries is not None:
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
@@ -118,10 +133,10 @@ def apply_options(options: dict[str, Any]) -> None:
     options["headers"] = headers
 
 
-def hard_limit(timeout: float) -> float:
-    """The hard time limit of a run whose (soft) timeout is ``timeout``: the grace
+def hard_limit(timeout: float, grace: float) -> float:
+    """The hard time limit of a run whose (soft) timeout is ``timeout``: the ``grace``
     between them lets the task clean up before its process is killed."""
-    return timeout + get_settings().timeout_grace
+    return timeout + grace
 
 
 def check_idempotency_key(key: object) -> str:

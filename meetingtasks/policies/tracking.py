@@ -20,10 +20,12 @@ from celery import states
 from celery.exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
 from kombu.utils.json import dumps
 
+from meetingtasks.base import frames
 from meetingtasks.base import headers as h
 from meetingtasks.base.keys import Keys, get_keys
+from meetingtasks.base.record import RecordField
 from meetingtasks.base.status import TaskStatus
-from meetingtasks.policies.retention import retention
+from meetingtasks.policies.retention import retention, while_running
 from meetingtasks.store import status as store
 from meetingtasks.store.status import StoredResult
 
@@ -103,7 +105,7 @@ def report(
     """
     keys = keys or get_keys()
     if status is None:
-        return store.finish(keys, task_id, None, time.time(), result=stored)
+        return store.finish(keys, task_id, None, time.time(), while_running(), result=stored)
     if request is not None:
         notify_id, session_id, request_id = (
             h.get(request, h.NOTIFY),
@@ -115,12 +117,12 @@ def report(
     else:
         record = store.read(keys, [task_id])[0]
         notify_id, session_id, request_id = (
-            record.get("notify"),
-            record.get("session"),
-            record.get("request_id"),
+            record.get(RecordField.NOTIFY),
+            record.get(RecordField.SESSION),
+            record.get(RecordField.REQUEST),
         )
-        override = record.get("retention")
-        foreign = bool(record.get("foreign"))
+        override = record.get(RecordField.RETENTION)
+        foreign = bool(record.get(RecordField.FOREIGN))
     notify_channel = keys.notify_channel(notify_id) if notify_id else ""
     session_channel = keys.session_channel(session_id) if session_id else ""
     kept = retention(
@@ -131,7 +133,7 @@ def report(
     if notify_channel:
         notify = (notify_channel, json.dumps({"task_id": task_id, "status": status.value}))
     if session_channel:
-        session = (session_channel, session_frame(task_id, status, request_id, result, error))
+        session = (session_channel, _session_frame(task_id, status, request_id, result, error))
     tag = (h.get(request, h.DELIVERY_TAG) or "") if request is not None else ""
     held = (h.get(request, h.HELD) or "") if request is not None else ""
     counted = ""
@@ -139,28 +141,18 @@ def report(
         priority = (getattr(request, "delivery_info", None) or {}).get("priority")
         counted = store.counter_suffix(priority, request.task)
     return store.finish(
-        keys, task_id, status, time.time(), error, notify, session, stored, tag, ttl=kept,
-        counted=counted, held=held,
-        celery_key=foreign,
+        keys, task_id, status, time.time(), kept, error, notify, session, stored, tag,
+        counted=counted, held=held, celery_key=foreign,
     )  # fmt: skip
 
 
-def session_frame(
+def _session_frame(
     task_id: str, status: TaskStatus, request_id: str | None, result: Any, error: str
 ) -> str:
-    """The gateway frame that tells a client session how its task went."""
-    frame: dict[str, Any]
+    """The frame that tells a client session how its task's run went."""
     if status is TaskStatus.RETRYING:
-        frame = {"op": "progress", "task_id": task_id, "state": "retrying", "error": error}
-    else:
-        frame = {"op": "result", "task_id": task_id, "status": status.value}
-        if status is TaskStatus.COMPLETED:
-            frame["result"] = result
-        else:
-            frame["error"] = error
-    if request_id is not None:
-        frame["request_id"] = request_id
-    return dumps(frame)
+        return frames.task_retrying(task_id, error, request_id)
+    return frames.task_result(task_id, status.value, result, error, request_id, dumps)
 
 
 def describe(exc: Any) -> str:

@@ -13,25 +13,27 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from meetingtasks.app import app
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.priority import Priority
 from meetingtasks.base.settings import REPO_ROOT, get_settings
 from meetingtasks.base.status import TaskStatus
+from meetingtasks.dead_letter_queue import DeadLetterQueue
 from meetingtasks.dispatch import TaskDispatcher, TaskRequest
-from meetingtasks.dlq import DeadLetterQueue
 from meetingtasks.errors import MeetingTasksError
 from meetingtasks.gateway.auth import mint_token
 from meetingtasks.gateway.server import serve
-from meetingtasks.llm.backends import Backend, load_backend
-from meetingtasks.llm.node import DEFAULT_BIND, NodeConfig
-from meetingtasks.llm.node import run as run_node
-from meetingtasks.llm.openai_upstream import OpenAIUpstream, is_openai_upstream
-from meetingtasks.llm.pool import BackendPool
-from meetingtasks.llm.stackflow import StackFlowBridge
 from meetingtasks.llm.transport import TCP_JSON_SCHEME
-from meetingtasks.manager import cluster_stats
+from meetingtasks.node.backends import Backend, load_backend
+from meetingtasks.node.openai_upstream import OpenAIUpstream, is_openai_upstream
+from meetingtasks.node.pool import BackendPool
+from meetingtasks.node.service import DEFAULT_BIND, NodeConfig
+from meetingtasks.node.service import run as run_node
+from meetingtasks.node.stackflow import StackFlowBridge
+from meetingtasks.policies.scheduling import SchedulerLoops
 from meetingtasks.run.stack import Stack
-from meetingtasks.scheduler import SchedulerService, TaskScheduler
+from meetingtasks.runtime import cluster_stats
+from meetingtasks.scheduler import TaskScheduler
 from meetingtasks.store import malformed
 from meetingtasks.store.memory import check_eviction_policy
 
@@ -201,7 +203,7 @@ def scheduler(
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     check_eviction_policy()
-    service = SchedulerService.create(interval)
+    service = SchedulerLoops.create(app.backend, interval)
     service.start()
     console.print("scheduler running; Ctrl-C stops it")
     serve_until_stopped(lambda: service.running)

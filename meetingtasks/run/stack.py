@@ -19,7 +19,7 @@ from typing import IO
 from urllib.parse import urlparse
 
 from meetingtasks.base.settings import REPO_ROOT, get_settings
-from meetingtasks.llm import llama
+from meetingtasks.node import llama
 from meetingtasks.policies.routing import get_route_table
 from meetingtasks.run.embedded_redis import RedisServer, free_port, port_free, redis_reachable
 

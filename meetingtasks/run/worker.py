@@ -35,11 +35,11 @@ from meetingtasks.celery_ext import pool_child, transport
 from meetingtasks.celery_ext.worker_state import running_delivery_tags
 from meetingtasks.events import Event, publisher
 from meetingtasks.policies import foreign, poison, recovery
-from meetingtasks.scheduler import SchedulerService
+from meetingtasks.policies.scheduling import SchedulerLoops
 from meetingtasks.store import queueing, writebehind
 
 
-class WorkerProcess:
+class WorkerExtras:
     """What a worker's main process runs beside Celery's consumer, started and stopped
     with it: consumer ids and their heartbeat, the scheduler loops, the write-behind."""
 
@@ -52,13 +52,16 @@ class WorkerProcess:
         )
         transport.consume_as(base, self.hand_over)
         self.loops = (
-            SchedulerService.create(peers=lambda: self.heartbeat.live)
+            SchedulerLoops.create(app.backend, peers=lambda: self.heartbeat.live)
             if settings.embedded_scheduler
             else None
         )
         consumed = sorted(worker.app.amqp.queues.consume_from or worker.app.amqp.queues)
         accept = worker.app.conf.accept_content
-        self.inboxes = [foreign.InboxForwarder(self.keys, queue, accept) for queue in consumed]
+        self.inboxes = [
+            foreign.InboxForwarder(self.keys, queue, settings.status_ttl, accept)
+            for queue in consumed
+        ]
 
     def start(self) -> None:
         self.heartbeat.start()
@@ -90,14 +93,14 @@ def announce_malformed(task_id: str | None, source: str | None, reason: str) -> 
     publisher().publish(poison.MALFORMED_CHANNEL, event)
 
 
-_started: list[WorkerProcess] = []
+_started: list[WorkerExtras] = []
 
 
 @worker_init.connect
 def _start(sender: Any = None, **_: Any) -> None:
     if getattr(sender, "app", None) is not app:
         return
-    process = WorkerProcess(sender)
+    process = WorkerExtras(sender)
     process.start()
     _started.append(process)
 

@@ -29,6 +29,7 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import NoScriptError, OutOfMemoryError
 from redis.retry import Retry
 
+from meetingtasks.base.record import lua_prelude
 from meetingtasks.base.settings import get_settings
 from meetingtasks.errors import NotReplicated, RedisFull
 from meetingtasks.store import replication, sentinel
@@ -226,6 +227,7 @@ _script_connections = _ScriptConnections()
 
 @cache
 def script(name: str) -> LuaScript:
-    """The Lua script ``lua/<name>.lua``."""
-    source = (LUA_DIR / f"{name}.lua").read_text()
+    """The Lua script ``lua/<name>.lua``, after the record's field names (``F``,
+    ``base/record.py``)."""
+    source = lua_prelude() + (LUA_DIR / f"{name}.lua").read_text()
     return LuaScript(source, replicated=name in replication.REPLICATED_SCRIPTS)

@@ -54,3 +54,9 @@ def count(keys: Keys) -> int:
 def due_time(keys: Keys, task_id: str) -> float | None:
     score = get_redis().zscore(keys.delayed(), task_id)
     return None if score is None else float(score)
+
+
+def scheduler_counters(keys: Keys) -> dict[str, int]:
+    """What the scheduler loops did, deployment-wide: moved, promoted, recovered…"""
+    counters = get_redis().hgetall(keys.scheduler_stats())
+    return {str(name): int(value) for name, value in counters.items()}

@@ -28,6 +28,20 @@ from meetingtasks.store import get_bytes_redis, get_redis, script
 from meetingtasks.store.queueing import DOORBELL_TOKENS, to_json
 
 
+def release(pipe: Any, held: list[tuple[str, str]]) -> Any:
+    """Add to ``pipe`` (one of our clients, not kombu's prefixed one) what acknowledges
+    messages held as (hash, delivery tag): one command per hash, however many there are.
+    The other release is the run's end itself (``lua/finish.lua``), and a lost
+    consumer's messages leave its hash as they are given back (``lua/recover.lua``)."""
+    by_hash: dict[str, list[str]] = {}
+    for key, tag in held:
+        if key:
+            by_hash.setdefault(key, []).append(tag)
+    for key, tags in by_hash.items():
+        pipe.hdel(key, *tags)
+    return pipe
+
+
 def roster(keys: Keys) -> dict[str, float]:
     """Every consumer id in the roster, with the unix time its heartbeat lapses."""
     entries: list[Any] = get_redis().zrange(keys.consumers(), 0, -1, withscores=True)

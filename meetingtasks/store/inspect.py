@@ -1,4 +1,4 @@
-"""Admin reads for stats: every cluster-wide number ``QueueManager.stats()`` shows, read
+"""Admin reads for stats: every cluster-wide number ``Runtime.stats()`` shows, read
 in one round trip.
 
 Kept apart from the hot path: nothing that sends or runs a task calls this. One MULTI,

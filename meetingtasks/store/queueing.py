@@ -24,7 +24,7 @@ from kombu.utils.json import dumps
 
 from meetingtasks.base import headers as h
 from meetingtasks.base.keys import Keys
-from meetingtasks.base.settings import get_settings
+from meetingtasks.base.record import FROM_HEADERS, RecordField
 from meetingtasks.base.status import TaskStatus
 from meetingtasks.errors import RedisFull
 from meetingtasks.store import get_redis, listeners, script, writebehind
@@ -52,7 +52,8 @@ class Batch:
     __slots__ = ("encode_sent", "events", "sent", "shipped", "tasks", "written")
 
     def __init__(self) -> None:
-        self.tasks: dict[Keys, list[Record]] = {}
+        #: Per key family and status TTL (one script call's), the tasks to put.
+        self.tasks: dict[tuple[Keys, int], list[Record]] = {}
         #: (channel, message) pairs to publish once the tasks are queued.
         self.events: list[tuple[str, str]] = []
         #: Task-sent events, published together (grouped) by ``encode_sent`` at the end.
@@ -64,19 +65,21 @@ class Batch:
         self.written: list[str] = []
 
     def add(self, keys: Keys, record: Record) -> None:
-        records = self.tasks.setdefault(keys, [])
+        family = (keys, record.status_ttl)
+        records = self.tasks.setdefault(family, [])
         records.append(record)
         if len(records) == ENQUEUE_CHUNK:
-            write = partial(script("enqueue"), *_enqueue_call(keys, records))
+            write = partial(script("enqueue"), *_enqueue_call(keys, records, record.status_ttl))
             self.shipped.append((_sender().submit(write), _ids(records)))
-            self.tasks[keys] = []
+            self.tasks[family] = []
 
     def send(self) -> None:
         task_events = bool(self.sent and self.encode_sent and listeners.task_events.open())
         if task_events and self.encode_sent is not None:
             self.events.extend(self.encode_sent(self.sent))
-        chunks = [(keys, records) for keys, records in self.tasks.items() if records]
-        calls = [(_enqueue_call(keys, records), _ids(records)) for keys, records in chunks]
+        chunks = [(family, records) for family, records in self.tasks.items() if records]
+        calls = [(_enqueue_call(keys, records, ttl), _ids(records))
+                 for (keys, ttl), records in chunks]  # fmt: skip
         if calls:
             _with_events(calls[-1][0][1], self.events)
             writes = [(partial(script("enqueue"), *call), ids) for call, ids in calls]
@@ -186,15 +189,17 @@ def put_task(
     queue: str,
     step: int,
     message: dict[str, Any],
+    status_ttl: int,
     sent_event: dict[str, Any] | None = None,
     encode: EncodeEvents | None = None,
     claim: tuple[str, bytes | str] | None = None,
 ) -> bool:
     """Queue a Celery task message (kombu's envelope) on ``queue`` at priority ``step``,
-    or in the delay store when its due time is ahead; a first send records its status,
-    unless its header says nobody watches it (``h.UNTRACKED``). Its task-sent event, if
-    any, is published by the same script call (``encode`` makes it a message; in a
-    batch, the batch's events are encoded together, grouped). With ``claim`` (a landing
+    or in the delay store when its due time is ahead; a first send records its status
+    (kept ``status_ttl`` seconds while the task is not over), unless its header says
+    nobody watches it (``h.UNTRACKED``). Its task-sent event, if any, is published by
+    the same script call (``encode`` makes it a message; in a batch, the batch's events
+    are encoded together, grouped). With ``claim`` (a landing
     list and the message as it lies there: a foreign message being adopted), the message
     is put only if it is still there, taken off it in the same step; False if not."""
     headers = message["headers"]
@@ -218,7 +223,7 @@ def put_task(
     status_key = keys.status(task_id)
     entry = json.dumps([list_key, to_json(message), status_key, doorbell]) if due else ""
     record = Record(
-        (list_key, doorbell, status_key),
+        (list_key, doorbell, status_key), status_ttl,
         [task_id, "" if due else to_json(message), due or "", entry, first, counted,
          len(fields) // 2, *fields],
     )  # fmt: skip
@@ -229,7 +234,7 @@ def put_task(
             open_batch.sent.append(sent_event)
             open_batch.encode_sent = encode
         return True
-    call_keys, args = _enqueue_call(keys, [record], claim)
+    call_keys, args = _enqueue_call(keys, [record], status_ttl, claim)
     with_events = sent_event is not None and encode is not None and listeners.task_events.open()
     if with_events and sent_event is not None and encode is not None:
         _with_events(args, encode([sent_event]))
@@ -279,17 +284,18 @@ def publish(channels: list[str], payload: str, task_event: bool = False) -> None
 #: First statuses a send records (``TaskStatus`` values).
 QUEUED, SCHEDULED = TaskStatus.QUEUED.value, TaskStatus.SCHEDULED.value
 
-#: Status fields copied from a message's headers when present.
-#: (The channels of a session and of a dispatcher are derived from their ids.)
-_FROM_HEADERS = (("session", h.SESSION), ("request_id", h.REQUEST), ("user", h.USER),
-                 ("meeting", h.MEETING), ("notify", h.NOTIFY),
-                 ("retention", h.RETENTION), ("foreign", h.FOREIGN))  # fmt: skip
-
 
 def status_fields(headers: dict[str, Any], queue: str, step: int) -> list[Any]:
     """What a task's status record says of it from the start, as field, value pairs."""
-    fields: list[Any] = ["type", headers["task"], "priority", step, "queue", queue]
-    for name, header in _FROM_HEADERS:
+    fields: list[Any] = [
+        RecordField.TYPE,
+        headers["task"],
+        RecordField.PRIORITY,
+        step,
+        RecordField.QUEUE,
+        queue,
+    ]
+    for name, header in FROM_HEADERS:
         value = headers.get(header)
         if value is not None:
             fields += (name, str(value))
@@ -297,10 +303,11 @@ def status_fields(headers: dict[str, Any], queue: str, step: int) -> list[Any]:
 
 
 class Record(NamedTuple):
-    """One task of an enqueue call: its keys (queue list, doorbell, status) and its
-    arguments, in lua/enqueue.lua's order."""
+    """One task of an enqueue call: its keys (queue list, doorbell, status), how long its
+    record lives while not over, and its arguments, in lua/enqueue.lua's order."""
 
     keys: tuple[str, str, str]
+    status_ttl: int
     args: list[Any]
 
 
@@ -309,14 +316,17 @@ def _ids(records: list[Record]) -> list[str]:
 
 
 def _enqueue_call(
-    keys: Keys, records: list[Record], claim: tuple[str, bytes | str] | None = None
+    keys: Keys,
+    records: list[Record],
+    status_ttl: int,
+    claim: tuple[str, bytes | str] | None = None,
 ) -> tuple[list[Any], list[Any]]:
     """KEYS and ARGV of lua/enqueue.lua for ``records``, publishing nothing
     (``_with_events`` adds events); with ``claim`` (landing list, message), only if the
     message is still on that list, taken from it in the same step."""
     landing, raw = claim or (keys.task_stats(), "")
     call_keys = [keys.task_stats(), keys.delayed(), keys.delayed_messages(), landing]
-    args = [time.time(), get_settings().status_ttl, DOORBELL_TOKENS, raw, 0]
+    args = [time.time(), status_ttl, DOORBELL_TOKENS, raw, 0]
     for record in records:
         call_keys.extend(record.keys)
         args.extend(record.args)

@@ -12,13 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from meetingtasks.base.keys import Keys
-from meetingtasks.base.settings import get_settings
+from meetingtasks.base.record import RESULT_FIELDS, RecordField, TaskRecord
 from meetingtasks.base.status import TaskStatus
 from meetingtasks.store import get_redis, script
-
-#: The record's fields that hold Celery's result of a run (``lua/finish.lua`` replaces
-#: them all when it stores a new one; ``celery_ext/result_record.py`` fills them).
-RESULT_FIELDS = ("result", "state", "traceback", "children", "meta")
 
 
 @dataclass(frozen=True)
@@ -42,18 +38,18 @@ def finish(
     task_id: str,
     status: TaskStatus | None,
     now: float,
+    ttl: int,
     error: str = "",
     notify: tuple[str, str] | None = None,
     session: tuple[str, str] | None = None,
     result: StoredResult | None = None,
     delivery_tag: str = "",
-    ttl: int | None = None,
     counted: str = "",
     held: str = "",
     celery_key: bool = False,
 ) -> bool:
     """Store ``result`` and move to ``status`` (retrying or terminal; None: store only),
-    the record then kept ``ttl`` seconds (``policies/retention.py``; None: the status TTL).
+    the record then kept ``ttl`` seconds (``policies/retention.py`` says how long).
 
     False if the task was already over. ``notify`` and ``session`` are (channel,
     message) pairs published if the status changed; ``counted`` is ``counter_suffix`` of
@@ -76,7 +72,7 @@ def finish(
                 task_id,
                 status.value if status else "",
                 now,
-                ttl or get_settings().status_ttl,
+                ttl,
                 error,
                 notify_channel,
                 notify_message,
@@ -93,12 +89,15 @@ def finish(
     )
 
 
-def read(keys: Keys, task_ids: list[str]) -> list[dict[str, str]]:
-    """The status records of ``task_ids`` (empty dicts for unknown ones), one round trip."""
+def read(keys: Keys, task_ids: list[str]) -> list[TaskRecord]:
+    """The records of ``task_ids`` (empty for unknown ones), in one round trip."""
     pipe = get_redis().pipeline(transaction=False)
     for task_id in task_ids:
         pipe.hgetall(keys.status(task_id))
-    return list(pipe.execute())
+    return [
+        TaskRecord(task_id, fields)
+        for task_id, fields in zip(task_ids, pipe.execute(), strict=True)
+    ]
 
 
 def forget(keys: Keys, task_id: str) -> None:
@@ -121,7 +120,7 @@ def count(keys: Keys, field: str, n: int = 1) -> None:
 
 def count_worker_lost(keys: Keys, task_id: str) -> int:
     """One more run of the task whose pool process died under it; the count so far."""
-    return int(get_redis().hincrby(keys.status(task_id), "worker_lost", 1))
+    return int(get_redis().hincrby(keys.status(task_id), RecordField.WORKER_LOST, 1))
 
 
 def overdue(keys: Keys, now: float, limit: int) -> list[tuple[str, float]]:

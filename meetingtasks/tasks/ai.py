@@ -2,7 +2,7 @@
 
 Each worker process keeps one LLMClient over ``MEETINGTASKS_LLM_NODES`` (made after the
 pool forked: ZMQ sockets must not cross a fork). Streamed output goes to the submitting
-client session as it arrives (``streaming.py``); the whole text is the task's result.
+client session as it arrives (``task_output.py``); the whole text is the task's result.
 
 The ``ai`` queue's workers run in threads, hundreds at once (``routes/ai.toml``). The
 call's budget is the task's soft time limit, enforced by the client on every socket wait:
@@ -26,7 +26,7 @@ from meetingtasks.app import app
 from meetingtasks.base.settings import get_settings
 from meetingtasks.errors import CallTimedOut, InvalidPayload
 from meetingtasks.llm import LLMClient
-from meetingtasks.streaming import TaskStream
+from meetingtasks.task_output import TaskOutput
 
 #: How often (seconds) a streaming task checks whether it was cancelled.
 CANCEL_CHECK_INTERVAL = 0.5
@@ -55,7 +55,7 @@ def generate(
     temperature: float | None = None,
 ) -> str:
     """Stream a reply to the task's client session; returns the whole text."""
-    stream = TaskStream.for_request(task.request)
+    stream = TaskOutput.for_request(task.request)
     next_check = time.monotonic() + CANCEL_CHECK_INTERVAL
 
     def on_delta(text: str) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from meetingtasks.base.priority import Priority
-from meetingtasks.dlq import DeadLetter, DeadLetterQueue
+from meetingtasks.dead_letter_queue import DeadLetter, DeadLetterQueue
 from meetingtasks.policies.routing import get_route_table
 from tests.worker_tasks import record
 

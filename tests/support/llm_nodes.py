@@ -26,7 +26,7 @@ from typing import Any
 
 import zmq
 
-from meetingtasks.llm.backends import EchoBackend, Generation
+from meetingtasks.node.backends import EchoBackend, Generation
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ while i <= #ARGV do
   local first, counted, m = ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
   local fields = i + 7
   if first ~= '' then
-    local record = {'status', first, 'created_at', now, unpack(ARGV, fields, fields + 2 * m - 1)}
+    local record = {F.status, first, F.created_at, now, unpack(ARGV, fields, fields + 2 * m - 1)}
     if redis.call('HSET', key, unpack(record)) < m + 2 then  -- an earlier record of this id
       redis.call('DEL', key)
       redis.call('HSET', key, unpack(record))

@@ -102,16 +102,16 @@ local function hold(i, raw, message)
     if redis.call('EXISTS', ARGV[5] .. id) == 1 then return false end  -- cancelled
   elseif id then
     local status_key = ARGV[4] .. id
-    local status = redis.call('HGET', status_key, 'status')
+    local status = redis.call('HGET', status_key, F.status)
     if over[status] then return false end  -- dropped: a duplicate of a run that ended
     if redis.call('EXISTS', ARGV[5] .. id) == 1 then  -- dropped: cancelled
-      if status then redis.call('HSET', status_key, 'status', 'cancelled', 'updated_at', ARGV[2]) end
+      if status then redis.call('HSET', status_key, F.status, 'cancelled', F.updated_at, ARGV[2]) end
       return false
     end
     local limits = optional(headers['timelimit'])
     local limit = type(limits) == 'table' and (tonumber(limits[1]) or tonumber(limits[2]))
-    redis.call('HSET', status_key, 'status', 'processing', 'started_at', ARGV[2],
-               'attempts', (tonumber(headers['retries']) or 0) + 1, 'worker', ARGV[3])
+    redis.call('HSET', status_key, F.status, 'processing', F.started_at, ARGV[2],
+               F.attempts, (tonumber(headers['retries']) or 0) + 1, F.worker, ARGV[3])
     redis.call('EXPIRE', status_key, tonumber(ARGV[6]))
     local session = optional(headers[ARGV[11]])
     if type(session) == 'string' then  -- a client waits on it: tell it the run started

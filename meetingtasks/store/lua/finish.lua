@@ -30,7 +30,7 @@
 -- ARGV[14] '1' to also store the result under KEYS[5] as Celery's Redis backend does,
 --          kept as long as the record, or ''
 -- ARGV[15...] the result's fields, field, value pairs (celery_ext/result_record.py);
---          they replace those of any earlier result (store/status.py RESULT_FIELDS)
+--          they replace those of any earlier result (base/record.py RESULT_FIELDS)
 -- returns  1 if the status changed (or the result was stored), 0 if it was already over
 
 -- Releasing the message comes first: a write that frees memory, so Redis at its
@@ -38,13 +38,13 @@
 -- records a run's end, and workers drain a full Redis.
 local status = ARGV[2]
 if ARGV[10] ~= '' and status ~= '' then redis.call('HDEL', KEYS[4], ARGV[10]) end
-local current, task_type, priority = unpack(redis.call('HMGET', KEYS[1], 'status', 'type', 'priority'))
+local current, task_type, priority = unpack(redis.call('HMGET', KEYS[1], F.status, F.type, F.priority))
 if current == 'completed' or current == 'failed' or current == 'timeout' or current == 'cancelled' then
   return 0  -- a lost worker's late report never overwrites how the task ended
 end
 local stored = ARGV[11] ~= ''
 if stored then
-  redis.call('HDEL', KEYS[1], 'result', 'state', 'traceback', 'children', 'meta')
+  redis.call('HDEL', KEYS[1], F.result, F.state, F.traceback, F.children, F.meta)
 end
 if status == '' then
   if not stored then return 0 end
@@ -55,8 +55,8 @@ if status == '' then
   return 1
 end
 
-local fields = {'status', status, 'updated_at', ARGV[3]}
-if ARGV[5] ~= '' then fields[#fields + 1] = 'error'; fields[#fields + 1] = ARGV[5] end
+local fields = {F.status, status, F.updated_at, ARGV[3]}
+if ARGV[5] ~= '' then fields[#fields + 1] = F.error; fields[#fields + 1] = ARGV[5] end
 if stored then
   for f = 15, #ARGV do fields[#fields + 1] = ARGV[f] end
 end

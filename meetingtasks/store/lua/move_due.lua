@@ -30,8 +30,8 @@ for i = 1, n do
     local list, status, bell = KEYS[3 * i], KEYS[3 * i + 1], KEYS[3 * i + 2]
     redis.call('LPUSH', list, cjson.decode(raw)[2])
     if redis.call('LPUSH', bell, 1) > most then redis.call('LTRIM', bell, 0, most - 1) end
-    if redis.call('HGET', status, 'status') == 'scheduled' then
-      redis.call('HSET', status, 'status', 'queued')
+    if redis.call('HGET', status, F.status) == 'scheduled' then
+      redis.call('HSET', status, F.status, 'queued')
     end
     redis.call('ZREM', KEYS[1], id)
     redis.call('HDEL', KEYS[2], id)

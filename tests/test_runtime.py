@@ -1,4 +1,4 @@
-"""QueueManager: components start in order, stop in reverse, and stop gracefully."""
+"""Runtime: components start in order, stop in reverse, and stop gracefully."""
 
 from __future__ import annotations
 
@@ -9,18 +9,18 @@ from typing import Any
 import pytest
 
 from meetingtasks.events import Event
-from meetingtasks.manager import ManagerConfig, QueueManager
+from meetingtasks.runtime import Runtime, RuntimeConfig
 from tests.support.events_helpers import FAST, WAIT, Recorder
 from tests.support.waiting import wait_until
 
 
 @pytest.fixture
 def managers(redis):
-    """Makes QueueManagers with fast event loops; every one is stopped at the end."""
-    made: list[QueueManager] = []
+    """Makes Runtimes with fast event loops; every one is stopped at the end."""
+    made: list[Runtime] = []
 
-    def new(**options: Any) -> QueueManager:
-        manager = QueueManager(replace(ManagerConfig(event_bus=FAST), **options))
+    def new(**options: Any) -> Runtime:
+        manager = Runtime(replace(RuntimeConfig(event_bus=FAST), **options))
         made.append(manager)
         return manager
 
@@ -32,7 +32,7 @@ def managers(redis):
 class Probe:
     """A component that notes, when started or stopped, whether the built-in ones run."""
 
-    def __init__(self, name: str, manager: QueueManager, journal: list[tuple[Any, ...]]) -> None:
+    def __init__(self, name: str, manager: Runtime, journal: list[tuple[Any, ...]]) -> None:
         self.name, self.manager, self.journal = name, manager, journal
 
     def _note(self, what: str) -> None:

@@ -22,8 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 import zmq
 
 from meetingtasks.errors import ConfigurationError
-from meetingtasks.llm.node_core import NodeCore
 from meetingtasks.llm.protocol import MAX_MESSAGE_BYTES, ErrorCode, error_response
+from meetingtasks.node.core import NodeCore
 
 log = logging.getLogger(__name__)
 

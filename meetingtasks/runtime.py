@@ -1,4 +1,4 @@
-"""QueueManager: the one place a service process starts, stops and measures its parts.
+"""Runtime: the one place a service process starts, stops and measures its parts.
 
 A process (a service, the gateway) runs a few long-lived components with one lifecycle
 (``start()``, ``stop()``, ``stats()``). The manager starts them in dependency order and
@@ -25,12 +25,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self
 
+from meetingtasks.app import app
 from meetingtasks.base.keys import Keys, get_keys
 from meetingtasks.dispatch import TaskDispatcher
 from meetingtasks.errors import InvalidOption, StateError
 from meetingtasks.events import EventBus, EventBusConfig, LocalEventBus
 from meetingtasks.policies.routing import get_route_table
-from meetingtasks.scheduler import SchedulerService
+from meetingtasks.policies.scheduling import SchedulerLoops
 from meetingtasks.store import inspect
 from meetingtasks.store.memory import memory_snapshot
 
@@ -49,7 +50,7 @@ class Component(Protocol):
 
 
 @dataclass(frozen=True)
-class ManagerConfig:
+class RuntimeConfig:
     #: The event bus's settings (durable channels and stream length from the environment).
     event_bus: EventBusConfig = field(default_factory=EventBusConfig)
     #: The local bus's buffer (events accepted and not yet handled) and worker threads.
@@ -59,12 +60,12 @@ class ManagerConfig:
     scheduler: bool = False
 
 
-class QueueManager:
-    def __init__(self, config: ManagerConfig | None = None) -> None:
-        self.config = config or ManagerConfig()
+class Runtime:
+    def __init__(self, config: RuntimeConfig | None = None) -> None:
+        self.config = config or RuntimeConfig()
         self.local_bus = LocalEventBus(self.config.local_buffer_size, self.config.local_workers)
         self.event_bus = EventBus(self.config.event_bus)
-        self.scheduler = SchedulerService.create() if self.config.scheduler else None
+        self.scheduler = SchedulerLoops.create(app.backend) if self.config.scheduler else None
         self._components: dict[str, Component] = {
             "local_bus": self.local_bus,
             "event_bus": self.event_bus,
@@ -88,7 +89,7 @@ class QueueManager:
         """Start every component in order; if one fails, stop them all and raise."""
         with self._lock:
             if self._state != "new":
-                raise StateError(f"this QueueManager is {self._state}: create a new one")
+                raise StateError(f"this Runtime is {self._state}: create a new one")
             self._state = "running"
             components = list(self._components.items())
         for name, component in components:

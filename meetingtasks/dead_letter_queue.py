@@ -2,7 +2,7 @@
 
 Celery on Redis has none: a task that exhausted its retries or failed with a
 non-retryable error leaves only a FAILURE result that expires. Here the result backend
-files each such task (``policies/dead_letters.py``) with everything needed to send it
+files each such task (``policies/final_failure.py``) with everything needed to send it
 again. Browsing and requeueing are admin operations, kept apart from the hot path.
 """
 
@@ -12,7 +12,7 @@ import builtins
 
 from meetingtasks.app import app
 from meetingtasks.base.keys import Keys, get_keys
-from meetingtasks.policies.dead_letters import DeadLetter, file
+from meetingtasks.policies.final_failure import DeadLetter, file
 from meetingtasks.store import dead_letters
 
 __all__ = ["DeadLetter", "DeadLetterQueue"]

@@ -1,7 +1,7 @@
 """What the reference inference node answers, without I/O: its work units and handlers.
 
 ``NodeCore.handle(raw, owner)`` takes the bytes of one request and yields the replies to
-send back, in order; the ZMQ and TCP front ends (``node_servers.py``) only move bytes.
+send back, in order; the ZMQ and TCP front ends (``servers.py``) only move bytes.
 It answers as a StackFlow ``llm`` unit behind its unit manager does, error codes included
 (see ``protocol.py``), and it never raises: malformed JSON, binary garbage, an unknown
 action or work_id, a failing backend, each becomes an error reply.
@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meetingtasks.errors import InferenceError
-from meetingtasks.llm.backends import Backend, BackendError, Generation
 from meetingtasks.llm.protocol import (
     NONE,
     STREAM_FORMAT,
@@ -37,6 +36,7 @@ from meetingtasks.llm.protocol import (
     parse_request,
     unit_of,
 )
+from meetingtasks.node.backends import Backend, BackendError, Generation
 
 log = logging.getLogger(__name__)
 

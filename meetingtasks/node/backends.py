@@ -108,8 +108,8 @@ def check_sampling(options: Mapping[str, Any]) -> None:
 
 #: Backends ``--backend`` knows by name.
 BUILT_IN = {
-    "echo": "meetingtasks.llm.backends:EchoBackend",
-    "llama": "meetingtasks.llm.llama:LlamaBackend",
+    "echo": "meetingtasks.node.backends:EchoBackend",
+    "llama": "meetingtasks.node.llama:LlamaBackend",
 }
 
 

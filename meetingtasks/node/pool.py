@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from meetingtasks.errors import ConfigurationError
-from meetingtasks.llm.backends import Backend, BackendError, Generation
 from meetingtasks.llm.protocol import ErrorCode
+from meetingtasks.node.backends import Backend, BackendError, Generation
 
 
 def slots_of(backend: Backend) -> float:

@@ -1,6 +1,6 @@
 """Dead letters: a task that failed for good, kept with everything needed to send it
 again, and the policy that files it (the result backend calls it on every final
-failure). Browsing and requeueing are admin operations: ``meetingtasks.dlq``.
+failure). Browsing and requeueing are admin operations: ``meetingtasks.dead_letter_queue``.
 """
 
 from __future__ import annotations

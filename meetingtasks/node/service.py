@@ -24,10 +24,10 @@ from types import FrameType
 from typing import Any
 
 from meetingtasks.errors import ConfigurationError
-from meetingtasks.llm.backends import Backend, EchoBackend
-from meetingtasks.llm.node_core import NodeCore
-from meetingtasks.llm.node_servers import TcpFrontEnd, ZmqFrontEnd
 from meetingtasks.llm.transport import TCP_JSON_SCHEME
+from meetingtasks.node.backends import Backend, EchoBackend
+from meetingtasks.node.core import NodeCore
+from meetingtasks.node.servers import TcpFrontEnd, ZmqFrontEnd
 
 DEFAULT_BIND = "tcp://127.0.0.1:5560"
 
