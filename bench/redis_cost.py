@@ -30,19 +30,32 @@ from bench.workers import worker
 POLL_COMMANDS = ("llen", "hlen", "zrange")
 
 
-def measure(app: str, kept: bool, n: int, url: str, log_dir: str) -> dict[str, Any]:
+def measure(
+    app: str, kept: bool, n: int, url: str, log_dir: str, traced: bool = False
+) -> dict[str, Any]:
+    """``traced``: ours with OpenTelemetry on, in the sender and the worker (spans to a
+    file, so the exporter's own network costs nothing)."""
     os.environ["BENCH_REDIS_URL"] = url
     os.environ["MEETINGTASKS_REDIS_URL"] = url
+    if traced:
+        os.environ["MEETINGTASKS_TRACE_EXPORTER"] = "file"
+        os.environ["MEETINGTASKS_TRACE_FILE"] = str(Path(log_dir) / f"spans-{os.getpid()}.jsonl")
     from bench.apps import OURS, load
 
     bench_app = load(app, "cost_kept" if kept else "cost_ignored")
+    if traced:
+        from meetingtasks.base import tracing
+
+        tracing.setup("bench-sender")
     client = redis.Redis.from_url(url)
     report = Progress(2 * n)
     before = _usage(client)
+    sender_cpu = time.process_time()
     for i in range(n):
         bench_app.send()
         if not i % 256:
             report(i)
+    sender_cpu = time.process_time() - sender_cpu
     sent = _usage(client)
     # Our keys' namespace as the settings read it (this may be plain Celery's process).
     prefix = os.environ.get("MEETINGTASKS_NAMESPACE", "mt") + ":" if app == OURS else ""
@@ -85,6 +98,7 @@ def measure(app: str, kept: bool, n: int, url: str, log_dir: str) -> dict[str, A
         "commands": send["commands"] + run["commands"],
         "ceiling": 1e6 / total_us if total_us else None,
         "worker_cpu_us": 1e6 * worker_cpu / n,
+        "sender_cpu_us": 1e6 * sender_cpu / n,
         "worker_cpu_steady_us": 1e6 * (worker_cpu - (ready_cpu or 0.0)) / n,
         "drain_seconds": seconds,
         "n": n,

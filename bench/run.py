@@ -194,6 +194,7 @@ class BenchRun:
 
             c = self.config
             cases = [(app, kept) for app in ("plain", "ours") for kept in (False, True)]
+            cases.append(("ours_traced", False))  # ours with OpenTelemetry on
             outs: dict[tuple[str, bool], list[dict[str, Any]]] = {case: [] for case in cases}
             total = c.cost_rounds * len(cases) * 2 * c.cost_n
             done = 0
@@ -211,8 +212,9 @@ class BenchRun:
                         if len(cpus) > 1 and server.process is not None:
                             os.sched_setaffinity(server.process.pid, {cpus[-1]})
                             os.sched_setaffinity(0, set(cpus[:-1]))  # the child inherits it
-                        params = {"app": app, "kept": kept, "n": c.cost_n, "url": server.url,
-                                  "log_dir": str(self.logs)}  # fmt: skip
+                        params = {"app": app.removesuffix("_traced"), "kept": kept,
+                                  "n": c.cost_n, "url": server.url, "log_dir": str(self.logs),
+                                  "traced": app.endswith("_traced")}  # fmt: skip
                         outs[(app, kept)].append(run_child("redis_cost", params, progress))
                     finally:
                         os.sched_setaffinity(0, set(cpus))
@@ -225,13 +227,18 @@ class BenchRun:
                 details = {"rounds": rounds}
                 self.results.set(f"cost.{app}_{kind}_us", median(r["cpu_us"] for r in rounds),
                                  **details)  # fmt: skip
+                if not kept:
+                    self.results.set(f"cost.{app}_sender_us",
+                                     median(r["sender_cpu_us"] for r in rounds))  # fmt: skip
+                    self.results.set(f"cost.{app}_worker_us",
+                                     median(r["worker_cpu_us"] for r in rounds))  # fmt: skip
+                if app.endswith("_traced"):
+                    continue  # its Redis, sender and worker CPU are what it is for
                 self.results.set(f"cost.{app}_{kind}_commands",
                                  median(r["commands"] for r in rounds))  # fmt: skip
                 self.results.set(f"cost.{app}_{kind}_ceiling",
                                  median(r["ceiling"] for r in rounds))  # fmt: skip
                 if not kept:
-                    self.results.set(f"cost.{app}_worker_us",
-                                     median(r["worker_cpu_us"] for r in rounds))  # fmt: skip
                     self.results.set(f"cost.{app}_worker_steady_us",
                                      median(r["worker_cpu_steady_us"] for r in rounds))  # fmt: skip
 

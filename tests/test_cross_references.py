@@ -12,6 +12,8 @@ import importlib.util
 import re
 from pathlib import Path
 
+from meetingtasks.base import tracing
+
 REPO = Path(__file__).resolve().parents[1]
 SKIPPED_DIRS = {".git", ".venv", "node_modules", "vendor", "run", "__pycache__", "site"}
 TEXT_SUFFIXES = {".py", ".lua", ".md", ".js", ".mjs", ".cjs", ".toml", ".sh", ".html", ".yaml"}
@@ -26,6 +28,7 @@ EXAMPLES = {
     "meetingtasks.direct_send",  # an ASGI scope extension's name, not a module
     "broker.md",  # the broken link tests/test_docs.py makes on purpose
     "x/y.py",  # a file tests/test_docs.py names in a made-up page
+    *tracing.ATTRIBUTES,  # span attributes, not modules
 }  # fmt: skip
 
 

@@ -40,6 +40,10 @@ HELD = "mt_held"
 #: unacknowledged set (kombu keeps the tag out of the task's request context).
 DELIVERY_TAG = "mt_tag"
 
+#: The W3C trace context of the send (OpenTelemetry's Celery instrumentation writes it;
+#: so does any traced producer): the run continues that trace (``base/tracing.py``).
+TRACEPARENT = "traceparent"
+
 #: What links a task to whoever waits for it (its client session and request, user,
 #: meeting, dispatcher): kept with a dead letter, so a requeued task still reaches them.
 CLIENT_LINKS = (SESSION, REQUEST, USER, MEETING, NOTIFY)

@@ -183,6 +183,20 @@ class Settings(BaseSettings):
         "'listened', while someone is subscribed (checked at each publish; a monitor that "
         "starts sees them within a second), or 'always'.",
     )
+    trace_exporter: Literal["off", "otlp", "file"] = Field(
+        "off",
+        description="OpenTelemetry traces: 'off'; 'otlp', to an OTLP/HTTP collector (the "
+        "SDK's OTEL_EXPORTER_OTLP_ENDPOINT, default http://localhost:4318); 'file', one "
+        "JSON line per span in MEETINGTASKS_TRACE_FILE.",
+    )
+    trace_file: Path | None = Field(
+        None, description="With MEETINGTASKS_TRACE_EXPORTER=file: where spans are appended."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="'json': one JSON object per log line, with the task's id, type, "
+        "queue, priority, attempt, worker, session, meeting and trace ids as fields.",
+    )
     max_worker_lost: int = Field(
         3,
         ge=1,
@@ -354,6 +368,12 @@ class Settings(BaseSettings):
     def _backoff_bounds(self) -> Settings:
         if self.retry_backoff_max < self.retry_backoff_base:
             raise ValueError("retry_backoff_max must not be smaller than retry_backoff_base")
+        return self
+
+    @model_validator(mode="after")
+    def _trace_file_given(self) -> Settings:
+        if self.trace_exporter == "file" and self.trace_file is None:
+            raise ValueError("MEETINGTASKS_TRACE_EXPORTER=file needs MEETINGTASKS_TRACE_FILE")
         return self
 
 

@@ -51,11 +51,11 @@ from kombu.utils.functional import maybe_evaluate, maybe_list
 from kombu.utils.json import dumps
 
 from meetingtasks.base import headers as h
-from meetingtasks.base import ids
+from meetingtasks.base import ids, tracing
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.priority import Priority
 from meetingtasks.base.settings import get_settings
-from meetingtasks.celery_ext import envelopes
+from meetingtasks.celery_ext import envelopes, task_tracing
 from meetingtasks.errors import InvalidOption
 from meetingtasks.policies import submission, tracking
 from meetingtasks.policies.routing import get_route_table
@@ -266,6 +266,8 @@ class _Sender:
         priority = options.get("priority")
         step = int(self.default_priority if priority is None else Priority.parse(priority))
         properties["priority"] = step
+        if tracing.active():
+            task_tracing.annotate_send(queue.name, step, headers)
         message = envelopes.envelope(_body_json(payload, body), headers, properties)
         event = None
         if sent_event is not None:  # what Celery's EventDispatcher.publish makes of it

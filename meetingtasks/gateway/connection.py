@@ -33,7 +33,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from meetingtasks.base import frames
+from meetingtasks.base import frames, tracing
 from meetingtasks.errors import AuthError, ProtocolError, RedisFull
 from meetingtasks.gateway import protocol as p
 from meetingtasks.gateway.auth import Principal, verify
@@ -257,10 +257,16 @@ class Connection:
         if refusal is not None:
             raise ProtocolError(*refusal, command.request_id)
         task_id = None
+        attributes = {tracing.TASK_TYPE: command.type, tracing.SESSION: session.id,
+                      tracing.USER: principal.user_id}  # fmt: skip
         try:
-            response = await self.hub.tasks.submit(principal, command, session.id)
-            task_id = response.task_id
-            assert task_id is not None
+            with tracing.span("gateway.submit", tracing.SERVER, attributes=attributes) as span:
+                response = await self.hub.tasks.submit(principal, command, session.id)
+                task_id = response.task_id
+                assert task_id is not None
+                if span is not None:
+                    span.set_attribute(tracing.TASK_ID, task_id)
+                    session.traces[task_id] = span.get_span_context()
             self.hub.counters.submitted += 1
             log.debug("session %s submitted %s as %s", session.id, command.type, task_id)
             self.push(frames.accepted(task_id, response.status, command.request_id))

@@ -31,7 +31,9 @@ from typing import Any
 
 from starlette.applications import Starlette
 
+from meetingtasks.base import tracing
 from meetingtasks.base.settings import get_settings
+from meetingtasks.celery_ext import logs
 from meetingtasks.errors import ConfigurationError
 from meetingtasks.gateway import web
 from meetingtasks.gateway.auth import get_secret
@@ -115,7 +117,9 @@ def _serve_process(host: str, port: int, config: GatewayConfig, reuse_port: bool
 
     if not logging.getLogger().handlers:  # a worker process of ``_supervise``
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logs.apply()
     _raise_open_files_limit()
+    tracing.setup("meetingtasks-gateway")
     app = GatewayApp(config)
     server_config = uvicorn.Config(
         app,

@@ -17,8 +17,9 @@ connected to two gateway processes at once gets each one's budget.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
+from meetingtasks.base import tracing
 from meetingtasks.gateway import protocol as p
 
 
@@ -62,7 +63,9 @@ class Session:
     """One client session as this process serves it. ``members`` are its connections
     here."""
 
-    __slots__ = ("active", "bucket", "held", "id", "inflight", "max_tasks", "members", "user_id")
+    __slots__ = (
+        "active", "bucket", "held", "id", "inflight", "max_tasks", "members", "traces", "user_id",
+    )  # fmt: skip
 
     def __init__(
         self, session_id: str, user_id: str, max_tasks: int, rate: float, burst: int, now: float
@@ -78,6 +81,9 @@ class Session:
         #: (frame, task id, op) of unknown tasks that came while a submit was in flight.
         self.held: list[tuple[str, str | None, str | None]] = []
         self.members: list[Member] = []
+        #: With tracing on: the span context of each active task's submit, which its
+        #: result frame's span continues (``base/tracing.py``).
+        self.traces: dict[str, Any] = {}
 
     @property
     def full(self) -> bool:
@@ -119,9 +125,24 @@ class Session:
             return False
         if op == "result":
             self.active.discard(task_id)
+            if self.traces and task_id is not None:
+                self.result_span(task_id)
         return True
+
+    def result_span(self, task_id: str) -> None:
+        """The span of the result frame going out, in the trace of the task's submit."""
+        submit = self.traces.pop(task_id, None)
+        if submit is not None:
+            span = tracing.start(
+                "gateway.result", parent=tracing.child_of(submit),
+                attributes={tracing.TASK_ID: task_id, tracing.SESSION: self.id},
+            )  # fmt: skip
+            if span is not None:
+                span.end()
 
     def forget(self, task_ids: list[str]) -> None:
         """These tasks are over (their result frames were missed, e.g. while Redis was
         away): they no longer count against the limit."""
         self.active.difference_update(task_ids)
+        for task_id in task_ids:
+            self.traces.pop(task_id, None)

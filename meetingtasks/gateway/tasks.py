@@ -13,6 +13,7 @@ pool: the event loop goes on serving every other socket meanwhile.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -98,8 +99,9 @@ class ClientTasks:
     async def _run(self, function: Any, *args: Any) -> Any:
         """``function(*args)`` in the pool; Redis out of reach becomes ``unavailable``."""
         loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()  # the submit's span, into the pool's thread
         try:
-            return await loop.run_in_executor(self._pool, function, *args)
+            return await loop.run_in_executor(self._pool, context.run, function, *args)
         except UNREACHABLE as exc:
             log.warning("gateway cannot reach Redis: %s", exc)
             raise ProtocolError(

@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from meetingtasks.base import tracing
 from meetingtasks.errors import (
     CallTimedOut,
     ConfigurationError,
@@ -277,7 +278,13 @@ class LLMClient:
             if wait <= 0:
                 raise CallTimedOut(f"no time left to connect to {node.address.url}")
             session = NodeSession(connect(node.address, wait), self.read_timeout)
-        return self._generate(node, session, setup, text, deadline, deltas)
+        attributes = {
+            "llm.node": node.address.url,
+            "llm.unit": setup.unit,
+            "llm.model": setup.model,
+        }
+        with tracing.span("llm.call", tracing.CLIENT, attributes=attributes):
+            return self._generate(node, session, setup, text, deadline, deltas)
 
     def _borrow(self, node: _Node) -> NodeSession | None:
         """An idle connection of the node; those the node closed meanwhile are dropped."""

@@ -102,6 +102,8 @@ class Request:
     action: str
     object: str | None = None
     data: Any = None
+    #: The caller's W3C trace context (ours, not Edge-LLM-Infra's: a peer ignores it).
+    traceparent: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         message: dict[str, Any] = {
@@ -113,6 +115,8 @@ class Request:
             message["object"] = self.object
         if self.data is not None:
             message["data"] = self.data
+        if self.traceparent is not None:
+            message["traceparent"] = self.traceparent
         return message
 
     def encode(self) -> bytes:
@@ -183,10 +187,12 @@ class UnitSetup:
         return data
 
 
-def inference_request(request_id: str, work_id: str, text: str) -> Request:
+def inference_request(
+    request_id: str, work_id: str, text: str, traceparent: str | None = None
+) -> Request:
     """The whole input as one streamed chunk (index 0, finish), as StackFlow's own client does."""
     data = {"delta": text, "index": 0, "finish": True}
-    return Request(request_id, work_id, Action.INFERENCE, STREAM_FORMAT, data)
+    return Request(request_id, work_id, Action.INFERENCE, STREAM_FORMAT, data, traceparent)
 
 
 def taskinfo_request(request_id: str, work_id: str) -> Request:
@@ -251,7 +257,10 @@ def parse_request(raw: bytes | str) -> Request:
     obj = message.get("object")
     if obj is not None and not isinstance(obj, str):
         raise InferenceError(f"request object must be a string, not {obj!r:.80}")
-    return Request(request_id, work_id, action, obj, message.get("data"))
+    traceparent = message.get("traceparent")
+    if not isinstance(traceparent, str):
+        traceparent = None
+    return Request(request_id, work_id, action, obj, message.get("data"), traceparent)
 
 
 def parse_response(raw: bytes | str, node: str = "the inference node") -> Response:

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+from meetingtasks.base import tracing
 from meetingtasks.errors import CallTimedOut, MeetingTasksError, NodeUnavailable
 from meetingtasks.llm.protocol import (
     STALE_WORK_ID_CODES,
@@ -96,7 +97,7 @@ class NodeSession:
         stale_ok: bool,
     ) -> str | None:
         """The reply, or None when the node no longer knows a cached ``work_id``."""
-        request = inference_request(new_request_id(), work_id, text)
+        request = inference_request(new_request_id(), work_id, text, tracing.traceparent())
         self.connection.send(request.encode(), self._wait(deadline))
         reply = ReplyAssembler(request, self.address)
         while not reply.done:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from meetingtasks.base import tracing
 from meetingtasks.errors import InferenceError
 from meetingtasks.llm.protocol import (
     NONE,
@@ -218,8 +219,14 @@ class NodeCore:
         with self._lock:
             self.generations += 1
         parts: list[str] = []
+        span = tracing.start(
+            "node.generate", tracing.SERVER, tracing.context_of(request.traceparent),
+            {"llm.model": setup.get("model"), "llm.work_id": unit.work_id},
+        )  # fmt: skip
         try:
             for delta in self.backend.generate(generation):
+                if span is not None and not parts:
+                    span.add_event("first_token")
                 if self.stopping.is_set():
                     yield self._error(request, ErrorCode.NOT_AVAILABLE, "the node is stopping")
                     return
@@ -240,6 +247,10 @@ class NodeCore:
             log.warning("backend failed on %s: %s", unit.work_id, exc, exc_info=True)
             yield self._error(request, ErrorCode.MODEL_RUN_FAILED, f"model run failed: {exc}")
             return
+        finally:
+            if span is not None:
+                span.set_attribute("llm.deltas", len(parts))
+                span.end()
         if streamed:
             data = {"index": len(parts), "delta": "", "finish": True}
             yield Response(request.request_id, unit.work_id, fmt, data)

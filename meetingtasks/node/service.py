@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from meetingtasks.base import tracing
 from meetingtasks.errors import ConfigurationError
 from meetingtasks.llm.transport import TCP_JSON_SCHEME
 from meetingtasks.node.backends import Backend, EchoBackend
@@ -132,6 +133,7 @@ def run(
     **options: Any,
 ) -> None:
     """Serve until SIGINT or SIGTERM; ``options`` are further NodeConfig fields."""
+    tracing.setup("meetingtasks-node")
     node = InferenceNode(NodeConfig(bind=bind, tcp_port=tcp_port, **options), backend).start()
     log.info("backend: %s", node.core.backend.describe())
     print("ready", *node.addresses, flush=True)

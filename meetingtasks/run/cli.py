@@ -18,6 +18,7 @@ from meetingtasks.base.keys import get_keys
 from meetingtasks.base.priority import Priority
 from meetingtasks.base.settings import REPO_ROOT, get_settings
 from meetingtasks.base.status import TaskStatus
+from meetingtasks.celery_ext import logs
 from meetingtasks.dead_letter_queue import DeadLetterQueue
 from meetingtasks.dispatch import TaskDispatcher, TaskRequest
 from meetingtasks.errors import MeetingTasksError
@@ -153,6 +154,7 @@ def ai_node(
     API keys for OpenAI upstreams come from MEETINGTASKS_UPSTREAM_API_KEY or OPENAI_API_KEY.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logs.apply()
     by_backend: dict[str, dict[str, Any]] = {
         "echo": {"delay": token_delay},
         "llama": {"slots": slots},
@@ -202,6 +204,7 @@ def scheduler(
     Redis); SIGTERM or Ctrl-C stops it.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logs.apply()
     check_eviction_policy()
     service = SchedulerLoops.create(app.backend, interval)
     service.start()
@@ -481,6 +484,7 @@ def gateway(
     Start several against the same Redis: any of them resumes any client session.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logs.apply()
     workers = workers or get_settings().gateway_workers
     serve(host, port, workers=workers, reuse_port=reuse_port)
 

@@ -13,7 +13,9 @@ are global: a worker of another app in the same process is left alone.
 - for each queue it consumes, the wait on that queue's inbox, where producers without
   our package put tasks (``policies/foreign.py``, ``docs/wire.md``);
 - the ``task.malformed`` event for each message set aside (``policies/poison.py``), and
-  a message Celery itself refused set aside with its reason.
+  a message Celery itself refused set aside with its reason;
+- traces and JSON logs when asked for (``base/tracing.py``, ``celery_ext/logs.py``), and
+  the span of each task's wait on its queue (``celery_ext/task_tracing.py``).
 
 In each prefork pool process: it leaves the worker's process group, so a SIGTERM sent
 to the group stops the worker warmly (``celery_ext/pool_child.py``).
@@ -26,12 +28,21 @@ import socket
 from typing import Any
 
 from celery import current_app
-from celery.signals import task_rejected, worker_init, worker_process_init, worker_shutdown
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    task_prerun,
+    task_rejected,
+    worker_init,
+    worker_process_init,
+    worker_shutdown,
+)
 
 from meetingtasks.app import app
+from meetingtasks.base import tracing
 from meetingtasks.base.keys import get_keys
 from meetingtasks.base.settings import get_settings
-from meetingtasks.celery_ext import pool_child, transport
+from meetingtasks.celery_ext import logs, pool_child, task_tracing, transport
 from meetingtasks.celery_ext.worker_state import running_delivery_tags
 from meetingtasks.events import Event, publisher
 from meetingtasks.policies import foreign, poison, recovery
@@ -100,6 +111,7 @@ _started: list[WorkerExtras] = []
 def _start(sender: Any = None, **_: Any) -> None:
     if getattr(sender, "app", None) is not app:
         return
+    tracing.setup("meetingtasks-worker")
     process = WorkerExtras(sender)
     process.start()
     _started.append(process)
@@ -130,3 +142,20 @@ def _rejected(sender: Any = None, message: Any = None, exc: Any = None, **_: Any
 def _pool_process(**_: Any) -> None:
     if current_app._get_current_object() is app:
         pool_child.leave_worker_group()
+        tracing.setup("meetingtasks-worker")
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _logging_set_up(logger: Any = None, **_: Any) -> None:
+    """JSON lines with the task's fields, when MEETINGTASKS_LOG_FORMAT=json: Celery sets
+    its logging up in the main process and again in every pool process."""
+    if logger is not None:
+        logs.apply(logger)
+
+
+@task_prerun.connect
+def _run_starts(sender: Any = None, **_: Any) -> None:
+    """The span of the time the task waited on its queue, when tracing is on."""
+    if tracing.active() and getattr(sender, "app", None) is app:
+        task_tracing.record_queued(sender.request)

@@ -39,14 +39,14 @@ Answer = Callable[[dict[str, Any] | None], list[bytes]]
 class NodeProcess:
     """A reference node in a subprocess, serving ZMQ and TCP on free ports."""
 
-    def __init__(self, log_path: Path, *args: str) -> None:
+    def __init__(self, log_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
         command = [
             sys.executable, "-m", "meetingtasks", "ai-node",
             "--bind", "tcp://127.0.0.1:*", "--tcp-port", "0", *args,
         ]  # fmt: skip
         self._log = open(log_path, "ab")  # noqa: SIM115  (closed in kill)
         self.process = subprocess.Popen(
-            command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+            command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
             stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL,
         )  # fmt: skip
         self.zmq_address, self.tcp_address = self._wait_ready(log_path)
