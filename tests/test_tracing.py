@@ -9,11 +9,14 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from meetingtasks.base.keys import get_keys
 from meetingtasks.dispatch import TaskDispatcher, TaskRequest
+from meetingtasks.run.stack import Stack
 from tests.support.gateways import Client, GatewayProcess, token
 from tests.support.llm_nodes import NodeProcess
 from tests.support.waiting import wait_until
@@ -192,3 +195,49 @@ def test_json_log_lines_carry_the_task_fields_across_a_retry(
         assert len(line["trace_id"]) == 32 and len(line["span_id"]) == 16
     assert retry["span_id"] != success["span_id"]  # each run its own span
     assert retry["trace_id"] == success["trace_id"]  # the retry goes on with its trace
+
+
+def test_the_stack_finds_the_newest_requests_trace_in_phoenix() -> None:
+    """``scripts/run --trace`` prints each new request's trace page: read from Phoenix's
+    REST API (a double here, answering as Phoenix 20 answered on this machine)."""
+    spans_of = {
+        "data": [
+            {"name": "run/ai.llm_chat", "context": {"trace_id": "b" * 32},
+             "start_time": "2026-12-08T01:56:22+00:00"},
+            {"name": "gateway.submit", "context": {"trace_id": "a" * 32},
+             "start_time": "2026-12-08T01:50:00+00:00"},
+            {"name": "gateway.submit", "context": {"trace_id": "b" * 32},
+             "start_time": "2026-12-08T01:56:21+00:00"},
+        ]
+    }  # fmt: skip
+    answers = {
+        "/v1/projects": {
+            "data": [
+                {"name": "default", "id": "UHJvamVjdDox"},
+                {"name": "meetingtasks", "id": "UHJvamVjdDoy"},
+            ]
+        },
+        "/v1/projects/meetingtasks/spans?limit=100": spans_of,
+    }
+
+    class Phoenix(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(answers.get(self.path)).encode()
+            self.send_response(200 if self.path in answers else 404)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Phoenix)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        url = Stack(phoenix_port=port).latest_trace_url()
+        assert url == f"http://127.0.0.1:{port}/projects/UHJvamVjdDoy/traces/{'b' * 32}"
+        spans_of["data"] = []
+        assert Stack(phoenix_port=port).latest_trace_url() is None  # no request yet
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -71,9 +71,16 @@ def main() -> None:
 def run(
     flower_port: Annotated[int, typer.Option(help="Port of the Flower dashboard.")] = 5555,
     concurrency: Annotated[int, typer.Option(help="Worker processes of the local worker.")] = 2,
+    trace: Annotated[
+        bool,
+        typer.Option(
+            help="Start Arize Phoenix and send every part's traces to it "
+            "(scripts/run --trace installs it)."
+        ),
+    ] = False,
 ) -> None:
     """Start the whole stack here (Redis if none answers, worker, AI node, gateway, Flower)."""
-    stack = Stack(flower_port=flower_port, concurrency=concurrency, out=console.print)
+    stack = Stack(flower_port=flower_port, concurrency=concurrency, trace=trace, out=console.print)
     try:
         stack.start()
         reason = stack.wait()

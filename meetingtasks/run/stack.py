@@ -3,10 +3,15 @@
 Each part runs as its own process, exactly as it would on separate hosts, with its
 output in ``run/logs/``. Ctrl-C (or SIGTERM) stops them in reverse order: workers get a
 warm shutdown so tasks in flight finish, and the embedded Redis flushes its AOF.
+
+With ``trace`` (``scripts/run --trace``) Arize Phoenix starts first (from
+``.venv-phoenix``, ``scripts/lib/phoenix.sh``), every part sends its OpenTelemetry spans
+to it over OTLP/HTTP, and the URL of each new request's trace is printed as it comes.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,8 +20,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
-from urllib.parse import urlparse
+from typing import IO, Any
+from urllib.error import URLError
+from urllib.parse import quote, urlparse
+from urllib.request import urlopen
 
 from meetingtasks.base.settings import REPO_ROOT, get_settings
 from meetingtasks.node import llama
@@ -31,6 +38,11 @@ BACKENDS = {
     "echo": "none: the echo test double repeats the prompt (pip install '.[model]' for "
     "a real model)",
 }
+
+#: Where ``scripts/lib/phoenix.sh`` installs Arize Phoenix, and the project the stack's
+#: traces go to in it.
+PHOENIX = REPO_ROOT / ".venv-phoenix" / "bin" / "phoenix"
+TRACE_PROJECT = "meetingtasks"
 
 #: The user and meeting of the client token printed at start.
 CLIENT_USER = "demo"
@@ -81,10 +93,13 @@ class Stack:
     gateway_port: int = 8000
     ai_node: str = "tcp://127.0.0.1:5560"
     concurrency: int = 2
+    trace: bool = False
+    phoenix_port: int = 6006
     out: Callable[[str], None] = print
     run_dir: Path = RUN_DIR
     redis: RedisServer | None = None
     services: list[Service] = field(default_factory=list)
+    _traces: list[Service] = field(default_factory=list)
 
     def start(self) -> None:
         log_dir = self.run_dir / "logs"
@@ -95,6 +110,8 @@ class Stack:
             "MEETINGTASKS_REDIS_URL": redis_url,
             "MEETINGTASKS_LLM_NODES": self.ai_node,
         }
+        if self.trace:
+            env.update(self._start_phoenix(log_dir))
         # One worker per pool: the ai queue's own (threads, from routes/ai.toml: no
         # flags), the other queues' prefork.
         table = get_route_table()
@@ -131,7 +148,7 @@ class Stack:
             self.out(f"started {service.name:<8} pid {service.process.pid}")  # type: ignore[union-attr]
         self.out("")
         self.out(f"Redis     {redis_url}")
-        for service in self.services:
+        for service in [*self.services, *self._phoenix]:
             if service.url:
                 self.out(f"{service.name.capitalize():<9} {service.url}")
         self.out(f"AI model  {BACKENDS[backend]}")
@@ -153,6 +170,51 @@ class Stack:
         print(f"Meeting page: {base}/?token={token}")
         print(f"Operator page: {base}/ops?token={token}", flush=True)
         self.out("Stop: Ctrl-C")
+
+    @property
+    def _phoenix(self) -> list[Service]:
+        return [s for s in self._traces if s.process is not None]
+
+    def _start_phoenix(self, log_dir: Path) -> dict[str, str]:
+        """Start Phoenix and wait for it; the environment that sends every part's spans
+        to it."""
+        if not PHOENIX.exists():
+            raise RuntimeError("Arize Phoenix is not installed: start with scripts/run --trace")
+        base = f"http://127.0.0.1:{self.phoenix_port}"
+        phoenix = Service("phoenix", [str(PHOENIX), "serve"], url=base)
+        (self.run_dir / "phoenix").mkdir(parents=True, exist_ok=True)
+        phoenix.start(
+            {**os.environ, "PHOENIX_PORT": str(self.phoenix_port),
+             "PHOENIX_HOST": "127.0.0.1", "PHOENIX_GRPC_PORT": str(free_port()),
+             "PHOENIX_WORKING_DIR": str(self.run_dir / "phoenix")},
+            log_dir,
+        )  # fmt: skip
+        self._traces.append(phoenix)
+        self.out(f"started phoenix  pid {phoenix.process.pid}")  # type: ignore[union-attr]
+        deadline = time.monotonic() + 120
+        while _get_json(f"{base}/v1/projects") is None:
+            if time.monotonic() > deadline or phoenix.process.poll() is not None:  # type: ignore[union-attr]
+                raise RuntimeError(f"Phoenix did not start: see {log_dir}/phoenix.log")
+            time.sleep(0.5)
+        return {
+            "MEETINGTASKS_TRACE_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": base,
+            "OTEL_RESOURCE_ATTRIBUTES": f"openinference.project.name={TRACE_PROJECT}",
+        }
+
+    def latest_trace_url(self) -> str | None:
+        """The Phoenix page of the newest request's trace (its gateway submit)."""
+        base = f"http://127.0.0.1:{self.phoenix_port}"
+        spans = _get_json(f"{base}/v1/projects/{quote(TRACE_PROJECT)}/spans?limit=100")
+        projects = _get_json(f"{base}/v1/projects")
+        if not spans or not projects:
+            return None
+        submits = [s for s in spans.get("data", []) if s.get("name") == "gateway.submit"]
+        ids = [p["id"] for p in projects.get("data", []) if p.get("name") == TRACE_PROJECT]
+        if not submits or not ids:
+            return None
+        newest = max(submits, key=lambda s: s.get("start_time", ""))
+        return f"{base}/projects/{ids[0]}/traces/{newest['context']['trace_id']}"
 
     def _client_token(self, env: dict[str, str]) -> str:
         """A token from ``meetingtasks token`` with the stack's environment: the secret it
@@ -187,9 +249,15 @@ class Stack:
         """Block until Ctrl-C/SIGTERM or until a part dies; returns why."""
         stopping: list[str] = []
         signal.signal(signal.SIGTERM, lambda *_: stopping.append("SIGTERM"))
+        shown, next_look = None, time.monotonic()
         try:
             while not stopping:
-                for service in self.services:
+                if self.trace and time.monotonic() >= next_look:
+                    url, next_look = self.latest_trace_url(), time.monotonic() + 2
+                    if url is not None and url != shown:
+                        print(f"Last request's trace: {url}", flush=True)  # unfolded
+                        shown = url
+                for service in [*self.services, *self._phoenix]:
                     if service.process and service.process.poll() is not None:
                         log = self.run_dir / "logs" / f"{service.name}.log"
                         tail = log.read_text(errors="replace").splitlines()[-15:]
@@ -201,12 +269,21 @@ class Stack:
         return stopping[0]
 
     def stop(self) -> None:
-        for service in reversed(self.services):
+        for service in [*reversed(self.services), *self._phoenix]:
             self.out(f"stopping {service.name}")
             service.stop(timeout=60)
         if self.redis is not None:
             self.out("stopping embedded Redis")
             self.redis.stop()
+
+
+def _get_json(url: str) -> Any:
+    """A JSON answer of a local HTTP API, or None while it does not answer."""
+    try:
+        with urlopen(url, timeout=2) as answer:
+            return json.loads(answer.read())
+    except (URLError, OSError, ValueError):
+        return None
 
 
 def example_client(url: str) -> str:
