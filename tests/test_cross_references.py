@@ -15,7 +15,16 @@ from pathlib import Path
 from meetingtasks.base import tracing
 
 REPO = Path(__file__).resolve().parents[1]
-SKIPPED_DIRS = {".git", ".venv", ".venv-phoenix", "node_modules", "vendor", "run", "__pycache__", "site"}
+SKIPPED_DIRS = {
+    ".git",
+    ".venv",
+    ".venv-phoenix",
+    "node_modules",
+    "vendor",
+    "run",
+    "__pycache__",
+    "site",
+}
 TEXT_SUFFIXES = {".py", ".lua", ".md", ".js", ".mjs", ".cjs", ".toml", ".sh", ".html", ".yaml"}
 DOTTED = re.compile(r"\bmeetingtasks(?:\.[A-Za-z_]\w*)+")
 PATH = re.compile(
