@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from meetingtasks.base.keys import get_keys
-from meetingtasks.base.record import RecordField, TaskRecord, lua_prelude
+from meetingtasks.base.record import RecordField, TaskRecord, with_field_names
 from meetingtasks.dispatch import TaskDispatcher, TaskRequest
 from meetingtasks.store import LUA_DIR, script
 
@@ -57,7 +57,10 @@ def test_every_field_lua_names_is_one_of_the_records() -> None:
         for name in re.findall(r"\bF\.(\w+)", path.read_text())
     }
     assert used and used <= FIELD_NAMES
-    assert script("finish").script.startswith(lua_prelude())
+    loaded = script("finish").script
+    assert "F." not in loaded and "'status'" in loaded  # spelled out as it loads
+    with pytest.raises(ValueError, match=r"F\.stauts"):
+        with_field_names("redis.call('HGET', KEYS[1], F.stauts)")
 
 
 def _bare_reads(tree: ast.AST) -> list[str]:

@@ -14,13 +14,14 @@ Who writes what:
                                           ``celery_ext/result_record.py``)
     store/status.py                       worker_lost (a pool process died under it)
 
-Python reads a record through ``TaskRecord``. Lua names each field ``F.<field>``: the
-store puts ``local F = {…}``, built from ``RecordField`` here, in front of every script
+Python reads a record through ``TaskRecord``. Lua names each field ``F.<field>``, which
+the store replaces by the name ``RecordField`` gives it as it loads the script
 (``store.script``), so no script spells a field itself (``tests/test_record.py``).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -78,10 +79,23 @@ FROM_HEADERS = (
 )
 
 
-def lua_prelude() -> str:
-    """The line every Lua script starts with: ``F.<name>`` is the field's name."""
-    names = ", ".join(f"{field.value} = '{field.value}'" for field in RecordField)
-    return f"local F = {{{names}}}\n"
+def with_field_names(lua: str) -> str:
+    """A Lua script's text with each ``F.<name>`` replaced by that field's name, quoted,
+    as the store loads it: named here, spelled once, and nothing built at run time."""
+
+    def name(match: re.Match[str]) -> str:
+        try:
+            return f"'{RecordField(match.group(1)).value}'"
+        except ValueError:
+            raise ValueError(
+                f"a Lua script names F.{match.group(1)}, no field of the record"
+            ) from None
+
+    return _LUA_FIELD.sub(name, lua)
+
+
+#: ``F.<name>`` in a Lua script.
+_LUA_FIELD = re.compile(r"\bF\.(\w+)")
 
 
 @dataclass(frozen=True)

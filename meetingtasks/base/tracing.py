@@ -22,7 +22,6 @@ an event (``node/service.py``).
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Iterator, Mapping
@@ -163,5 +162,5 @@ def child_of(parent: trace.SpanContext) -> otel_context.Context:
 
 
 def _one_line(span: Any) -> str:
-    """A span as one line of JSON (the SDK writes it indented)."""
-    return json.dumps(json.loads(span.to_json()), separators=(",", ":")) + "\n"
+    """A span as one line of JSON (the SDK's exporter writes it indented)."""
+    return str(span.to_json(indent=None)) + "\n"

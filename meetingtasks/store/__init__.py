@@ -29,7 +29,7 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import NoScriptError, OutOfMemoryError
 from redis.retry import Retry
 
-from meetingtasks.base.record import lua_prelude
+from meetingtasks.base.record import with_field_names
 from meetingtasks.base.settings import get_settings
 from meetingtasks.errors import NotReplicated, RedisFull
 from meetingtasks.store import replication, sentinel
@@ -227,7 +227,7 @@ _script_connections = _ScriptConnections()
 
 @cache
 def script(name: str) -> LuaScript:
-    """The Lua script ``lua/<name>.lua``, after the record's field names (``F``,
-    ``base/record.py``)."""
-    source = lua_prelude() + (LUA_DIR / f"{name}.lua").read_text()
+    """The Lua script ``lua/<name>.lua``, its ``F.<field>`` names of the task record
+    spelled out (``base/record.py``)."""
+    source = with_field_names((LUA_DIR / f"{name}.lua").read_text())
     return LuaScript(source, replicated=name in replication.REPLICATED_SCRIPTS)
