@@ -133,6 +133,7 @@ class TaskDispatcher:
 
     def __init__(self, keys: Keys | None = None, poll_interval: float = 2.0) -> None:
         self.keys = keys or get_keys()
+        self.cancel_ttl = get_settings().cancel_ttl
         self.id = uuid.uuid4().hex
         self.poll_interval = poll_interval
         self._pending: dict[str, Callback] = {}
@@ -236,7 +237,7 @@ class TaskDispatcher:
         while True:
             current = self.status(task_id)
             if current is not None and current.done:
-                retention.read(self.keys, [task_id])
+                retention.policy().read(self.keys, [task_id])
                 return current
             left = deadline - time.monotonic()
             if left <= 0:
@@ -249,7 +250,7 @@ class TaskDispatcher:
 
     def cancel(self, task_id: str) -> bool:
         """Cancel a delayed, queued or running task; False if it had already ended."""
-        return cancellation.cancel(app, task_id, self.keys)
+        return cancellation.cancel(app, task_id, self.keys, self.cancel_ttl)
 
     def register_route(
         self,
@@ -353,7 +354,7 @@ class TaskDispatcher:
             if callback is not None:
                 self._callbacks.submit(_run_callback, callback, result)
                 fired.append(result.task_id)
-        retention.read(self.keys, fired)
+        retention.policy().read(self.keys, fired)
 
 
 def _run_callback(callback: Callback, result: TaskResult) -> None:

@@ -16,6 +16,7 @@ from celery import Task
 from meetingtasks.app import app
 from meetingtasks.base.keys import Keys, get_keys
 from meetingtasks.base.priority import Priority
+from meetingtasks.base.settings import get_settings
 from meetingtasks.policies import cancellation
 from meetingtasks.store import delayed
 
@@ -26,6 +27,7 @@ class TaskScheduler:
     def __init__(self, keys: Keys | None = None, batch: int = 1000) -> None:
         self.keys = keys or get_keys()
         self.batch = batch
+        self.cancel_ttl = get_settings().cancel_ttl
 
     def submit(
         self,
@@ -55,7 +57,7 @@ class TaskScheduler:
 
     def cancel(self, task_id: str) -> bool:
         """Cancel a delayed, queued or running task; False if it already finished."""
-        return cancellation.cancel(app, task_id, self.keys)
+        return cancellation.cancel(app, task_id, self.keys, self.cancel_ttl)
 
     def pending(self) -> int:
         """Delayed tasks not yet due."""

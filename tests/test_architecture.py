@@ -195,12 +195,14 @@ def test_the_lua_key_check_sees_a_built_key() -> None:
     assert "ARGV[5] .. id" in keys_each_script_touches()["fetch.lua"]
 
 
-#: Helpers called on every send and at every run's end: the component calling them (the
-#: send path's ``_Sender``, the transport's channel, the inbox forwarder, the tracking
-#: policy) read the settings once and pass what they need.
+#: Helpers called on every send, cancel and run's end: the component calling them (the
+#: send path's ``_Sender``, the transport's channel, the inbox forwarder, each Lua
+#: script, the dispatcher and scheduler, the retention policy) read the settings once
+#: and pass what they need.
 _GIVEN_THEIR_SETTINGS = (
     "policies/submission.py", "store/queueing.py", "store/status.py", "policies/foreign.py",
-    "celery_ext/celery_app.py",
+    "celery_ext/celery_app.py", "store/replication.py", "policies/cancellation.py",
+    "policies/tracking.py",
 )  # fmt: skip
 
 

@@ -17,7 +17,7 @@ from meetingtasks.base.status import TaskStatus
 from meetingtasks.dead_letter_queue import DeadLetterQueue
 from meetingtasks.dispatch import TaskDispatcher, TaskRequest
 from meetingtasks.errors import InvalidOption, Permanent
-from meetingtasks.policies.retention import retention
+from meetingtasks.policies.retention import policy
 from meetingtasks.policies.routing import Route, get_route_table
 from tests.support.gateways import Client, GatewayProcess, token
 from tests.support.waiting import wait_until
@@ -28,17 +28,18 @@ UNWATCHED = 2  # seconds, in the workers of these tests
 
 def test_the_window_follows_who_may_still_want_the_record() -> None:
     settings = get_settings()
+    retention = policy()  # this process's, from its settings
     done = TaskStatus.COMPLETED
-    assert retention(done) == settings.retention_unwatched
-    assert retention(done, session=True) == settings.gateway_idle_timeout
-    assert retention(done, awaited=True) == settings.retention_result
-    assert retention(done, result_kept=True) == settings.retention_result
-    assert retention(TaskStatus.FAILED, session=True) == settings.retention_failed
-    assert retention(TaskStatus.TIMEOUT) == settings.retention_failed
-    assert retention(TaskStatus.RETRYING) == settings.status_ttl  # not over yet
+    assert retention.seconds(done) == settings.retention_unwatched
+    assert retention.seconds(done, session=True) == settings.gateway_idle_timeout
+    assert retention.seconds(done, awaited=True) == settings.retention_result
+    assert retention.seconds(done, result_kept=True) == settings.retention_result
+    assert retention.seconds(TaskStatus.FAILED, session=True) == settings.retention_failed
+    assert retention.seconds(TaskStatus.TIMEOUT) == settings.retention_failed
+    assert retention.seconds(TaskStatus.RETRYING) == settings.status_ttl  # not over yet
     assert settings.retention_unwatched < settings.retention_result
-    assert retention(TaskStatus.FAILED, override=5) == 5  # a route's or a call's
-    assert retention(done, override="0.4") == 1  # whole seconds, as a record holds it
+    assert retention.seconds(TaskStatus.FAILED, override=5) == 5  # a route's or a call's
+    assert retention.seconds(done, override="0.4") == 1  # whole seconds, as a record holds it
 
 
 def test_a_route_and_a_call_choose_it_at_send(app, redis) -> None:

@@ -104,7 +104,7 @@ class AwaitedResult(AsyncResult):
     def get(self, *args: Any, **kwargs: Any) -> Any:
         value = super().get(*args, **kwargs)
         try:
-            retention.read(get_keys(), [self.id])
+            retention.policy().read(get_keys(), [self.id])
         except Exception:
             log.warning("could not shorten the record of %s after get()", self.id, exc_info=True)
         return value

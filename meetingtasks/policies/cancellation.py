@@ -14,7 +14,6 @@ from __future__ import annotations
 from celery import Celery
 
 from meetingtasks.base.keys import Keys, get_keys
-from meetingtasks.base.settings import get_settings
 from meetingtasks.base.status import TaskStatus
 from meetingtasks.store import delayed, get_redis
 from meetingtasks.store import status as status_store
@@ -22,14 +21,14 @@ from meetingtasks.store import status as status_store
 REASON = "cancelled"
 
 
-def cancel(app: Celery, task_id: str, keys: Keys | None = None) -> bool:
+def cancel(app: Celery, task_id: str, keys: Keys, ttl: int) -> bool:
     """Cancel a task wherever it is; False if it had already finished. ``app`` tells the
-    result backend and the running workers."""
-    keys = keys or get_keys()
+    result backend and the running workers; the tombstone that drops a copy of its
+    message still on its way is kept ``ttl`` seconds (``MEETINGTASKS_CANCEL_TTL``)."""
     record = status_store.read(keys, [task_id])[0]
     if record.status is not None and record.status.terminal:
         return False
-    get_redis().set(keys.cancelled(task_id), REASON, ex=get_settings().cancel_ttl)
+    get_redis().set(keys.cancelled(task_id), REASON, ex=ttl)
     delayed.remove(keys, task_id)
     running = record.status is TaskStatus.PROCESSING
     if not running:

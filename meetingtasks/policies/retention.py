@@ -25,44 +25,65 @@ task not over yet (queued, running, retrying) keeps its record
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cache
+
 from meetingtasks.base.keys import Keys
-from meetingtasks.base.settings import get_settings
+from meetingtasks.base.settings import Settings, get_settings
 from meetingtasks.base.status import TaskStatus
 from meetingtasks.store import status as store
 
 FAILURES = (TaskStatus.FAILED, TaskStatus.TIMEOUT)
 
 
-def retention(
-    status: TaskStatus,
-    *,
-    override: float | str | None = None,
-    session: bool = False,
-    awaited: bool = False,
-    result_kept: bool = False,
-) -> int:
-    """Seconds the record of a task that moved to ``status`` is kept from now
-    (``override``: the retention its route or call chose, header ``mt_retention``)."""
-    settings = get_settings()
-    if status is TaskStatus.RETRYING:
-        return settings.status_ttl
-    if override:
-        return max(1, round(float(override)))
-    if status in FAILURES:
-        return settings.retention_failed
-    if session:
-        return max(1, round(settings.gateway_idle_timeout))
-    if awaited or result_kept:
-        return settings.retention_result
-    return settings.retention_unwatched
+@dataclass(frozen=True)
+class Retention:
+    """Seconds records are kept, from the settings named above."""
+
+    while_running: int
+    unwatched: int
+    result: int
+    failed: int
+    session: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Retention:
+        return cls(
+            settings.status_ttl, settings.retention_unwatched, settings.retention_result,
+            settings.retention_failed, max(1, round(settings.gateway_idle_timeout)),
+        )  # fmt: skip
+
+    def seconds(
+        self,
+        status: TaskStatus,
+        *,
+        override: float | str | None = None,
+        session: bool = False,
+        awaited: bool = False,
+        result_kept: bool = False,
+    ) -> int:
+        """Seconds the record of a task that moved to ``status`` is kept from now
+        (``override``: the retention its route or call chose, header ``mt_retention``)."""
+        if status is TaskStatus.RETRYING:
+            return self.while_running
+        if override:
+            return max(1, round(float(override)))
+        if status in FAILURES:
+            return self.failed
+        if session:
+            return self.session
+        if awaited or result_kept:
+            return self.result
+        return self.unwatched
+
+    def read(self, keys: Keys, task_ids: list[str]) -> None:
+        """Whoever awaited these tasks has read their results: what is left of their
+        window shrinks to the unwatched one, where nothing else keeps them
+        (``lua/release.lua``)."""
+        store.release(keys, task_ids, self.unwatched)
 
 
-def while_running() -> int:
-    """Seconds the record of a task not over yet is kept from its last change."""
-    return get_settings().status_ttl
-
-
-def read(keys: Keys, task_ids: list[str]) -> None:
-    """Whoever awaited these tasks has read their results: what is left of their window
-    shrinks to the unwatched one, where nothing else keeps them (``lua/release.lua``)."""
-    store.release(keys, task_ids, get_settings().retention_unwatched)
+@cache
+def policy() -> Retention:
+    """This process's retention, read from the settings once."""
+    return Retention.from_settings(get_settings())

@@ -25,7 +25,7 @@ from meetingtasks.base import headers as h
 from meetingtasks.base.keys import Keys, get_keys
 from meetingtasks.base.record import RecordField
 from meetingtasks.base.status import TaskStatus
-from meetingtasks.policies.retention import retention, while_running
+from meetingtasks.policies import retention
 from meetingtasks.store import status as store
 from meetingtasks.store.status import StoredResult
 
@@ -105,7 +105,8 @@ def report(
     """
     keys = keys or get_keys()
     if status is None:
-        return store.finish(keys, task_id, None, time.time(), while_running(), result=stored)
+        kept = retention.policy().while_running
+        return store.finish(keys, task_id, None, time.time(), kept, result=stored)
     if request is not None:
         notify_id, session_id, request_id = (
             h.get(request, h.NOTIFY),
@@ -125,7 +126,7 @@ def report(
         foreign = bool(record.get(RecordField.FOREIGN))
     notify_channel = keys.notify_channel(notify_id) if notify_id else ""
     session_channel = keys.session_channel(session_id) if session_id else ""
-    kept = retention(
+    kept = retention.policy().seconds(
         status, override=override, session=bool(session_channel),
         awaited=bool(notify_channel), result_kept=stored is not None,
     )  # fmt: skip

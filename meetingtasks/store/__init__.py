@@ -102,15 +102,16 @@ class LuaScript:
     client's, with its retries while Redis is unreachable, as every other command.
     """
 
-    def __init__(self, source: str, replicated: bool = False) -> None:
+    def __init__(self, source: str, replication_policy: replication.Policy | None = None) -> None:
         self.script = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
-        #: Its writes count once MEETINGTASKS_MIN_REPLICAS replicas have them (replication.py).
-        self.replicated = replicated
+        #: Its writes count once that many replicas have them (replication.py); None:
+        #: as soon as the primary has them.
+        self.replication = replication_policy
 
     def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
         command = ("EVALSHA", self.sha, len(keys), *keys, *args)
-        replicas = replication.wanted() if self.replicated else 0
+        replicas = self.replication.replicas if self.replication else 0
         connection = _script_connections.take()
         try:
             reply = self._run(connection, command, replicas)
@@ -147,8 +148,8 @@ class LuaScript:
             except redis.ResponseError:
                 _read_quietly(connection, len(wait))  # the connection stays in step
                 raise
-            if replicas:
-                replication.confirm(connection, replicas, int(connection.read_response()))
+            if replicas and self.replication is not None:
+                self.replication.confirm(connection, int(connection.read_response()))
             return reply
         except redis.ResponseError as exc:
             if not replication.on_a_replica(exc):
@@ -230,4 +231,6 @@ def script(name: str) -> LuaScript:
     """The Lua script ``lua/<name>.lua``, its ``F.<field>`` names of the task record
     spelled out (``base/record.py``)."""
     source = with_field_names((LUA_DIR / f"{name}.lua").read_text())
-    return LuaScript(source, replicated=name in replication.REPLICATED_SCRIPTS)
+    replicated = name in replication.REPLICATED_SCRIPTS
+    policy = replication.Policy.from_settings(get_settings()) if replicated else None
+    return LuaScript(source, policy)

@@ -26,15 +26,17 @@ QUIET_SECONDS = 1.0
 class ListenerGate:
     def __init__(self, quiet: float = QUIET_SECONDS, always: bool | None = None) -> None:
         self.quiet = quiet
-        #: Publish whoever listens (None: as MEETINGTASKS_TASK_EVENTS says).
+        #: Publish whoever listens (None: as MEETINGTASKS_TASK_EVENTS says, read at the
+        #: first publish).
         self.always = always
         self._quiet_until = 0.0
         self._lock = threading.Lock()
 
     def open(self) -> bool:
         """Whether to publish a task event now."""
-        always = self.always if self.always is not None else get_settings().task_events == "always"
-        return always or time.monotonic() >= self._quiet_until
+        if self.always is None:
+            self.always = get_settings().task_events == "always"
+        return self.always or time.monotonic() >= self._quiet_until
 
     def heard(self, receivers: int) -> None:
         """What a publish answered: how many subscribers got it."""

@@ -13,9 +13,10 @@ joins the new primary (the old one restarted as a replica) confirms it.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from meetingtasks.base.settings import get_settings
+from meetingtasks.base.settings import Settings
 from meetingtasks.errors import NotReplicated
 
 #: Scripts whose writes must reach the replicas (store/lua/<name>.lua).
@@ -24,9 +25,33 @@ REPLICATED_SCRIPTS = frozenset({"enqueue", "finish"})
 WAIT_SLICE_MS = 500
 
 
-def wanted() -> int:
-    """Replicas a replicated write must reach (0: none, as plain Redis)."""
-    return get_settings().min_replicas
+@dataclass(frozen=True)
+class Policy:
+    """Replicas a replicated write must reach (0: none, as plain Redis), and how long it
+    waits for them (``MEETINGTASKS_MIN_REPLICAS``, ``MEETINGTASKS_REPLICA_WAIT``)."""
+
+    replicas: int
+    wait: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Policy:
+        return cls(settings.min_replicas, settings.replica_wait)
+
+    def confirm(self, connection: Any, acknowledged: int) -> None:
+        """Wait on ``connection`` (the one that wrote) until ``replicas`` acknowledged
+        its writes, ``acknowledged`` being the first WAIT's answer; NotReplicated past
+        the deadline."""
+        deadline = time.monotonic() + self.wait
+        while acknowledged < self.replicas and time.monotonic() < deadline:
+            connection.send_command(*wait_command(self.replicas))
+            acknowledged = int(connection.read_response())
+        if acknowledged < self.replicas:
+            raise NotReplicated(
+                f"Redis took the write but only {acknowledged} of the {self.replicas} "
+                f"replicas MEETINGTASKS_MIN_REPLICAS asks for confirmed it within "
+                f"{self.wait:g}s: a failover now could lose it. It may still be applied: "
+                "retrying may run the task twice"
+            )
 
 
 def on_a_replica(error: Exception) -> bool:
@@ -38,20 +63,3 @@ def on_a_replica(error: Exception) -> bool:
 
 def wait_command(replicas: int) -> tuple[Any, ...]:
     return ("WAIT", replicas, WAIT_SLICE_MS)
-
-
-def confirm(connection: Any, replicas: int, acknowledged: int) -> None:
-    """Wait on ``connection`` (the one that wrote) until ``replicas`` acknowledged its
-    writes, ``acknowledged`` being the first WAIT's answer; NotReplicated past the
-    deadline."""
-    deadline = time.monotonic() + get_settings().replica_wait
-    while acknowledged < replicas and time.monotonic() < deadline:
-        connection.send_command(*wait_command(replicas))
-        acknowledged = int(connection.read_response())
-    if acknowledged < replicas:
-        raise NotReplicated(
-            f"Redis took the write but only {acknowledged} of the {replicas} replicas "
-            f"MEETINGTASKS_MIN_REPLICAS asks for confirmed it within "
-            f"{get_settings().replica_wait:g}s: a failover now could lose it. It may "
-            "still be applied: retrying may run the task twice"
-        )
