@@ -52,8 +52,9 @@ _provider: Any = None
 
 
 def active() -> bool:
-    """Whether this process records spans (checked before any span of ours)."""
-    return _set_up_in == os.getpid()
+    """Whether this process records spans (checked before any span of ours; with
+    tracing off, without even asking the kernel for the pid)."""
+    return _set_up_in is not None and _set_up_in == os.getpid()
 
 
 def setup(service: str) -> bool:
