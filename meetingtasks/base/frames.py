@@ -12,8 +12,9 @@ The client's frames are parsed in ``gateway/protocol.py``, with the error codes.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
+
+from kombu.utils.json import dumps
 
 
 def encode(frame: dict[str, Any]) -> str:
@@ -110,16 +111,9 @@ def task_retrying(task_id: str, error: str, request_id: str | None) -> str:
     return _with_request(frame, request_id)
 
 
-def task_result(
-    task_id: str,
-    status: str,
-    result: Any,
-    error: str,
-    request_id: str | None,
-    dumps: Callable[[dict[str, Any]], str] = encode,
-) -> str:
-    """How the task ended: its result if it completed, else its error. A worker encodes
-    it as Celery encodes results (``dumps``: kombu's JSON, which knows dates, UUIDs…)."""
+def task_result(task_id: str, status: str, result: Any, error: str, request_id: str | None) -> str:
+    """How the task ended: its result if it completed, else its error. Encoded as Celery
+    encodes results (kombu's JSON, which knows dates, UUIDs, decimals…)."""
     frame: dict[str, Any] = {"op": "result", "task_id": task_id, "status": status}
     if status == "completed":
         frame["result"] = result
@@ -127,4 +121,4 @@ def task_result(
         frame["error"] = error
     if request_id is not None:
         frame["request_id"] = request_id
-    return dumps(frame)
+    return str(dumps(frame))  # type: ignore[no-untyped-call]

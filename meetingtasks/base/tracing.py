@@ -97,10 +97,6 @@ def setup(service: str) -> bool:
     return True
 
 
-def tracer() -> trace.Tracer:
-    return _tracer
-
-
 def traceparent() -> str | None:
     """The current span's context as a W3C ``traceparent`` value, to carry it on."""
     if not active():
@@ -150,11 +146,6 @@ def start(
     return _tracer.start_span(
         name, context=parent, kind=kind, attributes=attributes, start_time=nanos
     )
-
-
-def span_context() -> trace.SpanContext | None:
-    """The current span's context, to parent a later span to it (None: tracing off)."""
-    return trace.get_current_span().get_span_context() if active() else None
 
 
 def child_of(parent: trace.SpanContext) -> otel_context.Context:

@@ -60,14 +60,10 @@ class TaskFields(logging.Filter):
         return True
 
 
-def json_logs() -> bool:
-    return get_settings().log_format == "json"
-
-
 def apply(logger: logging.Logger | None = None) -> None:
     """Make every handler of ``logger`` (default: the root logger) write JSON lines with
     the task's fields; nothing unless ``MEETINGTASKS_LOG_FORMAT=json``."""
-    if not json_logs():
+    if get_settings().log_format != "json":
         return
     logger = logger or logging.getLogger()
     if not logger.handlers:

@@ -23,7 +23,6 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
-from kombu.utils.json import dumps
 
 from meetingtasks.base import frames
 from meetingtasks.base.keys import Keys, get_keys
@@ -304,7 +303,7 @@ class Hub:
                     continue
                 frame = frames.task_result(
                     task_id, result.status.value, result.result, result.error or "",
-                    result.request_id, dumps,
+                    result.request_id,
                 )  # fmt: skip
                 if session.route(frame, task_id, "result"):
                     for member in session.members:

@@ -18,7 +18,6 @@ from typing import Any
 
 from celery import states
 from celery.exceptions import SoftTimeLimitExceeded, TaskRevokedError, TimeLimitExceeded
-from kombu.utils.json import dumps
 
 from meetingtasks.base import frames
 from meetingtasks.base import headers as h
@@ -153,7 +152,7 @@ def _session_frame(
     """The frame that tells a client session how its task's run went."""
     if status is TaskStatus.RETRYING:
         return frames.task_retrying(task_id, error, request_id)
-    return frames.task_result(task_id, status.value, result, error, request_id, dumps)
+    return frames.task_result(task_id, status.value, result, error, request_id)
 
 
 def describe(exc: Any) -> str:

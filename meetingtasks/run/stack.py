@@ -99,7 +99,6 @@ class Stack:
     run_dir: Path = RUN_DIR
     redis: RedisServer | None = None
     services: list[Service] = field(default_factory=list)
-    _traces: list[Service] = field(default_factory=list)
 
     def start(self) -> None:
         log_dir = self.run_dir / "logs"
@@ -110,8 +109,7 @@ class Stack:
             "MEETINGTASKS_REDIS_URL": redis_url,
             "MEETINGTASKS_LLM_NODES": self.ai_node,
         }
-        if self.trace:
-            env.update(self._start_phoenix(log_dir))
+        phoenix = self._start_phoenix(log_dir, env) if self.trace else None
         # One worker per pool: the ai queue's own (threads, from routes/ai.toml: no
         # flags), the other queues' prefork.
         table = get_route_table()
@@ -126,6 +124,7 @@ class Stack:
         backend = "llama" if llama.available() else "echo"
         node_args = ["--backend", "llama"] if backend == "llama" else ["--token-delay", "0.02"]
         self.services = [
+            *([phoenix] if phoenix else []),  # already up; stopped last
             Service(
                 "ai-node",
                 meetingtasks("ai-node", "--bind", self.ai_node, *node_args),
@@ -144,11 +143,12 @@ class Stack:
             ),
         ]
         for service in self.services:
-            service.start(env, log_dir)
-            self.out(f"started {service.name:<8} pid {service.process.pid}")  # type: ignore[union-attr]
+            if service is not phoenix:
+                service.start(env, log_dir)
+                self.out(f"started {service.name:<8} pid {service.process.pid}")  # type: ignore[union-attr]
         self.out("")
         self.out(f"Redis     {redis_url}")
-        for service in [*self.services, *self._phoenix]:
+        for service in self.services:
             if service.url:
                 self.out(f"{service.name.capitalize():<9} {service.url}")
         self.out(f"AI model  {BACKENDS[backend]}")
@@ -171,13 +171,8 @@ class Stack:
         print(f"Operator page: {base}/ops?token={token}", flush=True)
         self.out("Stop: Ctrl-C")
 
-    @property
-    def _phoenix(self) -> list[Service]:
-        return [s for s in self._traces if s.process is not None]
-
-    def _start_phoenix(self, log_dir: Path) -> dict[str, str]:
-        """Start Phoenix and wait for it; the environment that sends every part's spans
-        to it."""
+    def _start_phoenix(self, log_dir: Path, env: dict[str, str]) -> Service:
+        """Start Phoenix and wait for it; ``env`` then sends every part's spans to it."""
         if not PHOENIX.exists():
             raise RuntimeError("Arize Phoenix is not installed: start with scripts/run --trace")
         base = f"http://127.0.0.1:{self.phoenix_port}"
@@ -189,18 +184,19 @@ class Stack:
              "PHOENIX_WORKING_DIR": str(self.run_dir / "phoenix")},
             log_dir,
         )  # fmt: skip
-        self._traces.append(phoenix)
         self.out(f"started phoenix  pid {phoenix.process.pid}")  # type: ignore[union-attr]
         deadline = time.monotonic() + 120
         while _get_json(f"{base}/v1/projects") is None:
             if time.monotonic() > deadline or phoenix.process.poll() is not None:  # type: ignore[union-attr]
+                phoenix.stop(timeout=5)
                 raise RuntimeError(f"Phoenix did not start: see {log_dir}/phoenix.log")
             time.sleep(0.5)
-        return {
+        env.update({
             "MEETINGTASKS_TRACE_EXPORTER": "otlp",
             "OTEL_EXPORTER_OTLP_ENDPOINT": base,
             "OTEL_RESOURCE_ATTRIBUTES": f"openinference.project.name={TRACE_PROJECT}",
-        }
+        })  # fmt: skip
+        return phoenix
 
     def latest_trace_url(self) -> str | None:
         """The Phoenix page of the newest request's trace (its gateway submit)."""
@@ -257,7 +253,7 @@ class Stack:
                     if url is not None and url != shown:
                         print(f"Last request's trace: {url}", flush=True)  # unfolded
                         shown = url
-                for service in [*self.services, *self._phoenix]:
+                for service in self.services:
                     if service.process and service.process.poll() is not None:
                         log = self.run_dir / "logs" / f"{service.name}.log"
                         tail = log.read_text(errors="replace").splitlines()[-15:]
@@ -269,7 +265,7 @@ class Stack:
         return stopping[0]
 
     def stop(self) -> None:
-        for service in [*reversed(self.services), *self._phoenix]:
+        for service in reversed(self.services):
             self.out(f"stopping {service.name}")
             service.stop(timeout=60)
         if self.redis is not None:
