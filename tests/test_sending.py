@@ -36,6 +36,9 @@ UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
 #: Floats that are times of the send (our headers; the event's clock and timestamp).
 PER_SEND_NUMBERS = {"mt_enqueued_at", "mt_due_at", "timestamp", "clock"}
+#: kombu's ``expiration`` property: milliseconds left until ``expires``, counted at the
+#: send, so two sends a few milliseconds apart differ in it.
+MILLISECONDS_LEFT = "expiration"
 
 
 def celerys_send_task(self: Celery, name: str, args: Any = None, kwargs: Any = None, **options):
@@ -52,6 +55,9 @@ def normalized(value: Any, times: list[float]) -> Any:
             if key in PER_SEND_NUMBERS and isinstance(item, int | float):
                 times.append(float(item))
                 out[key] = "<time>"
+            elif key == MILLISECONDS_LEFT and isinstance(item, str) and item.isdigit():
+                times.append(int(item) / 1000)  # seconds, compared as times are
+                out[key] = "<ms left>"
             else:
                 out[key] = normalized(item, times)
         return out
